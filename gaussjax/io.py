@@ -1,0 +1,110 @@
+"""File I/O: Orbax checkpoints (behind `save_tree` / `load_tree`), generator directories, images.
+
+The Orbax V1 API (`orbax.checkpoint.v1`) is used in exactly two functions, so a future API switch is a
+one-file change.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+import uuid
+
+import jax
+import numpy as np
+from flax import nnx
+from orbax.checkpoint import v1 as ocp
+
+from gaussjax.config import GeneratorConfig
+from gaussjax.stylegan2 import Generator
+
+CONFIG_FILE = "config.json"
+WEIGHTS_DIR = "weights"
+
+
+def save_tree(path, tree) -> None:
+    """Writes a pytree of arrays to a new Orbax checkpoint directory at `path`."""
+    ocp.save(pathlib.Path(path).absolute(), tree)
+
+
+def load_tree(path, abstract_tree):
+    """Reads an Orbax checkpoint written by `save_tree` into the structure of `abstract_tree`."""
+    return ocp.load(pathlib.Path(path).absolute(), abstract_tree)
+
+
+def abstract_generator(cfg: GeneratorConfig) -> Generator:
+    """A Generator with shapes but no allocated weights (for restoring or key mapping)."""
+    return nnx.eval_shape(lambda: Generator(cfg, rngs=nnx.Rngs(0)))
+
+
+def _to_numpy_state(state):
+    return jax.tree.map(np.asarray, state)
+
+
+def save_generator(dst, generator: Generator, metadata: dict | None = None, overwrite=False) -> None:
+    """Saves `generator` as a directory: `config.json` (human readable) + `weights/` (Orbax).
+
+    The directory is assembled under a temporary name beside `dst` and renamed into place, so a
+    partly written generator never exists at `dst`.
+
+    Raises:
+      FileExistsError: `dst` exists and `overwrite` is False.
+    """
+    dst = pathlib.Path(dst).absolute()
+    if dst.exists() and not overwrite:
+        raise FileExistsError(f"{dst} already exists (pass --overwrite to replace it)")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.parent / f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir()
+        save_tree(tmp / WEIGHTS_DIR, _to_numpy_state(nnx.state(generator)))
+        doc = {"generator": generator.cfg.to_dict(), **(metadata or {})}
+        (tmp / CONFIG_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        _replace_dir(tmp, dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace_dir(src: pathlib.Path, dst: pathlib.Path) -> None:
+    """Moves `src` to `dst`; an existing `dst` is swapped out first and deleted only afterwards."""
+    old = None
+    if dst.exists():
+        old = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_generator_config(path) -> tuple[GeneratorConfig, dict]:
+    """Reads `config.json` of a generator directory: (config, the whole JSON document)."""
+    path = pathlib.Path(path)
+    cfg_file = path / CONFIG_FILE
+    if not path.is_dir() or not cfg_file.is_file() or not (path / WEIGHTS_DIR).is_dir():
+        raise FileNotFoundError(f"{path} is not a gaussjax generator directory "
+                                f"(expected {CONFIG_FILE} and {WEIGHTS_DIR}/; make one with converters.convert)")
+    doc = json.loads(cfg_file.read_text())
+    return GeneratorConfig.from_dict(doc["generator"]), doc
+
+
+def load_generator_module(path) -> Generator:
+    """Restores the Generator saved by `save_generator`."""
+    cfg, _ = read_generator_config(path)
+    model = abstract_generator(cfg)
+    graphdef, abstract_state = nnx.split(model)
+    state = load_tree(pathlib.Path(path) / WEIGHTS_DIR, abstract_state)
+    return nnx.merge(graphdef, state)
+
+
+def write_bytes_atomic(path, data: bytes) -> None:
+    """Writes a file via a temporary sibling and rename, so a reader never sees half of it."""
+    path = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,270 @@
+"""StyleGAN2 generator (official stylegan2-ada-pytorch numerics) as Flax NNX modules, NHWC.
+
+Parameters keep the official storage conventions so conversion is a transpose: dense weights are
+stored unscaled and multiplied at run time by `lr_multiplier / sqrt(fan_in)` (biases by
+`lr_multiplier`); affine biases already contain the +1; conv kernels are [kh, kw, in, out] in
+cross-correlation orientation (the converter flips the official true-convolution conv0 kernels).
+"""
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from gaussjax import ops
+from gaussjax.config import GeneratorConfig
+
+NOISE_MODES = ("const", "random", "none")
+
+
+class Buffer(nnx.Variable):
+    """Non-trainable state that is part of a trained network (w_avg, noise_const)."""
+
+
+class Dense(nnx.Module):
+    """Official FullyConnectedLayer: y = act(x @ (W * lr / sqrt(in)) + b * lr)."""
+
+    def __init__(self, in_features, out_features, *, rngs, activation="linear", lr_multiplier=1.0,
+                 bias_init=0.0):
+        self.weight = nnx.Param(jax.random.normal(rngs.params(), (in_features, out_features)) / lr_multiplier)
+        self.bias = nnx.Param(jnp.full((out_features,), bias_init / lr_multiplier, jnp.float32))
+        self.activation = activation
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+
+    def __call__(self, x):
+        """x: [N, in] -> [N, out] (float32)."""
+        y = x @ (self.weight[...] * self.weight_gain)
+        return ops.bias_act(y, self.bias[...] * self.bias_gain, act=self.activation)
+
+
+class MappingNetwork(nnx.Module):
+    """z [N, z_dim] (+ one-hot c [N, c_dim]) -> ws [N, num_ws, w_dim]."""
+
+    def __init__(self, cfg: GeneratorConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        if cfg.c_dim > 0:
+            self.embed = Dense(cfg.c_dim, cfg.embed_features, rngs=rngs)
+        features = [cfg.z_dim + cfg.embed_features] + [cfg.layer_features] * (cfg.mapping_layers - 1)
+        features.append(cfg.w_dim)
+        self.layers = nnx.List([
+            Dense(fin, fout, rngs=rngs, activation=cfg.mapping_activation,
+                  lr_multiplier=cfg.mapping_lr_multiplier)
+            for fin, fout in zip(features[:-1], features[1:])])
+        self.w_avg = Buffer(jnp.zeros((cfg.w_dim,), jnp.float32))
+
+    def __call__(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None):
+        """Args:
+          z: [N, z_dim] (may be [N, 0]).
+          c: [N, c_dim] class labels (one-hot), required iff c_dim > 0.
+          truncation_psi: w_avg + psi * (w - w_avg); 1 disables truncation.
+          truncation_cutoff: truncate only ws[:, :cutoff] (None: all).
+        Returns:
+          ws [N, num_ws, w_dim] float32.
+        """
+        x = self._embed_inputs(z, c)
+        for layer in self.layers:
+            x = layer(x)
+        ws = jnp.broadcast_to(x[:, None, :], (x.shape[0], self.cfg.num_ws, x.shape[1]))
+        if truncation_psi == 1:
+            return ws
+        w_avg = self.w_avg[...]
+        truncated = w_avg + truncation_psi * (ws - w_avg)
+        if truncation_cutoff is None:
+            return truncated
+        layer_mask = (jnp.arange(self.cfg.num_ws) < truncation_cutoff)[None, :, None]
+        return jnp.where(layer_mask, truncated, ws)
+
+    def _embed_inputs(self, z, c):
+        cfg = self.cfg
+        parts = []
+        if cfg.z_dim > 0:
+            _check_shape("z", z, (cfg.z_dim,))
+            parts.append(ops.normalize_2nd_moment(jnp.asarray(z, jnp.float32)))
+        if cfg.c_dim > 0:
+            if c is None:
+                raise ValueError(f"this generator is conditional: pass class labels c of shape [N, {cfg.c_dim}]")
+            _check_shape("c", c, (cfg.c_dim,))
+            parts.append(ops.normalize_2nd_moment(self.embed(jnp.asarray(c, jnp.float32))))
+        return jnp.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+
+
+class SynthesisLayer(nnx.Module):
+    """Modulated 3x3 conv (+ optional 2x upsampling) -> noise -> bias, lrelu, gain, clamp."""
+
+    def __init__(self, in_ch, out_ch, w_dim, resolution, cfg: GeneratorConfig, *, rngs, up=False):
+        self.affine = Dense(w_dim, in_ch, rngs=rngs, bias_init=1.0)
+        self.weight = nnx.Param(jax.random.normal(rngs.params(), (3, 3, in_ch, out_ch)))
+        self.bias = nnx.Param(jnp.zeros((out_ch,), jnp.float32))
+        if cfg.use_noise:
+            self.noise_strength = nnx.Param(jnp.zeros((), jnp.float32))
+            self.noise_const = Buffer(jax.random.normal(rngs.params(), (resolution, resolution)))
+        self.up = up
+        self.use_noise = cfg.use_noise
+        self.conv_clamp = cfg.conv_clamp
+        self.filter_taps = cfg.resample_filter
+
+    def __call__(self, x, w, noise, gain=1.0):
+        """x: [N, H, W, in]; w: [N, w_dim]; noise: None or broadcastable to [N, H', W', 1] (unscaled)."""
+        styles = self.affine(w)
+        x = ops.modulated_conv2d(x, self.weight[...], styles, up=self.up, f=ops.setup_filter(self.filter_taps))
+        if noise is not None and self.use_noise:
+            x = x + (noise * self.noise_strength[...]).astype(x.dtype)
+        clamp = None if self.conv_clamp is None else self.conv_clamp * gain
+        return ops.bias_act(x, self.bias[...], act="lrelu", gain=gain, clamp=clamp)
+
+
+class ToRGBLayer(nnx.Module):
+    """Modulated 1x1 conv without demodulation, bias and clamp; output float32."""
+
+    def __init__(self, in_ch, out_ch, w_dim, cfg: GeneratorConfig, *, rngs):
+        self.affine = Dense(w_dim, in_ch, rngs=rngs, bias_init=1.0)
+        self.weight = nnx.Param(jax.random.normal(rngs.params(), (1, 1, in_ch, out_ch)))
+        self.bias = nnx.Param(jnp.zeros((out_ch,), jnp.float32))
+        self.weight_gain = 1.0 / math.sqrt(in_ch)
+        self.conv_clamp = cfg.conv_clamp
+
+    def __call__(self, x, w):
+        styles = self.affine(w) * self.weight_gain
+        x = ops.modulated_conv2d(x, self.weight[...], styles, demodulate=False)
+        return ops.bias_act(x, self.bias[...], clamp=self.conv_clamp).astype(jnp.float32)
+
+
+class SynthesisBlock(nnx.Module):
+    """One resolution: (const | conv0 up) -> conv1 -> [torgb]; resnet adds a 1x1 up skip."""
+
+    def __init__(self, res, cfg: GeneratorConfig, *, rngs):
+        out_ch = cfg.channels(res)
+        self.res = res
+        self.architecture = cfg.architecture
+        self.is_first = res == 4
+        self.has_torgb = cfg.architecture == "skip" or res == cfg.img_resolution
+        self.filter_taps = cfg.resample_filter
+        if self.is_first:
+            self.const = nnx.Param(jax.random.normal(rngs.params(), (4, 4, out_ch)))
+        else:
+            in_ch = cfg.channels(res // 2)
+            self.conv0 = SynthesisLayer(in_ch, out_ch, cfg.w_dim, res, cfg, rngs=rngs, up=True)
+            if cfg.architecture == "resnet":
+                self.skip = nnx.Param(jax.random.normal(rngs.params(), (1, 1, in_ch, out_ch)))
+        self.conv1 = SynthesisLayer(out_ch, out_ch, cfg.w_dim, res, cfg, rngs=rngs)
+        if self.has_torgb:
+            self.torgb = ToRGBLayer(out_ch, cfg.img_channels, cfg.w_dim, cfg, rngs=rngs)
+
+    def __call__(self, x, img, ws, noises, dtype):
+        """ws: [N, 3, w_dim] (conv0, conv1, torgb; b4 uses rows 1-2 only); noises: (conv0, conv1)."""
+        if self.is_first:
+            x = jnp.broadcast_to(self.const[...].astype(dtype), (ws.shape[0],) + self.const.shape)
+            x = self.conv1(x, ws[:, 1], noises[1])
+        elif self.architecture == "resnet":
+            y = self._skip(x) * jnp.asarray(math.sqrt(0.5), dtype)
+            x = self.conv0(x, ws[:, 0], noises[0])
+            x = y + self.conv1(x, ws[:, 1], noises[1], gain=math.sqrt(0.5))
+        else:
+            x = self.conv0(x, ws[:, 0], noises[0])
+            x = self.conv1(x, ws[:, 1], noises[1])
+        if img is not None:
+            img = ops.upsample2d(img, ops.setup_filter(self.filter_taps))
+        if self.has_torgb:
+            y = self.torgb(x, ws[:, 2])
+            img = y if img is None else img + y
+        return x, img
+
+    def _skip(self, x):
+        kernel = self.skip[...] / math.sqrt(self.skip.shape[2])
+        return ops.upsample2d(ops.conv2d(x, kernel, padding=0), ops.setup_filter(self.filter_taps))
+
+
+class SynthesisNetwork(nnx.Module):
+    """W+ codes [N, num_ws, w_dim] -> images [N, H, W, C] float32, nominal range [-1, 1]."""
+
+    def __init__(self, cfg: GeneratorConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.blocks = nnx.List([SynthesisBlock(res, cfg, rngs=rngs) for res in cfg.block_resolutions])
+
+    def __call__(self, ws, noise_mode="const", key=None, noise=None, dtype=jnp.float32):
+        """Args:
+          ws: [N, num_ws, w_dim].
+          noise_mode: 'const' (stored noise maps), 'random' (fresh maps from `key`, independent per
+            layer) or 'none'. Ignored when `noise` is given.
+          key: PRNG key for 'random'.
+          noise: optional explicit per-layer noise maps, one per entry of `cfg.noise_resolutions`,
+            each broadcastable to [N, res, res, 1]; they replace the stored maps (and are scaled by the
+            learned noise strength, as the official projector's optimised noise buffers are).
+          dtype: compute dtype of activations (float32 reference; bfloat16 for accelerators). Styles,
+            demodulation and the image skip path stay float32.
+        Returns:
+          Images [N, img_resolution, img_resolution, img_channels] float32.
+        """
+        cfg = self.cfg
+        _check_shape("ws", ws, (cfg.num_ws, cfg.w_dim))
+        ws = jnp.asarray(ws, jnp.float32)
+        noises = self._noise_inputs(ws.shape[0], noise_mode, key, noise)
+        x = img = None
+        for i, block in enumerate(self.blocks):
+            # Block i >= 1 reads ws[2i-1 : 2i+2]; b4 reads ws[0:2] (padded to 3 rows at the front).
+            w_rows = jnp.pad(ws[:, :2], ((0, 0), (1, 0), (0, 0))) if i == 0 else ws[:, 2 * i - 1:2 * i + 2]
+            layer_noise = (None, noises[0]) if i == 0 else (noises[2 * i - 1], noises[2 * i])
+            x, img = block(x, img, w_rows, layer_noise, dtype)
+        return img
+
+    def _noise_inputs(self, batch, noise_mode, key, noise):
+        cfg = self.cfg
+        resolutions = cfg.noise_resolutions
+        if noise is not None:
+            if len(noise) != len(resolutions):
+                raise ValueError(f"expected {len(resolutions)} noise maps, got {len(noise)}")
+            return [_noise_nhwc(n, r) for n, r in zip(noise, resolutions)]
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        if noise_mode == "none" or not cfg.use_noise:
+            return [None] * len(resolutions)
+        if noise_mode == "const":
+            return [_noise_nhwc(layer.noise_const[...], layer.noise_const.shape[0]) for layer in self.layers()]
+        if key is None:
+            raise ValueError("noise_mode='random' needs a PRNG key (key=jax.random.key(seed))")
+        keys = jax.random.split(key, len(resolutions))
+        return [jax.random.normal(k, (batch, r, r, 1)) for k, r in zip(keys, resolutions)]
+
+    def layers(self) -> list[SynthesisLayer]:
+        """The noise-carrying layers in synthesis order (b4.conv1, b8.conv0, b8.conv1, ...)."""
+        out = []
+        for block in self.blocks:
+            if not block.is_first:
+                out.append(block.conv0)
+            out.append(block.conv1)
+        return out
+
+
+class Generator(nnx.Module):
+    """StyleGAN2 generator: `.mapping` and `.synthesis` submodules plus its `cfg`."""
+
+    def __init__(self, cfg: GeneratorConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.mapping = MappingNetwork(cfg, rngs=rngs)
+        self.synthesis = SynthesisNetwork(cfg, rngs=rngs)
+
+    def __call__(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None, **synthesis_kwargs):
+        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+        return self.synthesis(ws, **synthesis_kwargs)
+
+
+def _noise_nhwc(noise, res):
+    """[res, res] | [N, res, res] | [N, res, res, 1] -> broadcastable [.., res, res, 1]."""
+    noise = jnp.asarray(noise)
+    if noise.ndim == 2:
+        noise = noise[None, :, :, None]
+    elif noise.ndim == 3:
+        noise = noise[..., None]
+    if noise.shape[1:] != (res, res, 1):
+        raise ValueError(f"noise map of shape {noise.shape} does not fit resolution {res}")
+    return noise
+
+
+def _check_shape(name, x, trailing: Sequence[int]):
+    if x is None or tuple(np.shape(x)[1:]) != tuple(trailing) or np.ndim(x) != len(trailing) + 1:
+        raise ValueError(f"{name} must have shape [N, {', '.join(map(str, trailing))}], "
+                         f"got {None if x is None else tuple(np.shape(x))}")
