@@ -4,6 +4,7 @@ The Orbax V1 API (`orbax.checkpoint.v1`) is used in exactly two functions, so a 
 one-file change.
 """
 
+import hashlib
 import json
 import os
 import pathlib
@@ -29,8 +30,18 @@ def save_tree(path, tree) -> None:
 
 
 def load_tree(path, abstract_tree):
-    """Reads an Orbax checkpoint written by `save_tree` into the structure of `abstract_tree`."""
-    return ocp.load(pathlib.Path(path).absolute(), abstract_tree)
+    """Reads an Orbax checkpoint written by `save_tree` into the structure of `abstract_tree`.
+
+    Leaves without a sharding are placed on the first local device.
+    """
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+    def with_sharding(leaf):
+        if getattr(leaf, "sharding", None) is not None:
+            return leaf
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device)
+
+    return ocp.load(pathlib.Path(path).absolute(), jax.tree.map(with_sharding, abstract_tree))
 
 
 def abstract_generator(cfg: GeneratorConfig) -> Generator:
@@ -40,6 +51,15 @@ def abstract_generator(cfg: GeneratorConfig) -> Generator:
 
 def _to_numpy_state(state):
     return jax.tree.map(np.asarray, state)
+
+
+def generator_fingerprint(generator: Generator) -> str:
+    """A short hash of the config and every weight, so derived files (priors) can name their generator."""
+    digest = hashlib.sha256(generator.cfg.to_json().encode())
+    for path, value in sorted(nnx.to_flat_state(nnx.state(generator)), key=lambda kv: str(kv[0])):
+        digest.update(str(path).encode())
+        digest.update(np.ascontiguousarray(np.asarray(value[...], np.float32)).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def save_generator(dst, generator: Generator, metadata: dict | None = None, overwrite=False) -> None:
@@ -59,7 +79,8 @@ def save_generator(dst, generator: Generator, metadata: dict | None = None, over
     try:
         tmp.mkdir()
         save_tree(tmp / WEIGHTS_DIR, _to_numpy_state(nnx.state(generator)))
-        doc = {"generator": generator.cfg.to_dict(), **(metadata or {})}
+        doc = {"generator": generator.cfg.to_dict(), "fingerprint": generator_fingerprint(generator),
+               **(metadata or {})}
         (tmp / CONFIG_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
         _replace_dir(tmp, dst)
     finally:

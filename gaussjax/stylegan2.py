@@ -247,7 +247,16 @@ class Generator(nnx.Module):
         self.mapping = MappingNetwork(cfg, rngs=rngs)
         self.synthesis = SynthesisNetwork(cfg, rngs=rngs)
 
+    # The official Generator's attributes.
+    z_dim = property(lambda self: self.cfg.z_dim)
+    c_dim = property(lambda self: self.cfg.c_dim)
+    w_dim = property(lambda self: self.cfg.w_dim)
+    num_ws = property(lambda self: self.cfg.num_ws)
+    img_resolution = property(lambda self: self.cfg.img_resolution)
+    img_channels = property(lambda self: self.cfg.img_channels)
+
     def __call__(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None, **synthesis_kwargs):
+        """z [N, z_dim] (+ c [N, c_dim]) -> images [N, H, W, C]; see MappingNetwork / SynthesisNetwork."""
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
         return self.synthesis(ws, **synthesis_kwargs)
 
@@ -268,3 +277,39 @@ def _check_shape(name, x, trailing: Sequence[int]):
     if x is None or tuple(np.shape(x)[1:]) != tuple(trailing) or np.ndim(x) != len(trailing) + 1:
         raise ValueError(f"{name} must have shape [N, {', '.join(map(str, trailing))}], "
                          f"got {None if x is None else tuple(np.shape(x))}")
+
+
+class PureGenerator:
+    """The pure functional form of a Generator: `nnx.split` once, merge inside jitted code.
+
+    `params` is the nnx.State returned by `split`; every method is a pure function of its arguments,
+    so it can be used under `jax.jit`, `jax.vmap` and `jax.grad`:
+
+        fns, params = PureGenerator.split(G)
+        images = jax.jit(fns.synthesis, static_argnames="noise_mode")(params, ws)
+    """
+
+    def __init__(self, graphdef):
+        self.graphdef = graphdef
+
+    @classmethod
+    def split(cls, generator: Generator):
+        graphdef, params = nnx.split(generator)
+        return cls(graphdef), params
+
+    def merge(self, params) -> Generator:
+        return nnx.merge(self.graphdef, params)
+
+    def mapping(self, params, z, c=None, truncation_psi=1.0, truncation_cutoff=None):
+        """z [N, z_dim], c [N, c_dim] | None -> ws [N, num_ws, w_dim]."""
+        return self.merge(params).mapping(z, c, truncation_psi, truncation_cutoff)
+
+    def synthesis(self, params, ws, noise_mode="const", key=None, noise=None, dtype=jnp.float32):
+        """ws [N, num_ws, w_dim] -> images [N, H, W, C] (see SynthesisNetwork.__call__)."""
+        return self.merge(params).synthesis(ws, noise_mode=noise_mode, key=key, noise=noise, dtype=dtype)
+
+    def __hash__(self):
+        return hash(self.graphdef)
+
+    def __eq__(self, other):
+        return isinstance(other, PureGenerator) and self.graphdef == other.graphdef

@@ -1,0 +1,157 @@
+"""Converts a PyTorch StyleGAN2 generator into a gaussjax generator directory.
+
+    python -m converters.convert --src=network-snapshot.pkl --dst=out/ffhq [--network=G_ema|G] [--overwrite]
+
+Sources:
+  * NVIDIA persistence pickles (stylegan2-ada-pytorch, StyleGAN2 nets of the stylegan3 repository),
+    read by a restricted unpickler that never runs the code embedded in the file;
+  * official state dicts as `.pt`/`.pth` (torch.load(weights_only=True)) or `.npz`; the config is read
+    off the shapes, and --conv_clamp / --mapping_lr_multiplier give what shapes cannot tell;
+  * rosinality/stylegan2-pytorch checkpoints ({'g_ema': ..., 'latent_avg': ...}).
+
+Output: DST/config.json (human readable, with the source's sha256 and the generator fingerprint) and
+DST/weights/ (Orbax). Written under a temporary name and renamed, so a partial DST never exists.
+"""
+
+import hashlib
+import pathlib
+import sys
+
+import numpy as np
+from absl import app, flags, logging
+
+from converters import official, rosinality
+from converters.errors import ConversionError
+from converters.nvidia_pickle import read_network_pickle
+from gaussjax import io
+from gaussjax.config import GeneratorConfig
+
+_SRC = flags.DEFINE_string("src", None, "Source file: .pkl, .pt/.pth or .npz.")
+_DST = flags.DEFINE_string("dst", None, "Destination generator directory.")
+_NETWORK = flags.DEFINE_enum("network", "G_ema", ["G_ema", "G"], "Which network of a snapshot to convert.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --dst.")
+_CONV_CLAMP = flags.DEFINE_float("conv_clamp", None, "State dicts only: conv_clamp of the network "
+                                 "(256 for stylegan2-ada-pytorch training runs; unset = none).")
+_MAPPING_LR = flags.DEFINE_float("mapping_lr_multiplier", 0.01, "State dicts only: mapping lr multiplier.")
+
+_PICKLE_MAGIC = b"\x80"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def check_source_file(path: pathlib.Path) -> bytes:
+    """Returns the first bytes of `path`, or raises ConversionError for a missing or empty file."""
+    if not path.exists():
+        raise ConversionError(f"{path}: no such file")
+    if not path.is_file():
+        raise ConversionError(f"{path}: not a regular file")
+    with path.open("rb") as f:
+        head = f.read(8)
+    if not head:
+        raise ConversionError(f"{path}: the file is empty (0 bytes)")
+    return head
+
+
+def _load_torch(path: pathlib.Path):
+    try:
+        import torch  # Optional dependency: only needed for .pt/.pth files.
+    except ImportError as e:
+        raise ConversionError(f"{path}: reading .pt/.pth files needs torch (pip install 'gaussjax[torch]')") from e
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for corrupt or unsafe files.
+        raise ConversionError(f"{path}: cannot read as a PyTorch file ({type(e).__name__}: {_first_line(e)})") from e
+    return _tensors_to_numpy(obj)
+
+
+def _tensors_to_numpy(obj):
+    if isinstance(obj, dict):
+        return {k: _tensors_to_numpy(v) for k, v in obj.items()}
+    if hasattr(obj, "detach"):
+        return obj.detach().float().numpy() if obj.is_floating_point() else obj.detach().numpy()
+    return obj
+
+
+def _load_npz(path: pathlib.Path) -> dict:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except Exception as e:  # zipfile/ValueError/OSError for corrupt archives.
+        raise ConversionError(f"{path}: cannot read as .npz ({type(e).__name__}: {_first_line(e)})") from e
+
+
+def _first_line(e) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200]
+
+
+def read_source(path: pathlib.Path, network: str, conv_clamp, mapping_lr_multiplier):
+    """Reads any supported source. Returns (config, official state dict, source format name)."""
+    head = check_source_file(path)
+    if path.suffix == ".npz":
+        sd = _load_npz(path)
+        return official.infer_config(sd, conv_clamp=conv_clamp, mapping_lr_multiplier=mapping_lr_multiplier), sd, "state-dict-npz"
+    if head.startswith(_ZIP_MAGIC) or path.suffix in (".pt", ".pth"):
+        return _from_torch_file(path, network, conv_clamp, mapping_lr_multiplier)
+    if not head.startswith(_PICKLE_MAGIC) and path.suffix != ".pkl":
+        raise ConversionError(f"{path}: not a pickle, .pt/.pth or .npz file")
+    kwargs, sd = read_network_pickle(str(path), network)
+    try:
+        cfg = GeneratorConfig.from_official_kwargs(kwargs)
+    except ValueError as e:
+        raise ConversionError(f"{path}: {e}") from e
+    return cfg, sd, "nvidia-pickle"
+
+
+def _from_torch_file(path, network, conv_clamp, mapping_lr_multiplier):
+    obj = _load_torch(path)
+    if not isinstance(obj, dict):
+        raise ConversionError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+    if "g_ema" in obj or "g" in obj:  # rosinality checkpoint
+        key = {"G_ema": "g_ema", "G": "g"}[network]
+        if key not in obj:
+            raise ConversionError(f"{path}: no network '{key}' in this rosinality checkpoint (it holds: {', '.join(obj)})")
+        if obj.get("latent_avg") is None:
+            logging.warning("%s has no latent_avg: w_avg is set to zero, so truncation is meaningless", path)
+        sd = rosinality.official_state_dict(obj[key], obj.get("latent_avg"))
+        fmt = "rosinality"
+    else:
+        sd = obj[network] if isinstance(obj.get(network), dict) else obj
+        if "mapping.fc0.weight" not in sd:
+            raise ConversionError(f"{path}: not a StyleGAN2 generator state dict (no mapping.fc0.weight)")
+        fmt = "state-dict-pt"
+    cfg = official.infer_config(sd, conv_clamp=conv_clamp, mapping_lr_multiplier=mapping_lr_multiplier)
+    return cfg, sd, fmt
+
+
+def convert(src, dst, network="G_ema", overwrite=False, conv_clamp=None, mapping_lr_multiplier=0.01):
+    """Converts `src` into the generator directory `dst`. Returns the Generator.
+
+    Raises:
+      ConversionError: unreadable, unsafe or unsupported input; FileExistsError for an existing dst.
+    """
+    src, dst = pathlib.Path(src), pathlib.Path(dst)
+    if dst.exists() and not overwrite:
+        raise FileExistsError(f"{dst} already exists (pass --overwrite to replace it)")
+    cfg, sd, fmt = read_source(src, network, conv_clamp, mapping_lr_multiplier)
+    generator = official.generator_from_state_dict(sd, cfg)
+    source = {"file": src.name, "sha256": hashlib.sha256(src.read_bytes()).hexdigest(),
+              "format": fmt, "network": network}
+    io.save_generator(dst, generator, metadata={"source": source}, overwrite=overwrite)
+    return generator
+
+
+def main(argv):
+    del argv
+    if not _SRC.value or not _DST.value:
+        sys.exit("error: --src and --dst are required")
+    try:
+        generator = convert(_SRC.value, _DST.value, _NETWORK.value, _OVERWRITE.value,
+                            _CONV_CLAMP.value, _MAPPING_LR.value)
+    except (ConversionError, FileExistsError) as e:
+        sys.exit(f"error: {e}")
+    cfg = generator.cfg
+    print(f"wrote {_DST.value}: {cfg.img_resolution}px {cfg.architecture}, z {cfg.z_dim} / w {cfg.w_dim} / "
+          f"c {cfg.c_dim}, {cfg.num_ws} ws, fingerprint {io.read_generator_config(_DST.value)[1]['fingerprint']}")
+
+
+if __name__ == "__main__":
+    app.run(main)

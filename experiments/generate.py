@@ -1,0 +1,102 @@
+"""Renders images from a gaussjax generator: seeds (official generate.py seeding) or saved latents.
+
+    python -m experiments.generate --generator=out/skip32 --seeds=0-7 --outdir=out/images \
+        [--class_idx=K] [--truncation_psi=0.7] [--truncation_cutoff=N] [--noise_mode=const] \
+        [--latents=projected_w.npz]
+
+Writes seedNNNN.png per seed (or latentNNNN.png per row of --latents) and grid.png. z for seed s is
+np.random.RandomState(s).randn(1, z_dim), as in NVIDIA's generate.py, so seeds give the same images as
+the official code. --latents reads key `w` of shape [N, num_ws, w_dim] (the official projector's
+projected_w.npz format and gaussjax's inversion output).
+"""
+
+import pathlib
+import sys
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+
+from gaussjax import images, io
+from gaussjax.stylegan2 import NOISE_MODES, PureGenerator
+
+_GENERATOR = flags.DEFINE_string("generator", None, "Generator directory (made by converters.convert).")
+_SEEDS = flags.DEFINE_string("seeds", None, "Seeds, e.g. '0-7' or '1,5,10-12'.")
+_LATENTS = flags.DEFINE_string("latents", None, "npz with key 'w' [N, num_ws, w_dim] to render instead of seeds.")
+_CLASS_IDX = flags.DEFINE_integer("class_idx", None, "Class label for conditional generators.")
+_PSI = flags.DEFINE_float("truncation_psi", 1.0, "Truncation psi (1 = off).")
+_CUTOFF = flags.DEFINE_integer("truncation_cutoff", None, "Truncate only the first N ws.")
+_NOISE_MODE = flags.DEFINE_enum("noise_mode", "const", list(NOISE_MODES), "Noise mode.")
+_OUTDIR = flags.DEFINE_string("outdir", None, "Output directory.")
+
+
+def parse_seeds(spec: str) -> list[int]:
+    """'0-3,7' -> [0, 1, 2, 3, 7]."""
+    seeds = []
+    for part in spec.split(","):
+        lo, _, hi = part.strip().partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            raise ValueError(f"bad seed range {part!r}: use e.g. '0-7' or '1,5,10-12'")
+        seeds.extend(range(int(lo), int(hi or lo) + 1))
+    return seeds
+
+
+def class_labels(cfg, class_idx, n):
+    """One-hot labels [n, c_dim] for conditional generators, None otherwise."""
+    if cfg.c_dim == 0:
+        if class_idx is not None:
+            logging.warning("--class_idx ignored: the generator is unconditional")
+        return None
+    if class_idx is None or not 0 <= class_idx < cfg.c_dim:
+        raise ValueError(f"this generator is conditional: pass --class_idx in [0, {cfg.c_dim})")
+    return np.tile(np.eye(cfg.c_dim, dtype=np.float32)[class_idx], (n, 1))
+
+
+def read_latents(path, cfg) -> np.ndarray:
+    """Loads key 'w' [N, num_ws, w_dim] from an npz, checking its shape against the generator."""
+    with np.load(path, allow_pickle=False) as data:
+        if "w" not in data.files:
+            raise ValueError(f"{path} has no key 'w' (keys: {data.files})")
+        w = data["w"].astype(np.float32)
+    if w.ndim != 3 or w.shape[1:] != (cfg.num_ws, cfg.w_dim):
+        raise ValueError(f"{path}: w has shape {w.shape}, the generator needs [N, {cfg.num_ws}, {cfg.w_dim}]")
+    return w
+
+
+def render(fns, params, ws, noise_mode, key) -> np.ndarray:
+    """ws [N, num_ws, w_dim] -> uint8 images, one jitted call per image to bound memory."""
+    synth = jax.jit(fns.synthesis, static_argnames="noise_mode")
+    keys = jax.random.split(key, len(ws))
+    return np.concatenate([images.to_uint8(synth(params, w[None], noise_mode, k)) for w, k in zip(ws, keys)])
+
+
+def main(argv):
+    del argv
+    if not _GENERATOR.value or not _OUTDIR.value or (_SEEDS.value is None) == (_LATENTS.value is None):
+        sys.exit("error: pass --generator, --outdir and exactly one of --seeds / --latents")
+    try:
+        generator = io.load_generator_module(_GENERATOR.value)
+        cfg = generator.cfg
+        fns, params = PureGenerator.split(generator)
+        if _LATENTS.value:
+            ws = read_latents(_LATENTS.value, cfg)
+            names = [f"latent{i:04d}" for i in range(len(ws))]
+        else:
+            seeds = parse_seeds(_SEEDS.value)
+            z = np.concatenate([np.random.RandomState(s).randn(1, cfg.z_dim) for s in seeds]).astype(np.float32)
+            c = class_labels(cfg, _CLASS_IDX.value, len(seeds))
+            ws = jax.jit(fns.mapping, static_argnums=(3, 4))(params, z, c, _PSI.value, _CUTOFF.value)
+            names = [f"seed{s:04d}" for s in seeds]
+    except (ValueError, FileNotFoundError, OSError) as e:
+        sys.exit(f"error: {e}")
+    outdir = pathlib.Path(_OUTDIR.value)
+    outdir.mkdir(parents=True, exist_ok=True)
+    imgs = render(fns, params, np.asarray(ws), _NOISE_MODE.value, jax.random.key(0))
+    for name, img in zip(names, imgs):
+        images.save_png(outdir / f"{name}.png", img)
+    images.save_png(outdir / "grid.png", images.make_grid(imgs))
+    print(f"wrote {len(imgs)} images and grid.png to {outdir}")
+
+
+if __name__ == "__main__":
+    app.run(main)
