@@ -73,7 +73,7 @@ def _tensors_to_numpy(obj):
 
 def _load_npz(path: pathlib.Path) -> dict:
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with path.open("rb") as f, np.load(f, allow_pickle=False) as data:  # own handle: closed on errors too
             return {k: data[k] for k in data.files}
     except Exception as e:  # zipfile/ValueError/OSError for corrupt archives.
         raise ConversionError(f"{path}: cannot read as .npz ({type(e).__name__}: {_first_line(e)})") from e

@@ -1,0 +1,43 @@
+"""Shared test set-up: 4 CPU devices (sharding tests), fixture generators, strict numerics."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+# Must run before any JAX backend starts: sharding tests use 4 CPU devices.
+jax.config.update("jax_num_cpu_devices", 4)
+
+from converters import official  # noqa: E402
+from fixtures_path import stylegan2_fixture_dir  # noqa: E402
+from gaussjax.config import GeneratorConfig  # noqa: E402
+
+OFFICIAL_FIXTURES = ("skip32", "cond64_resnet", "orig16_gray")
+
+
+@pytest.fixture(scope="session")
+def fixture_dir():
+    return stylegan2_fixture_dir()
+
+
+def fixture_config(directory, name) -> GeneratorConfig:
+    kwargs = json.loads((directory / f"{name}.json").read_text())["G_kwargs"]
+    return GeneratorConfig.from_official_kwargs(kwargs)
+
+
+_GENERATORS = {}
+
+
+@pytest.fixture
+def fixture_generator(fixture_dir):
+    """name -> Generator built from the fixture's official G_ema state dict (cached per session)."""
+
+    def build(name):
+        if name not in _GENERATORS:
+            with np.load(fixture_dir / f"{name}_G_ema_state.npz") as data:
+                state_dict = dict(data)
+            _GENERATORS[name] = official.generator_from_state_dict(state_dict, fixture_config(fixture_dir, name))
+        return _GENERATORS[name]
+
+    return build

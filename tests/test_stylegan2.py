@@ -1,0 +1,114 @@
+"""The Flax generator against the official implementation's outputs (shared fixtures)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import OFFICIAL_FIXTURES
+from flax import nnx
+
+from gaussjax.config import GeneratorConfig
+from gaussjax.stylegan2 import Generator, PureGenerator
+
+TOL = 1e-4
+
+
+def nhwc(images_nchw):
+    return np.transpose(images_nchw, (0, 2, 3, 1))
+
+
+def load_io(fixture_dir, name):
+    with np.load(fixture_dir / f"{name}_io.npz") as data:
+        return dict(data)
+
+
+def labels(io):
+    return io["c"] if io["c"].shape[1] > 0 else None
+
+
+@pytest.mark.parametrize("name", OFFICIAL_FIXTURES)
+def test_mapping_matches_official(fixture_dir, fixture_generator, name):
+    G, io = fixture_generator(name), load_io(fixture_dir, name)
+    c = labels(io)
+    np.testing.assert_allclose(G.mapping(io["z"], c), io["ws"], atol=TOL, rtol=0)
+    np.testing.assert_allclose(G.mapping(io["z"], c, truncation_psi=0.7), io["ws_psi07"], atol=TOL, rtol=0)
+    np.testing.assert_allclose(G.mapping(io["z"], c, truncation_psi=0.5, truncation_cutoff=2),
+                               io["ws_psi05_cut2"], atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("name", OFFICIAL_FIXTURES)
+def test_synthesis_matches_official(fixture_dir, fixture_generator, name):
+    G, io = fixture_generator(name), load_io(fixture_dir, name)
+    fns, params = PureGenerator.split(G)
+    synth = jax.jit(fns.synthesis, static_argnames="noise_mode")
+    for key, ws, mode in (("img_const", io["ws"], "const"), ("img_none", io["ws"], "none"),
+                          ("img_wplus_const", io["wplus"], "const")):
+        np.testing.assert_allclose(synth(params, ws, mode), nhwc(io[key]), atol=TOL, rtol=0, err_msg=key)
+    full = G(io["z"], labels(io), truncation_psi=0.7, noise_mode="const")
+    np.testing.assert_allclose(full, nhwc(io["img_psi07_const"]), atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("name", OFFICIAL_FIXTURES)
+def test_gradient_wrt_wplus_matches_official(fixture_dir, fixture_generator, name):
+    G, io = fixture_generator(name), load_io(fixture_dir, name)
+    fns, params = PureGenerator.split(G)
+    probe = nhwc(io["grad_probe"])
+    grad = jax.jit(jax.grad(lambda ws: jnp.sum(fns.synthesis(params, ws) * probe)))(io["wplus"])
+    np.testing.assert_allclose(grad, io["grad_wplus"], atol=TOL, rtol=0)
+
+
+def test_vmap_over_single_images_equals_batch(fixture_dir, fixture_generator):
+    G, io = fixture_generator("skip32"), load_io(fixture_dir, "skip32")
+    fns, params = PureGenerator.split(G)
+    per_image = jax.vmap(lambda w: fns.synthesis(params, w[None])[0])(io["wplus"])
+    np.testing.assert_allclose(per_image, nhwc(io["img_wplus_const"]), atol=TOL, rtol=0)
+
+
+def test_explicit_noise_equals_stored_noise_and_gets_gradients(fixture_dir, fixture_generator):
+    G, io = fixture_generator("skip32"), load_io(fixture_dir, "skip32")
+    stored = [layer.noise_const[...] for layer in G.synthesis.layers()]
+    np.testing.assert_allclose(G.synthesis(io["ws"], noise=stored), nhwc(io["img_const"]), atol=TOL, rtol=0)
+    grads = jax.grad(lambda n: jnp.sum(G.synthesis(io["ws"], noise=n) ** 2))(stored)
+    assert all(float(jnp.abs(g).max()) > 0 for g in grads)
+
+
+def test_random_noise_is_keyed_and_independent_per_layer(fixture_generator):
+    G = fixture_generator("skip32")
+    ws = G.mapping(np.random.RandomState(0).randn(2, G.z_dim).astype(np.float32))
+    a = G.synthesis(ws, noise_mode="random", key=jax.random.key(1))
+    b = G.synthesis(ws, noise_mode="random", key=jax.random.key(1))
+    c = G.synthesis(ws, noise_mode="random", key=jax.random.key(2))
+    np.testing.assert_array_equal(a, b)
+    assert float(jnp.abs(a - c).max()) > 1e-3
+    noises = G.synthesis._noise_inputs(2, "random", jax.random.key(3), None)
+    assert not np.allclose(noises[1], noises[2])  # both 8x8 layers of one block differ
+    with pytest.raises(ValueError, match="PRNG key"):
+        G.synthesis(ws, noise_mode="random")
+
+
+def test_bfloat16_synthesis_is_close_to_float32(fixture_dir, fixture_generator):
+    G, io = fixture_generator("skip32"), load_io(fixture_dir, "skip32")
+    img = G.synthesis(io["ws"], dtype=jnp.bfloat16)
+    assert img.dtype == jnp.float32
+    rel = float(jnp.abs(img - nhwc(io["img_const"])).max()) / float(np.abs(io["img_const"]).max())
+    assert rel < 0.05
+
+
+@pytest.mark.parametrize("architecture", ["skip", "orig", "resnet"])
+def test_random_configs_run_and_have_official_num_ws(architecture):
+    cfg = GeneratorConfig(z_dim=0, c_dim=3, w_dim=16, img_resolution=16, channel_base=64, channel_max=16,
+                          architecture=architecture, mapping_layers=1, use_noise=architecture != "orig")
+    G = Generator(cfg, rngs=nnx.Rngs(0))
+    ws = G.mapping(np.zeros((2, 0), np.float32), np.eye(3, dtype=np.float32)[:2])
+    assert ws.shape == (2, cfg.num_ws, 16) == (2, 6, 16)
+    assert G.synthesis(ws).shape == (2, 16, 16, 3)
+
+
+def test_bad_inputs_raise_clear_errors(fixture_generator):
+    G = fixture_generator("cond64_resnet")
+    with pytest.raises(ValueError, match="conditional"):
+        G.mapping(np.zeros((1, 48), np.float32))
+    with pytest.raises(ValueError, match=r"ws must have shape \[N, 10, 64\]"):
+        G.synthesis(np.zeros((1, 8, 64), np.float32))
+    with pytest.raises(ValueError, match="noise_mode"):
+        G.synthesis(np.zeros((1, 10, 64), np.float32), noise_mode="bogus")
