@@ -1,0 +1,250 @@
+"""Inverts images into a StyleGAN2 latent space with the Gaussianized prior (the main job).
+
+    python -m experiments.invert --outdir=out/invert \
+        [--generator=DIR] [--prior=prior.npz] [--images=DIR|GLOB|FILE] [--space=w|wplus] \
+        [--prior_weight=1e-5] [--steps=1000] [--batch_size=8] [--loss=mse|lpips|mse+lpips --vgg=FILE] \
+        [--optimize_noise]
+
+Per image it writes NAME.npz (`w` [1, num_ws, w_dim], the official projector's format), NAME.png
+(the reconstruction) and one line in summary.jsonl. Rerunning with the same flags resumes: finished
+images are skipped. Without --generator it uses the built-in demo generator (seeded random weights);
+without --images it inverts images the generator makes from seeded latents and reports the latent
+error against the true latents. Without --prior a prior is fitted once and cached beside the
+generator (prior.npz in its directory; in --outdir for the demo generator).
+"""
+
+import pathlib
+import sys
+import time
+import zlib
+
+import jax
+import numpy as np
+from absl import app, flags
+
+from gaussjax import images, io, prior as prior_lib, results, sharding
+from gaussjax.demo import DEMO_NOTICE, demo_generator
+from gaussjax.inversion import InversionConfig, Inverter
+from gaussjax.stylegan2 import PureGenerator
+
+_OUTDIR = flags.DEFINE_string("outdir", None, "Output directory (resumable).")
+_GENERATOR = flags.DEFINE_string("generator", None, "Generator directory; default: built-in demo generator.")
+_PRIOR = flags.DEFINE_string("prior", None, "prior.npz from experiments.fit_prior; default: fit and cache.")
+_IMAGES = flags.DEFINE_string("images", None, "Directory, glob or file; default: generated targets.")
+_SPACE = flags.DEFINE_enum("space", "wplus", ["w", "wplus"], "Latent space.")
+_PRIOR_WEIGHT = flags.DEFINE_float("prior_weight", InversionConfig.prior_weight, "λ; 0 turns the prior off.")
+_STEPS = flags.DEFINE_integer("steps", 300, "Optimisation steps per image.")
+_STEPS_PER_DISPATCH = flags.DEFINE_integer("steps_per_dispatch", 50, "Steps per device call.")
+_BATCH = flags.DEFINE_integer("batch_size", 8, "Images inverted together (global, over all devices).")
+_LOSS = flags.DEFINE_enum("loss", "mse", ["mse", "lpips", "mse+lpips"], "Data term(s).")
+_LPIPS_WEIGHT = flags.DEFINE_float("lpips_weight", 1.0, "Weight of LPIPS when --loss includes it.")
+_VGG = flags.DEFINE_string("vgg", None, "LPIPS weights: NVIDIA vgg16.pt, or torchvision vgg16 state dict.")
+_LPIPS_LIN = flags.DEFINE_string("lpips_lin", None, "LPIPS v0.1 lin weights (with a torchvision --vgg).")
+_OPTIMIZE_NOISE = flags.DEFINE_bool("optimize_noise", False, "Also optimise the noise maps (official reg).")
+_LR = flags.DEFINE_float("learning_rate", InversionConfig.learning_rate, "Peak learning rate.")
+_OPTIMIZER = flags.DEFINE_string("optimizer", "adam", "optax optimiser name.")
+_NUM_GENERATED = flags.DEFINE_integer("num_generated", 4, "Generated targets when --images is absent.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of generated targets and of the prior fit.")
+_PRIOR_SAMPLES = flags.DEFINE_integer("prior_samples", 10000, "Samples when a prior has to be fitted.")
+_MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (one process per host).")
+
+
+def log(msg):
+    if jax.process_index() == 0:
+        print(msg, flush=True)
+
+
+def load_generator(path):
+    if path is None:
+        log(DEMO_NOTICE)
+        return demo_generator(), None
+    return io.load_generator_module(path), pathlib.Path(path)
+
+
+def obtain_prior(fns, params, generator, gen_dir, outdir):
+    """Loads --prior, or a cached prior beside the generator, or fits and caches one."""
+    fingerprint = io.generator_fingerprint(generator)
+    if _PRIOR.value:
+        return prior_lib.load_prior(_PRIOR.value, expected_fingerprint=fingerprint)
+    cache = (gen_dir or outdir) / "prior.npz"
+    if cache.exists():
+        log(f"using cached prior {cache}")
+        return prior_lib.load_prior(cache, expected_fingerprint=fingerprint)
+    log(f"no --prior: fitting one from {_PRIOR_SAMPLES.value} samples; caching it at {cache}")
+    stats = prior_lib.fit_generator_prior(fns, params, generator.cfg, num_samples=_PRIOR_SAMPLES.value,
+                                          seed=_SEED.value)
+    prior_lib.save_prior(cache, stats, fingerprint)
+    return prior_lib.load_prior(cache, expected_fingerprint=fingerprint)
+
+
+def image_seed(name: str) -> int:
+    """Per-image PRNG seed from its name: results do not depend on batch composition or order."""
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
+
+def file_targets(spec, cfg, outdir):
+    """Loads input images; unreadable ones are recorded in the summary and skipped."""
+    paths = images.image_files(spec)
+    if not paths:
+        raise ValueError(f"--images={spec} matches no image files")
+    done = results.finished_names(outdir)
+    failed = {r["name"] for r in results.read_summary(outdir) if r.get("status") == "unreadable"}
+    targets = []
+    for path in paths:
+        name = path.stem
+        if name in done or name in failed:
+            continue
+        try:
+            pixels = images.load_image(path, cfg.img_resolution, cfg.img_channels)
+        except ValueError as e:
+            log(f"skipping {path}: {e}")
+            results.append_summary(outdir, {"name": name, "file": str(path), "status": "unreadable", "reason": str(e)})
+            continue
+        targets.append({"name": name, "file": str(path), "pixels": images.to_float(pixels)})
+    return targets, len(paths)
+
+
+def generated_targets(fns, params, cfg, outdir):
+    """Targets rendered from seeded latents (W for --space=w; per-layer styles mixed for W+)."""
+    done = results.finished_names(outdir)
+    out = []
+    for i in range(_NUM_GENERATED.value):
+        seed = _SEED.value * 100003 + i
+        rs = np.random.RandomState(seed)
+        rows = 1 if _SPACE.value == "w" else cfg.num_ws
+        z = rs.randn(rows, cfg.z_dim).astype(np.float32)
+        c = np.tile(np.eye(cfg.c_dim, dtype=np.float32)[rs.randint(cfg.c_dim)], (rows, 1)) if cfg.c_dim else None
+        ws = np.asarray(fns.mapping(params, z, c))  # [rows, num_ws, w_dim]
+        true_ws = ws[0] if rows == 1 else ws[np.arange(cfg.num_ws), np.arange(cfg.num_ws)]
+        name = f"generated{i:04d}"
+        if name in done:
+            continue
+        pixels = np.asarray(fns.synthesis(params, true_ws[None]))[0]
+        out.append({"name": name, "file": None, "pixels": pixels, "true_ws": true_ws})
+    return out, _NUM_GENERATED.value
+
+
+def inversion_config():
+    lpips_weight = _LPIPS_WEIGHT.value if "lpips" in _LOSS.value else 0.0
+    return InversionConfig(space=_SPACE.value, num_steps=_STEPS.value, steps_per_dispatch=_STEPS_PER_DISPATCH.value,
+                           optimizer=_OPTIMIZER.value, learning_rate=_LR.value,
+                           mse_weight=1.0 if "mse" in _LOSS.value else 0.0, lpips_weight=lpips_weight,
+                           prior_weight=_PRIOR_WEIGHT.value, optimize_noise=_OPTIMIZE_NOISE.value)
+
+
+def load_lpips(cfg: InversionConfig):
+    """(graphdef, params) of the LPIPS model, or (None, None) when the loss does not use it."""
+    if cfg.lpips_weight == 0:
+        return None, None
+    if not _VGG.value:
+        raise ValueError("--loss with lpips needs --vgg=FILE (NVIDIA vgg16.pt or a torchvision vgg16 state dict); "
+                         "pretrained VGG weights are not bundled")
+    from converters.vgg import load_lpips as load_lpips_weights  # torch only needed for .pt files.
+    from flax import nnx
+
+    return nnx.split(load_lpips_weights(_VGG.value, _LPIPS_LIN.value))
+
+
+class Progress:
+    """One status line per dispatch with image-steps/s (a progress bar that logs well to files)."""
+
+    def __init__(self, total_images, steps):
+        self.total, self.steps, self.done_images = total_images, steps, 0
+        self.t0 = time.perf_counter()
+        self.image_steps = 0
+
+    def batch_callback(self, batch_images):
+        start = time.perf_counter()
+
+        def callback(step, loss):
+            rate = (self.image_steps + batch_images * step) / max(time.perf_counter() - self.t0, 1e-9)
+            bar = "#" * int(20 * step / self.steps)
+            log(f"[{bar:<20}] images {self.done_images}/{self.total}  step {step}/{self.steps}  "
+                f"loss {float(np.mean(loss)):.4g}  {rate:.1f} image-steps/s  ({time.perf_counter() - start:.0f}s)")
+
+        return callback
+
+    def finish_batch(self, batch_images):
+        self.done_images += batch_images
+        self.image_steps += batch_images * self.steps
+
+
+def write_batch(outdir, batch, ws, recon, terms, cfg, seconds):
+    """Saves results of one batch; non-finite results are reported, never saved."""
+    ok = 0
+    for i, target in enumerate(batch):
+        record = {"name": target["name"], "file": target["file"], "space": cfg.space, "steps": cfg.num_steps,
+                  "prior_weight": cfg.prior_weight, "seconds": round(seconds, 3),
+                  **{k: float(v[i]) for k, v in terms.items()}}
+        if not (np.all(np.isfinite(ws[i])) and np.isfinite(record["loss"])):
+            log(f"{target['name']}: non-finite loss or latent; not saved")
+            results.append_summary(outdir, {**record, "status": "nan"})
+            continue
+        if "true_ws" in target:
+            record["latent_mse"] = float(np.mean(np.square(ws[i] - target["true_ws"])))
+        results.save_result(outdir, target["name"], {"w": ws[i][None].astype(np.float32)}, recon[i])
+        results.append_summary(outdir, {**record, "status": "ok"})
+        ok += 1
+    return ok
+
+
+def run_batches(targets, inverter, gen_params, prior, lpips_params, outdir, mesh):
+    """Inverts `targets` in fixed-size batches (the last one padded, so one compile serves all)."""
+    per_process = sharding.local_batch_size(_BATCH.value)
+    progress = Progress(len(targets), inverter.cfg.num_steps)
+    ok = 0
+    for start in range(0, len(targets), per_process):
+        batch = targets[start:start + per_process]
+        padded = batch + [batch[-1]] * (per_process - len(batch))
+        pixels = np.stack([t["pixels"] for t in padded]).astype(np.float32)
+        seeds = np.asarray([image_seed(t["name"]) for t in padded], np.int32)
+        t0 = time.perf_counter()
+        ws, recon, terms = inverter.invert(gen_params, *sharding.shard_batch(mesh, (pixels, seeds)), prior=prior,
+                                           lpips_params=lpips_params, progress=progress.batch_callback(len(batch)))
+        ws, recon = sharding.local_rows(ws)[:len(batch)], sharding.local_rows(recon)[:len(batch)]
+        terms = {k: sharding.local_rows(v)[:len(batch)] for k, v in terms.items()}
+        ok += write_batch(outdir, batch, ws, recon, terms, inverter.cfg, (time.perf_counter() - t0) / len(batch))
+        progress.finish_batch(len(batch))
+    return ok
+
+
+def local_share(targets):
+    return targets[jax.process_index()::jax.process_count()]
+
+
+def main(argv):
+    del argv
+    if _MULTIHOST.value:
+        jax.distributed.initialize()
+    if not _OUTDIR.value:
+        sys.exit("error: --outdir is required")
+    outdir = pathlib.Path(_OUTDIR.value)
+    outdir.mkdir(parents=True, exist_ok=True)
+    try:
+        generator, gen_dir = load_generator(_GENERATOR.value)
+        fns, params = PureGenerator.split(generator)
+        cfg = inversion_config()
+        prior, stats = obtain_prior(fns, params, generator, gen_dir, outdir)
+        lpips_fns, lpips_params = load_lpips(cfg)
+        if _IMAGES.value:
+            targets, total = file_targets(_IMAGES.value, generator.cfg, outdir)
+        else:
+            targets, total = generated_targets(fns, params, generator.cfg, outdir)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        sys.exit(f"error: {e}")
+    already = len(results.finished_names(outdir))
+    log(f"{total} images: {already} already done, {len(targets)} to invert in {cfg.space} "
+        f"({cfg.num_steps} steps, λ={cfg.prior_weight}, loss {_LOSS.value}) on {jax.device_count()} device(s)")
+    mesh = sharding.data_mesh()
+    inverter = Inverter(fns, generator.cfg, cfg, stats["mean_w"], stats["w_std"], lpips_fns=lpips_fns)
+    ok = run_batches(local_share(targets), inverter, sharding.replicate(mesh, params),
+                     sharding.replicate(mesh, prior if cfg.prior_weight > 0 else None),
+                     lpips_params, outdir, mesh)
+    finished = len(results.finished_names(outdir))
+    log(f"inverted {ok} now, {finished}/{total} finished in total; results in {outdir}")
+    if finished == 0:
+        sys.exit("error: no image could be inverted (see summary.jsonl)")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,34 @@
+"""A small built-in generator so every tool runs on a fresh install, before any model is converted.
+
+Its weights are seeded random numbers, not a trained model: images look like structured noise.
+Inverting them is still a faithful test of the machinery (the generator can reproduce its own
+images exactly, so the true latents are known).
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from gaussjax.config import GeneratorConfig
+from gaussjax.stylegan2 import Generator
+
+DEMO_CONFIG = GeneratorConfig(z_dim=64, w_dim=64, img_resolution=32, img_channels=3, mapping_layers=8,
+                              channel_base=1024, channel_max=64, architecture="skip")
+DEMO_NOTICE = ("using the built-in demo generator (32 px, seeded RANDOM weights, not a trained model); "
+               "pass --generator=DIR for a converted network")
+
+
+def demo_generator(seed: int = 0) -> Generator:
+    """The demo generator: DEMO_CONFIG with weights drawn from `seed` and non-zero biases and noise
+    strengths (so every term of the forward pass is exercised, as in the reference fixtures)."""
+    G = Generator(DEMO_CONFIG, rngs=nnx.Rngs(seed))
+    graphdef, state = nnx.split(G)
+    flat = nnx.to_flat_state(state)
+    key = jax.random.key(seed + 1)
+    perturbed = []
+    for i, (path, var) in enumerate(flat):
+        if path[-1] in ("bias", "noise_strength"):
+            noise = 0.1 * jax.random.normal(jax.random.fold_in(key, i), var.shape)
+            var = var.replace(var[...] + noise)
+        perturbed.append((path, var))
+    return nnx.merge(graphdef, nnx.from_flat_state(perturbed))
