@@ -1,0 +1,385 @@
+"""The Gaussian latent prior of Wulff & Torralba (papers note §1.3-1.4): fit, energy, files.
+
+The mapping network's output w becomes close to Gaussian after `gaussianize` (v = LeakyReLU_5(w)).
+A prior is then the mean μ and covariance Σ of v over mapping samples, and the prior term of an
+inversion is the Mahalanobis energy
+
+    E(w) = (v − μ)ᵀ Σ⁻¹ (v − μ) = ||L⁻¹ (v − μ)||²,   Σ + ridge = L Lᵀ,
+
+summed over the layers of a W+ latent (one μ, Σ shared by every layer).
+
+Typical use:
+
+    stats = fit_generator_prior(fns, params, cfg, num_samples=100_000, seed=0)
+    save_prior("prior.npz", stats, generator_fingerprint)
+    prior, stats = load_prior("prior.npz", expected_fingerprint=generator_fingerprint)
+    energy = prior_energy(prior, ws)                  # [N]
+"""
+
+import dataclasses
+import functools
+import io
+import pathlib
+import zipfile
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gaussjax.config import GeneratorConfig
+from gaussjax.gaussianize import gaussianize
+from gaussjax.io import write_bytes_atomic
+
+# Keys of a fitted prior (the dict returned by `fit_generator_prior` and stored by `save_prior`).
+PRIOR_KEYS = ("mean", "cov", "num_samples", "negative_slope", "seed", "class_idx",
+              "skew_w", "kurt_w", "skew_v", "kurt_v")
+FINGERPRINT_KEY = "generator_fingerprint"
+_SCALAR_TYPES = {"num_samples": int, "seed": int, "class_idx": int, "negative_slope": float,
+                 FINGERPRINT_KEY: str}
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["mean", "scale_tril"],
+                   meta_fields=["negative_slope"])
+@dataclasses.dataclass(frozen=True)
+class GaussianPrior:
+    """A Gaussian N(μ, Σ) over Gaussianized latents v = gaussianize(w, negative_slope).
+
+    A pytree: `mean` and `scale_tril` are leaves, so a prior can be passed into jitted code;
+    `negative_slope` is static.
+
+    Attributes:
+      mean: [D] float32, μ.
+      scale_tril: [D, D] float32, the lower Cholesky factor L of Σ + ridge (see `make_prior`).
+      negative_slope: slope of the mapping network's last activation, undone by `gaussianize`.
+    """
+
+    mean: jax.Array
+    scale_tril: jax.Array
+    negative_slope: float = 0.2
+
+
+def prior_energy(prior: GaussianPrior, w: jax.Array) -> jax.Array:
+    """The Mahalanobis energy (v − μ)ᵀ Σ⁻¹ (v − μ) of latents, v = gaussianize(w).
+
+    Pure and jittable. Σ⁻¹ is applied as two triangular solves with L, never as an explicit
+    inverse, which would lose precision on the near-singular Σ of a real mapping network.
+
+    Args:
+      prior: the prior (μ [D], L [D, D]).
+      w: [N, D] (W) or [N, L, D] (W+) latents.
+
+    Returns:
+      [N] energies; for W+ the sum over the L layer vectors, all scored under the same μ, Σ.
+    """
+    if w.ndim not in (2, 3) or w.shape[-1] != prior.mean.shape[-1]:
+        raise ValueError(f"w must be [N, {prior.mean.shape[-1]}] or [N, L, {prior.mean.shape[-1]}], "
+                         f"got {w.shape}")
+    centred = gaussianize(w, prior.negative_slope) - prior.mean
+    flat = centred.reshape(-1, centred.shape[-1])
+    # ||L⁻¹ d||² = dᵀ (L Lᵀ)⁻¹ d; the solve takes the D x M right-hand sides column-wise.
+    white = jax.scipy.linalg.solve_triangular(prior.scale_tril, flat.T, lower=True)
+    energy = jnp.sum(jnp.square(white), axis=0).reshape(centred.shape[:-1])
+    return energy.sum(axis=1) if w.ndim == 3 else energy
+
+
+def make_prior(mean, cov, negative_slope: float, ridge: float = 1e-6) -> GaussianPrior:
+    """Builds a GaussianPrior from μ and Σ, factorising Σ + ridge · (tr Σ / D) · I in float64.
+
+    The covariance of a real mapping network can be near-singular: w lives close to a
+    lower-dimensional set, so the smallest eigenvalues of Σ are tiny or, after rounding, slightly
+    negative, and a plain Cholesky fails or amplifies noise. The ridge is relative to the mean
+    variance tr Σ / D, so the same value works whatever the scale of the latents.
+
+    Args:
+      mean: [D] μ.
+      cov: [D, D] Σ (symmetric positive semi-definite).
+      negative_slope: the mapping network's last activation slope (stored in the prior).
+      ridge: added variance, as a fraction of the mean variance.
+
+    Returns:
+      The prior with float32 μ and L.
+
+    Raises:
+      ValueError: bad shapes, a non-finite or zero covariance, or Σ + ridge not positive definite.
+    """
+    mean, cov = np.asarray(mean, np.float64), np.asarray(cov, np.float64)
+    dim = mean.shape[0] if mean.ndim == 1 else -1
+    if mean.ndim != 1 or cov.shape != (dim, dim):
+        raise ValueError(f"mean must be [D] and cov [D, D], got {mean.shape} and {cov.shape}")
+    mean_var = np.trace(cov) / dim
+    if not (np.all(np.isfinite(cov)) and np.all(np.isfinite(mean)) and mean_var > 0):
+        raise ValueError("the prior's mean/covariance is non-finite or has zero variance")
+    # Symmetrise: a Σ read back from a file or accumulated in float can be off by rounding.
+    regularised = 0.5 * (cov + cov.T) + ridge * mean_var * np.eye(dim)
+    try:
+        scale_tril = np.linalg.cholesky(regularised)
+    except np.linalg.LinAlgError as e:
+        raise ValueError(f"the prior covariance is not positive definite even with ridge={ridge}: "
+                         f"increase the ridge (e.g. ridge={max(ridge * 100, 1e-6):g})") from e
+    return GaussianPrior(jnp.asarray(mean, jnp.float32), jnp.asarray(scale_tril, jnp.float32),
+                         float(negative_slope))
+
+
+class _Moments(NamedTuple):
+    """Centred moment sums of n samples: mean [D], Σ (x−mean)(x−mean)ᵀ [D, D], Σ (x−mean)^3, ^4 [D]."""
+
+    count: float
+    mean: np.ndarray
+    cross: np.ndarray
+    m3: np.ndarray
+    m4: np.ndarray
+
+
+def _batch_moments(x: np.ndarray) -> _Moments:
+    """Moments of one batch x [B, D], centred on the batch's own mean (exact for large offsets)."""
+    mean = x.mean(axis=0)
+    y = x - mean
+    y2 = y * y
+    return _Moments(float(len(x)), mean, y.T @ y, (y2 * y).sum(axis=0), (y2 * y2).sum(axis=0))
+
+
+def _merge_moments(a: _Moments, b: _Moments) -> _Moments:
+    """Moments of the union of two sample sets (Chan et al. 1979; Pébay 2008 for orders 3 and 4)."""
+    n = a.count + b.count
+    delta = b.mean - a.mean
+    d_n = delta / n
+    ab = a.count * b.count
+    var_a, var_b = np.diag(a.cross), np.diag(b.cross)
+    cross = a.cross + b.cross + np.outer(delta, delta) * (ab / n)
+    m3 = (a.m3 + b.m3 + delta * d_n * d_n * ab * (a.count - b.count)
+          + 3 * d_n * (a.count * var_b - b.count * var_a))
+    m4 = (a.m4 + b.m4 + delta * d_n ** 3 * ab * (a.count ** 2 - ab + b.count ** 2)
+          + 6 * d_n * d_n * (a.count ** 2 * var_b + b.count ** 2 * var_a)
+          + 4 * d_n * (a.count * b.m3 - b.count * a.m3))
+    return _Moments(n, a.mean + delta * (b.count / n), cross, m3, m4)
+
+
+class MomentAccumulator:
+    """Streaming mean, covariance, skewness and kurtosis of [B, D] batches, in float64.
+
+    Memory is O(D²) whatever the number of samples. Each batch is centred on its own mean and
+    merged with the pairwise update of Chan et al., so a large common offset (e.g. float32 data
+    with mean 1e3 and unit variance) costs no precision, unlike raw power sums.
+    """
+
+    def __init__(self):
+        self._moments: _Moments | None = None
+
+    def update(self, x: np.ndarray) -> None:
+        """Adds the samples x [B, D] (any float dtype; computed in float64)."""
+        x = np.asarray(x, np.float64)
+        if x.ndim != 2 or (self._moments is not None and x.shape[1] != len(self._moments.mean)):
+            raise ValueError(f"expected a [B, D] batch with a fixed D, got shape {x.shape}")
+        if len(x) == 0:
+            return
+        batch = _batch_moments(x)
+        self._moments = batch if self._moments is None else _merge_moments(self._moments, batch)
+
+    @property
+    def count(self) -> int:
+        return 0 if self._moments is None else int(self._moments.count)
+
+    def _require(self, n: int) -> _Moments:
+        if self.count < n:
+            raise ValueError(f"need at least {n} samples, have {self.count}")
+        return self._moments
+
+    @property
+    def mean(self) -> np.ndarray:
+        """[D] sample mean."""
+        return self._require(1).mean.copy()
+
+    @property
+    def cov(self) -> np.ndarray:
+        """[D, D] unbiased sample covariance (divides by N − 1, like np.cov)."""
+        m = self._require(2)
+        return m.cross / (m.count - 1)
+
+    @property
+    def skewness(self) -> np.ndarray:
+        """[D] sample skewness m3 / m2^1.5 (population moments; NaN for a constant dimension)."""
+        m = self._require(2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (m.m3 / m.count) / (np.diag(m.cross) / m.count) ** 1.5
+
+    @property
+    def excess_kurtosis(self) -> np.ndarray:
+        """[D] sample excess kurtosis m4 / m2² − 3 (0 for a Gaussian; NaN for a constant dimension)."""
+        m = self._require(2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (m.m4 / m.count) / (np.diag(m.cross) / m.count) ** 2 - 3.0
+
+
+def _class_labels(keys: jax.Array, c_dim: int, class_idx: int | None) -> jax.Array | None:
+    """One-hot labels [N, c_dim] (class_idx, or uniform per-sample draws when None); None if c_dim = 0."""
+    if c_dim == 0:
+        return None
+    if class_idx is None:
+        classes = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, 1), (), 0, c_dim))(keys)
+    else:
+        classes = jnp.full((len(keys),), class_idx)
+    return jax.nn.one_hot(classes, c_dim, dtype=jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("fns", "cfg", "chunk_size", "class_idx"))
+def _sample_chunk(params, key, start, *, fns, cfg: GeneratorConfig, chunk_size: int, class_idx):
+    """(w, v) [chunk_size, w_dim] for samples start, start+1, ... (start is traced: one compile)."""
+    # One key per sample index, so sample i is the same whatever the chunking.
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(start + jnp.arange(chunk_size))
+    z = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0), (cfg.z_dim,)))(keys)
+    w = fns.mapping(params, z, _class_labels(keys, cfg.c_dim, class_idx))[:, 0]
+    return w, gaussianize(w, cfg.mapping_negative_slope)
+
+
+def _host_chunks(sample: Callable, num_samples: int, chunk_size: int):
+    """Yields (w, v) numpy chunks, padding dropped. Chunk i+1 is dispatched before chunk i is
+    copied to the host, so the device maps while the host accumulates."""
+    pending = None
+    for start in range(0, num_samples, chunk_size):
+        ahead = (min(chunk_size, num_samples - start), sample(start))
+        if pending is not None:
+            yield tuple(np.asarray(a)[:pending[0]] for a in pending[1])
+        pending = ahead
+    yield tuple(np.asarray(a)[:pending[0]] for a in pending[1])
+
+
+def _check_fit_args(cfg: GeneratorConfig, num_samples: int, chunk_size: int, class_idx) -> None:
+    if num_samples < 2 or chunk_size < 1:
+        raise ValueError(f"need num_samples >= 2 and chunk_size >= 1, got {num_samples} and {chunk_size}")
+    if not cfg.mapping_negative_slope > 0:
+        raise ValueError(f"the mapping network ends with {cfg.mapping_activation!r}, which the "
+                         "Gaussianizing transform cannot undo")
+    if class_idx is not None and cfg.c_dim == 0:
+        raise ValueError("class_idx given, but the generator is unconditional")
+    if class_idx is not None and not 0 <= class_idx < cfg.c_dim:
+        raise ValueError(f"class_idx must be in [0, {cfg.c_dim}), got {class_idx}")
+
+
+def fit_generator_prior(fns, params, cfg: GeneratorConfig, *, num_samples: int, seed: int,
+                        chunk_size: int = 4096, class_idx: int | None = None,
+                        progress: Callable[[int, int], None] | None = None) -> dict:
+    """Fits μ, Σ of v = gaussianize(w) over mapping samples w = mapping(z)[:, 0], z ~ N(0, I).
+
+    Sample i uses the key fold_in(key(seed), i), so w (and hence μ, Σ) does not depend on
+    chunk_size up to float32 matmul and float64 summation rounding; same seed, num_samples and
+    chunk_size give bit-identical results. The last chunk is padded to chunk_size (one compile)
+    and the padding dropped.
+
+    Args:
+      fns, params: `PureGenerator.split(G)`.
+      cfg: the generator's config.
+      num_samples: number of mapping samples (>= 2).
+      seed: random seed for z (and the classes).
+      chunk_size: samples per jitted mapping call.
+      class_idx: conditional generators only: fit class K (one-hot K for every sample); None fits
+        the marginal over classes, each sample's class drawn uniformly at random.
+      progress: called as progress(done, total) after each chunk.
+
+    Returns:
+      A dict for `save_prior` (keys PRIOR_KEYS): mean [D], cov [D, D] (float64, of v),
+      num_samples, negative_slope, seed, class_idx (-1: marginal or unconditional), and the
+      per-dimension diagnostics skew_w, kurt_w, skew_v, kurt_v [D].
+    """
+    _check_fit_args(cfg, num_samples, chunk_size, class_idx)
+    sample = functools.partial(_sample_chunk, params, jax.random.key(seed), fns=fns, cfg=cfg,
+                               chunk_size=chunk_size, class_idx=class_idx)
+    acc_w, acc_v = MomentAccumulator(), MomentAccumulator()
+    for w, v in _host_chunks(sample, num_samples, chunk_size):
+        acc_w.update(w)
+        acc_v.update(v)
+        if progress is not None:
+            progress(acc_w.count, num_samples)
+    return {"mean": acc_v.mean, "cov": acc_v.cov, "num_samples": num_samples,
+            "negative_slope": cfg.mapping_negative_slope, "seed": seed,
+            "class_idx": -1 if class_idx is None else class_idx,
+            "skew_w": acc_w.skewness, "kurt_w": acc_w.excess_kurtosis,
+            "skew_v": acc_v.skewness, "kurt_v": acc_v.excess_kurtosis}
+
+
+def gaussianity_summary(stats: dict) -> str:
+    """Human-readable lines comparing the per-dimension non-Gaussianity of w and v (0 = Gaussian).
+
+    Args:
+      stats: a dict with skew_w, kurt_w, skew_v, kurt_v [D] (and optionally num_samples).
+
+    Returns:
+      A few lines of text, without a trailing newline.
+    """
+    rows = (("median |skewness|", "skew", 50), ("median |excess kurtosis|", "kurt", 50),
+            ("90th pct |excess kurtosis|", "kurt", 90))
+    dim = len(stats["skew_w"])
+    lines = [f"Gaussianity over {stats.get('num_samples', '?')} samples, D={dim} (0 = Gaussian):",
+             f"  {'':28s}{'w':>9s}{'v':>9s}"]
+    for label, name, pct in rows:
+        w_val, v_val = (np.nanpercentile(np.abs(stats[f"{name}_{s}"]), pct) for s in "wv")
+        lines.append(f"  {label:28s}{w_val:9.3f}{v_val:9.3f}")
+    return "\n".join(lines)
+
+
+def save_prior(path, stats: dict, generator_fingerprint: str) -> None:
+    """Writes a fitted prior (and the fingerprint of its generator) to an npz file, atomically.
+
+    Args:
+      path: destination file (written as given; no '.npz' is appended).
+      stats: the dict returned by `fit_generator_prior`.
+      generator_fingerprint: `config.json`'s fingerprint of the generator the prior was fitted on.
+    """
+    missing = [k for k in PRIOR_KEYS if k not in stats]
+    if missing:
+        raise ValueError(f"cannot save prior: stats lack keys {missing}")
+    arrays = {k: np.asarray(stats[k]) for k in PRIOR_KEYS}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays, **{FINGERPRINT_KEY: np.asarray(str(generator_fingerprint))})
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def _read_prior_file(path: pathlib.Path) -> dict:
+    """The arrays of a prior npz (scalars as Python values), or a one-line ValueError."""
+    if not path.is_file():
+        raise ValueError(f"{path}: no such prior file (make one with experiments.fit_prior)")
+    try:
+        # Opened here, not by np.load, which leaks the handle when the zip directory is corrupt.
+        with path.open("rb") as f:
+            data = np.load(f, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):  # A plain .npy file loads as one array.
+                raise ValueError("not an npz archive")
+            with data:
+                stats = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: not a readable prior file ({type(e).__name__}: {e})") from e
+    missing = [k for k in (*PRIOR_KEYS, FINGERPRINT_KEY) if k not in stats]
+    if missing:
+        raise ValueError(f"{path}: not a prior file, missing keys {missing}")
+    dim = stats["mean"].shape[0] if stats["mean"].ndim == 1 else -1
+    if stats["cov"].shape != (dim, dim) or any(stats[k].shape != (dim,) for k in PRIOR_KEYS[6:]):
+        raise ValueError(f"{path}: corrupt prior file (mean {stats['mean'].shape}, cov {stats['cov'].shape})")
+    for key, kind in _SCALAR_TYPES.items():
+        stats[key] = kind(stats[key])
+    return stats
+
+
+def load_prior(path, expected_fingerprint: str | None = None,
+               ridge: float = 1e-6) -> tuple[GaussianPrior, dict]:
+    """Reads a prior written by `save_prior`.
+
+    Args:
+      path: the npz file.
+      expected_fingerprint: if given, the fingerprint of the generator in use; a prior fitted on
+        another generator is refused.
+      ridge: relative ridge for `make_prior`.
+
+    Returns:
+      (prior, stats): the GaussianPrior and the stored dict (PRIOR_KEYS + generator_fingerprint).
+
+    Raises:
+      ValueError: missing, unreadable or incomplete file, a fingerprint mismatch, or a covariance
+        that cannot be factorised.
+    """
+    path = pathlib.Path(path)
+    stats = _read_prior_file(path)
+    stored = stats[FINGERPRINT_KEY]
+    if expected_fingerprint is not None and stored != expected_fingerprint:
+        raise ValueError(f"{path} was fitted for generator {stored}, but this generator is "
+                         f"{expected_fingerprint}: refit with experiments.fit_prior")
+    return make_prior(stats["mean"], stats["cov"], stats["negative_slope"], ridge), stats
