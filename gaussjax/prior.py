@@ -32,10 +32,11 @@ from gaussjax.gaussianize import gaussianize
 from gaussjax.io import write_bytes_atomic
 
 # Keys of a fitted prior (the dict returned by `fit_generator_prior` and stored by `save_prior`).
-PRIOR_KEYS = ("mean", "cov", "num_samples", "negative_slope", "seed", "class_idx",
-              "skew_w", "kurt_w", "skew_v", "kurt_v")
+PRIOR_KEYS = ("mean", "cov", "num_samples", "negative_slope", "seed", "class_idx", "w_std",
+              "mean_w", "skew_w", "kurt_w", "skew_v", "kurt_v")
+_VECTOR_KEYS = PRIOR_KEYS[7:]  # each [D]
 FINGERPRINT_KEY = "generator_fingerprint"
-_SCALAR_TYPES = {"num_samples": int, "seed": int, "class_idx": int, "negative_slope": float,
+_SCALAR_TYPES = {"num_samples": int, "seed": int, "class_idx": int, "negative_slope": float, "w_std": float,
                  FINGERPRINT_KEY: str}
 
 
@@ -278,8 +279,8 @@ def fit_generator_prior(fns, params, cfg: GeneratorConfig, *, num_samples: int, 
 
     Returns:
       A dict for `save_prior` (keys PRIOR_KEYS): mean [D], cov [D, D] (float64, of v),
-      num_samples, negative_slope, seed, class_idx (-1: marginal or unconditional), and the
-      per-dimension diagnostics skew_w, kurt_w, skew_v, kurt_v [D].
+      num_samples, negative_slope, seed, class_idx (-1: marginal or unconditional), mean_w [D] and
+      the scalar w_std (mean and RMS spread of w itself), and the per-dimension diagnostics skew_w, kurt_w, skew_v, kurt_v [D].
     """
     _check_fit_args(cfg, num_samples, chunk_size, class_idx)
     sample = functools.partial(_sample_chunk, params, jax.random.key(seed), fns=fns, cfg=cfg,
@@ -293,6 +294,9 @@ def fit_generator_prior(fns, params, cfg: GeneratorConfig, *, num_samples: int, 
     return {"mean": acc_v.mean, "cov": acc_v.cov, "num_samples": num_samples,
             "negative_slope": cfg.mapping_negative_slope, "seed": seed,
             "class_idx": -1 if class_idx is None else class_idx,
+            # The official projector's starting point and latent-noise scale: mean of w and the
+            # RMS distance of w from it.
+            "mean_w": acc_w.mean, "w_std": float(np.sqrt(np.trace(acc_w.cov) * (num_samples - 1) / num_samples)),
             "skew_w": acc_w.skewness, "kurt_w": acc_w.excess_kurtosis,
             "skew_v": acc_v.skewness, "kurt_v": acc_v.excess_kurtosis}
 
@@ -352,7 +356,7 @@ def _read_prior_file(path: pathlib.Path) -> dict:
     if missing:
         raise ValueError(f"{path}: not a prior file, missing keys {missing}")
     dim = stats["mean"].shape[0] if stats["mean"].ndim == 1 else -1
-    if stats["cov"].shape != (dim, dim) or any(stats[k].shape != (dim,) for k in PRIOR_KEYS[6:]):
+    if stats["cov"].shape != (dim, dim) or any(stats[k].shape != (dim,) for k in _VECTOR_KEYS):
         raise ValueError(f"{path}: corrupt prior file (mean {stats['mean'].shape}, cov {stats['cov'].shape})")
     for key, kind in _SCALAR_TYPES.items():
         stats[key] = kind(stats[key])

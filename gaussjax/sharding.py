@@ -13,8 +13,12 @@ DATA_AXIS = "data"
 
 
 def data_mesh() -> jax.sharding.Mesh:
-    """A 1-D mesh over all devices of all processes."""
-    return jax.make_mesh((jax.device_count(),), (DATA_AXIS,))
+    """A 1-D mesh over all devices of all processes.
+
+    Auto axis type: the compiler propagates the batch sharding through the vmapped step, so
+    intermediate arrays created inside jit need no explicit annotations.
+    """
+    return jax.make_mesh((jax.device_count(),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def local_batch_size(global_batch: int) -> int:

@@ -184,9 +184,9 @@ def test_fit_generator_prior_conditional(fixture_generator):
 # (e) Files.
 def _small_stats(dim=4):
     rng = np.random.default_rng(5)
-    diag = {k: rng.normal(size=dim) for k in ("skew_w", "kurt_w", "skew_v", "kurt_v")}
+    diag = {k: rng.normal(size=dim) for k in ("mean_w", "skew_w", "kurt_w", "skew_v", "kurt_v")}
     return {"mean": rng.normal(size=dim), "cov": _random_cov(rng, dim), "num_samples": 1000,
-            "negative_slope": 0.2, "seed": 3, "class_idx": -1, **diag}
+            "negative_slope": 0.2, "seed": 3, "class_idx": -1, "w_std": 1.5, **diag}
 
 
 def test_save_load_round_trip_and_fingerprint(tmp_path):

@@ -1,0 +1,129 @@
+"""The inversion engine: convergence, one compile, batch independence, sharding, official formulas."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_stylegan2 import load_io
+
+from gaussjax import sharding
+from gaussjax.inversion import (InversionConfig, Inverter, area_downsample, lr_schedule, noise_regularizer,
+                                normalize_noise, psnr)
+from gaussjax.prior import make_prior
+from gaussjax.stylegan2 import PureGenerator
+
+
+def w_statistics(fns, params, z_dim, n=2000):
+    """The official projector's w_avg and scalar w_std from seeded samples."""
+    z = np.random.RandomState(123).randn(n, z_dim).astype(np.float32)
+    w = np.asarray(jax.jit(fns.mapping)(params, z))[:, 0]
+    mean = w.mean(0)
+    return mean, float(np.sqrt(np.mean(np.sum(np.square(w - mean), axis=1)))), w
+
+
+@pytest.fixture
+def skip32(fixture_dir, fixture_generator):
+    G = fixture_generator("skip32")
+    fns, params = PureGenerator.split(G)
+    io = load_io(fixture_dir, "skip32")
+    targets = np.asarray(fns.synthesis(params, io["ws"]))
+    w_mean, w_std, _ = w_statistics(fns, params, G.cfg.z_dim)
+    return G, fns, params, io, targets, w_mean, w_std
+
+
+def test_inverts_own_images_in_w_to_30db_and_compiles_once(skip32):
+    G, fns, params, io, targets, w_mean, w_std = skip32
+    cfg = InversionConfig(space="w", num_steps=150, steps_per_dispatch=50, prior_weight=0.0)
+    inverter = Inverter(fns, G.cfg, cfg, w_mean, w_std)
+    ws, images, terms = inverter.invert(params, targets[:3], np.arange(3, dtype=np.int32))
+    assert np.all(np.asarray(terms["psnr"]) >= 30.0), terms["psnr"]
+    np.testing.assert_allclose(terms["psnr"], psnr(np.mean(np.square(images - targets[:3]), axis=(1, 2, 3))),
+                               rtol=1e-4)
+    assert ws.shape == (3, G.cfg.num_ws, G.cfg.w_dim)
+    np.testing.assert_allclose(ws[:, 0], ws[:, -1])  # W: one vector repeated
+    inverter.invert(params, targets[1:4], np.arange(3, dtype=np.int32))  # same shapes: no retrace
+    assert inverter.trace_counts == {"init": 1, "run": 1, "evaluate": 1}
+
+
+def _short_run(G, fns, params, w_mean, w_std, targets, seeds, **overrides):
+    cfg = InversionConfig(**{"space": "wplus", "num_steps": 20, "steps_per_dispatch": 10, **overrides})
+    prior = make_prior(np.zeros(G.cfg.w_dim), np.eye(G.cfg.w_dim), 0.2)
+    return Inverter(fns, G.cfg, cfg, w_mean, w_std).invert(params, targets, np.asarray(seeds, np.int32), prior=prior)
+
+
+def test_result_does_not_depend_on_batch_companions(skip32):
+    G, fns, params, io, targets, w_mean, w_std = skip32
+    a = _short_run(G, fns, params, w_mean, w_std, targets[[0, 1]], [7, 8], optimize_noise=True)
+    b = _short_run(G, fns, params, w_mean, w_std, targets[[2, 0, 3]], [9, 7, 10], optimize_noise=True)
+    np.testing.assert_allclose(a[0][0], b[0][1], atol=1e-5)
+    np.testing.assert_allclose(a[2]["loss"][0], b[2]["loss"][1], rtol=1e-4)
+
+
+def test_sharded_over_4_devices_equals_single_device(skip32):
+    G, fns, params, io, targets, w_mean, w_std = skip32
+    assert jax.device_count() == 4
+    single = _short_run(G, fns, params, w_mean, w_std, targets, [1, 2, 3, 4])
+    mesh = sharding.data_mesh()
+    pixels, seeds = sharding.shard_batch(mesh, (targets, np.asarray([1, 2, 3, 4], np.int32)))
+    assert len(pixels.sharding.device_set) == 4
+    cfg = InversionConfig(space="wplus", num_steps=20, steps_per_dispatch=10)
+    prior = sharding.replicate(mesh, make_prior(np.zeros(G.cfg.w_dim), np.eye(G.cfg.w_dim), 0.2))
+    sharded = Inverter(fns, G.cfg, cfg, w_mean, w_std).invert(sharding.replicate(mesh, params), pixels, seeds,
+                                                               prior=prior)
+    np.testing.assert_allclose(sharding.local_rows(sharded[0]), single[0], atol=1e-5)
+    np.testing.assert_allclose(sharding.local_rows(sharded[2]["loss"]), single[2]["loss"], rtol=1e-4)
+
+
+def test_prior_pulls_latents_towards_the_mean(skip32):
+    G, fns, params, io, targets, w_mean, w_std = skip32
+    _, _, samples = w_statistics(fns, params, G.cfg.z_dim)
+    v = np.where(samples >= 0, samples, samples * 5.0)
+    prior = make_prior(v.mean(0), np.cov(v, rowvar=False), 0.2)
+    energies = []
+    for weight in (0.0, 1e-2):
+        cfg = InversionConfig(space="wplus", num_steps=40, steps_per_dispatch=20, prior_weight=weight)
+        _, _, terms = Inverter(fns, G.cfg, cfg, w_mean, w_std).invert(params, targets[:2], np.arange(2, dtype=np.int32),
+                                                                      prior=prior)
+        energies.append(np.asarray(terms["prior"]))
+    assert np.all(energies[1] < energies[0])
+
+
+def test_lr_schedule_matches_official_formula():
+    cfg = InversionConfig(num_steps=1000)
+    schedule = lr_schedule(cfg)
+    for step in (0, 10, 50, 400, 800, 900, 999):
+        t = step / 1000
+        ramp = min(1.0, (1.0 - t) / 0.25)
+        expected = 0.1 * (0.5 - 0.5 * math.cos(math.pi * ramp)) * min(1.0, t / 0.05)
+        assert float(schedule(step)) == pytest.approx(expected, abs=1e-7)
+
+
+def test_noise_regularizer_and_normalization_closed_form():
+    rs = np.random.RandomState(0)
+    v = rs.randn(16, 16).astype(np.float32)
+    expected = 0.0
+    x = v.astype(np.float64)
+    while True:
+        expected += np.mean(x * np.roll(x, 1, axis=1)) ** 2 + np.mean(x * np.roll(x, 1, axis=0)) ** 2
+        if x.shape[0] <= 8:
+            break
+        x = x.reshape(x.shape[0] // 2, 2, x.shape[1] // 2, 2).mean(axis=(1, 3))
+    assert float(noise_regularizer([jnp.asarray(v)])) == pytest.approx(expected, rel=1e-4)
+    normalized = np.asarray(normalize_noise([jnp.asarray(3 * v + 1)])[0])
+    assert abs(normalized.mean()) < 1e-5 and normalized.std() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_area_downsample_is_box_mean():
+    img = jnp.arange(512 * 512 * 3, dtype=jnp.float32).reshape(512, 512, 3)
+    small = area_downsample(img, 256)
+    assert small.shape == (256, 256, 3)
+    np.testing.assert_allclose(small[0, 0], np.asarray(img[:2, :2].mean(axis=(0, 1))))
+    assert area_downsample(img[:128, :128], 256).shape == (128, 128, 3)
+
+
+def test_lpips_without_model_is_an_error(skip32):
+    G, fns, params, io, targets, w_mean, w_std = skip32
+    with pytest.raises(ValueError, match="LPIPS"):
+        Inverter(fns, G.cfg, InversionConfig(lpips_weight=1.0), w_mean, w_std)
