@@ -115,10 +115,10 @@ def flat_features(feats: Sequence[jax.Array], lin: Sequence[jax.Array]) -> jax.A
       [N, D] with D = sum_l H_l * W_l * C_l.
     """
     parts = []
-    for f, w in zip(feats, lin):
-        _, h, w_, _ = f.shape
-        scaled = f * (jnp.sqrt(w).astype(f.dtype) / jnp.sqrt(jnp.asarray(h * w_, f.dtype)))
-        parts.append(scaled.reshape(f.shape[0], -1))
+    for f, lin_w in zip(feats, lin):
+        n, h, w, _ = f.shape
+        scaled = f * (jnp.sqrt(lin_w).astype(f.dtype) / jnp.sqrt(jnp.asarray(h * w, f.dtype)))
+        parts.append(scaled.reshape(n, -1))
     return jnp.concatenate(parts, axis=1)
 
 
@@ -171,6 +171,8 @@ class VGG16Features(nnx.Module):
 class LPIPS(nnx.Module):
     """LPIPS-VGG16 v0.1 distance between images in [-1, 1], NHWC.
 
+    Images need H, W >= 16 so that relu5_3 (after four 2x2 pools) is not empty.
+
     Attributes:
       vgg: the VGG16Features backbone.
       lin: 5 non-negative channel weights (Params), shapes [64], [128], [256], [512], [512].
@@ -183,9 +185,11 @@ class LPIPS(nnx.Module):
           rngs: parameter randomness for the backbone.
           dtype: computation dtype; None promotes inputs and parameters.
           param_dtype: parameter dtype.
-          precision: `jax.lax` precision of the convolutions.
+          precision: `jax.lax` precision of the convolutions. On GPUs the default may run float32
+            convolutions in TF32; `jax.lax.Precision.HIGHEST` keeps them in full float32.
         """
-        self.vgg = VGG16Features(rngs=rngs, dtype=dtype, param_dtype=param_dtype, precision=precision)
+        self.vgg = VGG16Features(rngs=rngs, dtype=dtype, param_dtype=param_dtype,
+                                 precision=precision)
         self.lin = nnx.List([nnx.Param(jnp.ones((c,), param_dtype)) for c in LPIPS_CHANNELS])
 
     def normalized_features(self, x: jax.Array) -> tuple[jax.Array, ...]:
@@ -209,10 +213,16 @@ class LPIPS(nnx.Module):
 
         Returns:
           distances [N].
+
+        Raises:
+          ValueError: x and y differ in shape (after tiling grayscale to RGB).
         """
+        x, y = ensure_rgb(x), ensure_rgb(y)
+        if x.shape != y.shape:
+            raise ValueError(f"LPIPS compares equal shapes, got {x.shape} and {y.shape}")
         n = x.shape[0]
         # One backbone pass over both batches: one conv per layer instead of two.
-        feats = self.normalized_features(jnp.concatenate([ensure_rgb(x), ensure_rgb(y)]))
+        feats = self.normalized_features(jnp.concatenate([x, y]))
         terms = [layer_distance(f[:n], f[n:], w[...]) for f, w in zip(feats, self.lin)]
         return sum(terms[1:], terms[0])
 
