@@ -1,0 +1,131 @@
+"""experiments.invert end to end: image formats, bad files, resume after SIGKILL, NaN handling."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from experiments import invert
+from gaussjax import images, results
+
+FAST = ["--steps=20", "--steps_per_dispatch=10", "--prior_samples=2000", "--batch_size=2"]
+
+
+def run_invert(outdir, *flags, timeout=600):
+    return subprocess.run([sys.executable, "-m", "experiments.invert", f"--outdir={outdir}", *FAST, *flags],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def write_test_images(directory):
+    """One file per PIL mode that users feed in, plus unreadable ones. Returns (good, bad) names."""
+    rs = np.random.RandomState(0)
+    rgb = rs.randint(0, 256, (40, 60, 3), np.uint8)  # non-square: center-cropped
+    Image.fromarray(rgb).save(directory / "rgb.png")
+    Image.fromarray(rgb).convert("L").save(directory / "gray.png")
+    Image.fromarray(np.dstack([rgb, rs.randint(0, 256, (40, 60), np.uint8)])).save(directory / "rgba.png")
+    Image.fromarray(rgb).convert("P").save(directory / "palette.png")
+    Image.fromarray(rgb).convert("CMYK").save(directory / "cmyk.jpg")
+    Image.fromarray(rgb).save(directory / "photo.webp")
+    Image.fromarray((rs.randint(0, 65536, (48, 48))).astype(np.uint16)).save(directory / "sixteen.png")
+    (directory / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"junk" * 10)
+    (directory / "truncated.jpg").write_bytes((directory / "cmyk.jpg").read_bytes()[:200])
+    return ["cmyk", "gray", "palette", "photo", "rgb", "rgba", "sixteen"], ["garbage", "truncated"]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_load_image_handles_every_mode(tmp_path, channels):
+    good, bad = write_test_images(tmp_path)
+    for path in images.image_files(str(tmp_path)):
+        if path.stem in bad:
+            with pytest.raises(ValueError, match="cannot read image"):
+                images.load_image(path, 32, channels)
+        else:
+            pixels = images.load_image(path, 32, channels)
+            assert pixels.shape == (32, 32, channels) and pixels.dtype == np.uint8
+    sixteen = images.load_image(tmp_path / "sixteen.png", 48, 1)
+    assert sixteen.max() > 200  # 16-bit data scaled to 8 bits, not clipped to white/black
+
+
+def test_cli_inverts_files_and_lists_bad_ones(tmp_path):
+    (tmp_path / "in").mkdir()
+    good, bad = write_test_images(tmp_path / "in")
+    result = run_invert(tmp_path / "out", f"--images={tmp_path / 'in'}", "--space=w")
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = {r["name"]: r for r in results.read_summary(tmp_path / "out")}
+    assert sorted(n for n, r in records.items() if r["status"] == "ok") == good
+    assert sorted(n for n, r in records.items() if r["status"] == "unreadable") == bad
+    with np.load(tmp_path / "out" / "rgb.npz") as data:
+        assert data["w"].shape == (1, 8, 64)  # the official projected_w.npz layout (demo: 8 ws x 64)
+    assert "demo generator" in result.stdout and "RANDOM" in result.stdout
+    assert {"mse", "psnr", "prior", "loss", "steps", "seconds"} <= set(records["rgb"])
+
+
+def test_cli_exits_nonzero_when_nothing_can_be_inverted(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "broken.png").write_bytes(b"not an image")
+    result = run_invert(tmp_path / "out", f"--images={tmp_path / 'in'}")
+    assert result.returncode != 0
+    assert "error: no image could be inverted" in result.stderr
+    assert results.read_summary(tmp_path / "out")[0]["status"] == "unreadable"
+
+
+def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
+    flags = ["--num_generated=6", "--space=wplus", "--steps=40"]
+    reference = run_invert(tmp_path / "ref", *flags)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    outdir = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "experiments.invert", f"--outdir={outdir}", *FAST, *flags]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not results.finished_names(outdir):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = results.finished_names(outdir)
+    assert 0 < len(partial) < 6
+    resumed = run_invert(outdir, *flags)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"{len(partial)} already done" in resumed.stdout
+    records = [r for r in results.read_summary(outdir) if r["status"] == "ok"]
+    assert sorted(r["name"] for r in records) == [f"generated{i:04d}" for i in range(6)]  # none redone
+    for i in range(6):
+        with np.load(outdir / f"generated{i:04d}.npz") as a, np.load(tmp_path / "ref" / f"generated{i:04d}.npz") as b:
+            np.testing.assert_allclose(a["w"], b["w"], atol=1e-5)
+
+
+def test_non_finite_results_are_reported_not_saved(tmp_path):
+    batch = [{"name": "bad", "file": "bad.png", "pixels": None}, {"name": "good", "file": "good.png", "pixels": None}]
+    ws = np.zeros((2, 8, 64), np.float32)
+    ws[0, 3, 5] = np.nan
+    terms = {"loss": np.array([np.nan, 0.5]), "mse": np.array([np.inf, 0.5])}
+    recon = np.zeros((2, 32, 32, 3), np.float32)
+    cfg = invert.InversionConfig(space="wplus", num_steps=5)
+    assert invert.write_batch(tmp_path, batch, ws, recon, terms, cfg, 1.0) == 1
+    records = {r["name"]: r for r in results.read_summary(tmp_path)}
+    assert records["bad"]["status"] == "nan" and records["bad"]["loss"] is None
+    assert not (tmp_path / "bad.npz").exists() and (tmp_path / "good.npz").exists()
+    json.loads((tmp_path / results.SUMMARY).read_text().splitlines()[0])  # valid JSON despite NaN
+
+
+def test_torn_summary_line_is_ignored_and_terminated(tmp_path):
+    results.append_summary(tmp_path, {"name": "a", "status": "ok"})
+    with open(tmp_path / results.SUMMARY, "a") as f:
+        f.write('{"name": "b", "sta')  # killed mid-write
+    assert [r["name"] for r in results.read_summary(tmp_path)] == ["a"]
+    results.append_summary(tmp_path, {"name": "c", "status": "ok"})
+    assert [r["name"] for r in results.read_summary(tmp_path)] == ["a", "c"]
+
+
+def test_prior_of_another_generator_is_refused(tmp_path, fixture_dir):
+    from converters.convert import convert
+
+    convert(fixture_dir / "skip32.pkl", tmp_path / "gen")
+    assert run_invert(tmp_path / "demo_out", "--num_generated=1").returncode == 0  # caches demo prior
+    result = run_invert(tmp_path / "out", f"--generator={tmp_path / 'gen'}", f"--prior={tmp_path / 'demo_out' / 'prior.npz'}")
+    assert result.returncode != 0 and "refit with experiments.fit_prior" in result.stderr
