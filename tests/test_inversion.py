@@ -127,3 +127,18 @@ def test_lpips_without_model_is_an_error(skip32):
     G, fns, params, io, targets, w_mean, w_std = skip32
     with pytest.raises(ValueError, match="LPIPS"):
         Inverter(fns, G.cfg, InversionConfig(lpips_weight=1.0), w_mean, w_std)
+
+
+def test_lpips_term_equals_lpips_distance(skip32):
+    from flax import nnx
+
+    from gaussjax.lpips import LPIPS
+
+    G, fns, params, io, targets, w_mean, w_std = skip32
+    lpips_fns, lpips_params = nnx.split(LPIPS(rngs=nnx.Rngs(0)))
+    cfg = InversionConfig(space="w", num_steps=2, steps_per_dispatch=2, lpips_weight=1.0, prior_weight=0.0)
+    inverter = Inverter(fns, G.cfg, cfg, w_mean, w_std, lpips_fns=lpips_fns)
+    _, images, terms = inverter.invert(params, targets[:2], np.arange(2, dtype=np.int32), lpips_params=lpips_params)
+    expected = nnx.merge(lpips_fns, lpips_params)(images, jnp.asarray(targets[:2]))
+    np.testing.assert_allclose(terms["lpips"], expected, rtol=1e-4)
+    np.testing.assert_allclose(terms["loss"], terms["mse"] + terms["lpips"], rtol=1e-5)
