@@ -17,10 +17,9 @@ import hashlib
 import pathlib
 import sys
 
-import numpy as np
 from absl import app, flags, logging
 
-from converters import official, rosinality
+from converters import files, official, rosinality
 from converters.errors import ConversionError
 from converters.nvidia_pickle import read_network_pickle
 from gaussjax import io
@@ -38,56 +37,17 @@ _PICKLE_MAGIC = b"\x80"
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
-def check_source_file(path: pathlib.Path) -> bytes:
-    """Returns the first bytes of `path`, or raises ConversionError for a missing or empty file."""
-    if not path.exists():
-        raise ConversionError(f"{path}: no such file")
-    if not path.is_file():
-        raise ConversionError(f"{path}: not a regular file")
-    with path.open("rb") as f:
-        head = f.read(8)
-    if not head:
-        raise ConversionError(f"{path}: the file is empty (0 bytes)")
-    return head
-
-
-def _load_torch(path: pathlib.Path):
-    try:
-        import torch  # Optional dependency: only needed for .pt/.pth files.
-    except ImportError as e:
-        raise ConversionError(f"{path}: reading .pt/.pth files needs torch (pip install 'gaussjax[torch]')") from e
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for corrupt or unsafe files.
-        raise ConversionError(f"{path}: cannot read as a PyTorch file ({type(e).__name__}: {_first_line(e)})") from e
-    return _tensors_to_numpy(obj)
-
-
-def _tensors_to_numpy(obj):
-    if isinstance(obj, dict):
-        return {k: _tensors_to_numpy(v) for k, v in obj.items()}
-    if hasattr(obj, "detach"):
-        return obj.detach().float().numpy() if obj.is_floating_point() else obj.detach().numpy()
-    return obj
-
-
-def _load_npz(path: pathlib.Path) -> dict:
-    try:
-        with path.open("rb") as f, np.load(f, allow_pickle=False) as data:  # own handle: closed on errors too
-            return {k: data[k] for k in data.files}
-    except Exception as e:  # zipfile/ValueError/OSError for corrupt archives.
-        raise ConversionError(f"{path}: cannot read as .npz ({type(e).__name__}: {_first_line(e)})") from e
-
-
-def _first_line(e) -> str:
-    return (str(e).strip().splitlines() or [""])[0][:200]
+def _head(path: pathlib.Path) -> bytes:
+    """The first bytes of `path` after checking it is a readable, non-empty file."""
+    with files.require_file(path).open("rb") as f:
+        return f.read(8)
 
 
 def read_source(path: pathlib.Path, network: str, conv_clamp, mapping_lr_multiplier):
     """Reads any supported source. Returns (config, official state dict, source format name)."""
-    head = check_source_file(path)
+    head = _head(path)
     if path.suffix == ".npz":
-        sd = _load_npz(path)
+        sd = files.read_npz(path)
         return official.infer_config(sd, conv_clamp=conv_clamp, mapping_lr_multiplier=mapping_lr_multiplier), sd, "state-dict-npz"
     if head.startswith(_ZIP_MAGIC) or path.suffix in (".pt", ".pth"):
         return _from_torch_file(path, network, conv_clamp, mapping_lr_multiplier)
@@ -102,7 +62,7 @@ def read_source(path: pathlib.Path, network: str, conv_clamp, mapping_lr_multipl
 
 
 def _from_torch_file(path, network, conv_clamp, mapping_lr_multiplier):
-    obj = _load_torch(path)
+    obj = files.read_torch(path)
     if not isinstance(obj, dict):
         raise ConversionError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
     if "g_ema" in obj or "g" in obj:  # rosinality checkpoint

@@ -12,6 +12,7 @@ import numpy as np
 from flax import nnx
 
 from converters.errors import ConversionError
+from converters.files import short_list
 from gaussjax import io, ops
 from gaussjax.config import GeneratorConfig
 from gaussjax.stylegan2 import Generator
@@ -95,7 +96,7 @@ def generator_from_state_dict(state_dict: dict[str, np.ndarray], cfg: GeneratorC
     missing = sorted(set(mapping) - set(state_dict))
     if unused or missing:
         raise ConversionError(f"state dict does not match the generator config: "
-                              f"unused source keys {_short(unused)}, missing keys {_short(missing)}")
+                              f"unused source keys {short_list(unused)}, missing keys {short_list(missing)}")
     for key, expected in buffers.items():
         if key in state_dict and not np.allclose(state_dict[key], expected, atol=1e-6):
             raise ConversionError(f"{key} differs from the FIR filter {list(cfg.resample_filter)} "
@@ -113,12 +114,8 @@ def generator_from_state_dict(state_dict: dict[str, np.ndarray], cfg: GeneratorC
         filled[path] = flat[path].replace(value)
     unfilled = sorted("/".join(map(str, p)) for p in set(flat) - set(filled))
     if unfilled:
-        raise ConversionError(f"generator parameters left unfilled: {_short(unfilled)}")
+        raise ConversionError(f"generator parameters left unfilled: {short_list(unfilled)}")
     return nnx.merge(graphdef, nnx.from_flat_state(filled))
-
-
-def _short(keys, limit=8):
-    return "[" + ", ".join(keys[:limit]) + (f", ... ({len(keys)} in all)" if len(keys) > limit else "") + "]"
 
 
 def infer_config(state_dict: dict[str, np.ndarray], *, conv_clamp=None, mapping_lr_multiplier=0.01,

@@ -28,6 +28,7 @@ import numpy as np
 from flax import nnx
 
 from converters.errors import ConversionError
+from converters.files import first_line, read_npz, read_torch, require_file, short_list
 from gaussjax.lpips import LPIPS, LPIPS_CHANNELS
 
 # Indices of the 13 conv layers inside torchvision's vgg16 `features` Sequential.
@@ -79,17 +80,12 @@ def nvidia_key_map() -> KeyMap:
     return out
 
 
-def _short(keys: list[str], limit: int = 8) -> str:
-    more = f", ... ({len(keys)} in all)" if len(keys) > limit else ""
-    return "[" + ", ".join(keys[:limit]) + more + "]"
-
-
 def _check_keys(state: Mapping, key_map: KeyMap, ignored: tuple[str, ...], source: str) -> None:
     unused = sorted(set(state) - set(key_map) - set(ignored))
     missing = sorted(set(key_map) - set(state))
     if unused or missing:
-        raise ConversionError(f"{source} keys do not match: unexpected {_short(unused)}, "
-                              f"missing {_short(missing)}")
+        raise ConversionError(f"{source} keys do not match: unexpected {short_list(unused)}, "
+                              f"missing {short_list(missing)}")
 
 
 def _abstract_flat_state() -> dict[tuple, nnx.Variable]:
@@ -115,7 +111,7 @@ def _convert(state: Mapping, key_map: KeyMap, ignored: tuple[str, ...], source: 
         filled[path] = flat[path].replace(jnp.asarray(value))
     unfilled = sorted("/".join(map(str, p)) for p in set(flat) - set(filled))
     if unfilled:
-        raise ConversionError(f"LPIPS parameters left unfilled: {_short(unfilled)}")
+        raise ConversionError(f"LPIPS parameters left unfilled: {short_list(unfilled)}")
     return nnx.from_flat_state(filled)
 
 
@@ -163,43 +159,17 @@ def lpips_from_params(params: nnx.State) -> LPIPS:
     return nnx.merge(graphdef, params)
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"
-
-
-def _require_file(path) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise ConversionError(f"{path}: no such file")
-    return path
-
-
-def _torch_state_dict(path: Path) -> dict[str, np.ndarray]:
-    import torch  # Lazy: only file reading needs torch.
-
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ConversionError(f"{path}: expected a state dict of tensors, got {type(obj).__name__}")
-    return {str(k): v.detach().to(torch.float32).numpy() for k, v in obj.items()}
-
-
 def read_state_dict(path) -> dict[str, np.ndarray]:
     """Reads a flat name -> array state dict from `.npz` or a torch `.pth` file.
 
     Raises:
-      ConversionError: one line, for a missing or unreadable file.
+      ConversionError: one line, for a missing or unreadable file or one that is not a flat state dict.
     """
-    path = _require_file(path)
-    try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        return _torch_state_dict(path)
-    except ConversionError:
-        raise
-    except Exception as e:  # Any reader failure becomes the one-line user-facing error.
-        raise ConversionError(f"{path}: cannot read a state dict ({_first_line(e)})") from e
+    path = require_file(path)
+    state = read_npz(path) if path.suffix == ".npz" else read_torch(path)
+    if not isinstance(state, Mapping) or not all(isinstance(v, np.ndarray) for v in state.values()):
+        raise ConversionError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
+    return {str(k): np.asarray(v, np.float32) for k, v in state.items()}
 
 
 def lpips_params_from_nvidia_vgg16(path) -> nnx.State:
@@ -208,13 +178,13 @@ def lpips_params_from_nvidia_vgg16(path) -> nnx.State:
     Raises:
       ConversionError: missing file, not TorchScript, or names/shapes differ from the assumption.
     """
-    path = _require_file(path)
+    path = require_file(path)
     import torch  # Lazy: only this loader needs TorchScript.
 
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:  # torch raises RuntimeError/ValueError variants for non-archives.
-        raise ConversionError(f"{path}: not a TorchScript archive ({_first_line(e)}); "
+        raise ConversionError(f"{path}: not a TorchScript archive ({first_line(e)}); "
                               f"a torchvision vgg16 state dict needs lin_path") from e
     state = {k: v.detach().to(torch.float32).numpy() for k, v in module.state_dict().items()}
     return lpips_params_from_nvidia_state(state)
