@@ -5,7 +5,6 @@ is checked against its expected value), every destination is filled once, and an
 error naming the keys.
 """
 
-import math
 from collections.abc import Callable
 
 import numpy as np

@@ -21,7 +21,6 @@ torch is imported lazily, only by the functions that read `.pth`/`.pt` files.
 """
 
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np

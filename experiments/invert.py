@@ -21,7 +21,9 @@ import zlib
 import jax
 import numpy as np
 from absl import app, flags
+from flax import nnx
 
+from converters import vgg
 from gaussjax import images, io, prior as prior_lib, results, sharding
 from gaussjax.demo import DEMO_NOTICE, demo_generator
 from gaussjax.inversion import InversionConfig, Inverter
@@ -139,10 +141,7 @@ def load_lpips(cfg: InversionConfig):
     if not _VGG.value:
         raise ValueError("--loss with lpips needs --vgg=FILE (NVIDIA vgg16.pt or a torchvision vgg16 state dict); "
                          "pretrained VGG weights are not bundled")
-    from converters.vgg import load_lpips as load_lpips_weights  # torch only needed for .pt files.
-    from flax import nnx
-
-    return nnx.split(load_lpips_weights(_VGG.value, _LPIPS_LIN.value))
+    return nnx.split(vgg.load_lpips(_VGG.value, _LPIPS_LIN.value))
 
 
 class Progress:
@@ -189,27 +188,33 @@ def write_batch(outdir, batch, ws, recon, terms, cfg, seconds):
 
 
 def run_batches(targets, inverter, gen_params, prior, lpips_params, outdir, mesh):
-    """Inverts `targets` in fixed-size batches (the last one padded, so one compile serves all)."""
+    """Inverts this process's share of `targets` in fixed-size batches.
+
+    Short batches are padded (one compile serves all), and every process runs the same number of
+    batches, padding with a dummy target when its share runs out: the batch is one global array,
+    so all processes must take part in every step.
+    """
     per_process = sharding.local_batch_size(_BATCH.value)
-    progress = Progress(len(targets), inverter.cfg.num_steps)
+    mine = targets[jax.process_index()::jax.process_count()]
+    num_batches = -(-len(targets) // (per_process * jax.process_count()))
+    progress = Progress(len(mine), inverter.cfg.num_steps)
     ok = 0
-    for start in range(0, len(targets), per_process):
-        batch = targets[start:start + per_process]
-        padded = batch + [batch[-1]] * (per_process - len(batch))
+    for start in range(0, num_batches * per_process, per_process):
+        batch = mine[start:start + per_process]
+        filler = batch[-1] if batch else {**targets[0], "name": "padding"}
+        padded = batch + [filler] * (per_process - len(batch))
         pixels = np.stack([t["pixels"] for t in padded]).astype(np.float32)
         seeds = np.asarray([image_seed(t["name"]) for t in padded], np.int32)
         t0 = time.perf_counter()
         ws, recon, terms = inverter.invert(gen_params, *sharding.shard_batch(mesh, (pixels, seeds)), prior=prior,
                                            lpips_params=lpips_params, progress=progress.batch_callback(len(batch)))
+        if not batch:
+            continue
         ws, recon = sharding.local_rows(ws)[:len(batch)], sharding.local_rows(recon)[:len(batch)]
         terms = {k: sharding.local_rows(v)[:len(batch)] for k, v in terms.items()}
         ok += write_batch(outdir, batch, ws, recon, terms, inverter.cfg, (time.perf_counter() - t0) / len(batch))
         progress.finish_batch(len(batch))
     return ok
-
-
-def local_share(targets):
-    return targets[jax.process_index()::jax.process_count()]
 
 
 def main(argv):
@@ -237,7 +242,7 @@ def main(argv):
         f"({cfg.num_steps} steps, λ={cfg.prior_weight}, loss {_LOSS.value}) on {jax.device_count()} device(s)")
     mesh = sharding.data_mesh()
     inverter = Inverter(fns, generator.cfg, cfg, stats["mean_w"], stats["w_std"], lpips_fns=lpips_fns)
-    ok = run_batches(local_share(targets), inverter, sharding.replicate(mesh, params),
+    ok = run_batches(targets, inverter, sharding.replicate(mesh, params),
                      sharding.replicate(mesh, prior if cfg.prior_weight > 0 else None),
                      lpips_params, outdir, mesh)
     finished = len(results.finished_names(outdir))

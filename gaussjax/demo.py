@@ -6,7 +6,6 @@ images exactly, so the true latents are known).
 """
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from gaussjax.config import GeneratorConfig
