@@ -48,7 +48,11 @@ _OPTIMIZER = flags.DEFINE_string("optimizer", "adam", "optax optimiser name.")
 _NUM_GENERATED = flags.DEFINE_integer("num_generated", 4, "Generated targets when --images is absent.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of generated targets and of the prior fit.")
 _PRIOR_SAMPLES = flags.DEFINE_integer("prior_samples", 10000, "Samples when a prior has to be fitted.")
-_MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (one process per host).")
+_MULTIHOST = flags.DEFINE_bool("multihost", False, "Run as one of several processes: jax.distributed.initialize() "
+                                "(cluster autodetection unless the three flags below are given).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
 
 
 def log(msg):
@@ -217,10 +221,17 @@ def run_batches(targets, inverter, gen_params, prior, lpips_params, outdir, mesh
     return ok
 
 
+def start_distributed():
+    """Joins the other processes; on CPU the collectives go through gloo."""
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
+
+
 def main(argv):
     del argv
     if _MULTIHOST.value:
-        jax.distributed.initialize()
+        start_distributed()
     if not _OUTDIR.value:
         sys.exit("error: --outdir is required")
     outdir = pathlib.Path(_OUTDIR.value)
@@ -252,4 +263,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    jax.config.config_with_absl()  # --jax_platforms, --jax_num_cpu_devices, ... work as flags
     app.run(main)

@@ -129,3 +129,30 @@ def test_prior_of_another_generator_is_refused(tmp_path, fixture_dir):
     assert run_invert(tmp_path / "demo_out", "--num_generated=1").returncode == 0  # caches demo prior
     result = run_invert(tmp_path / "out", f"--generator={tmp_path / 'gen'}", f"--prior={tmp_path / 'demo_out' / 'prior.npz'}")
     assert result.returncode != 0 and "refit with experiments.fit_prior" in result.stderr
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_with_jax_distributed_equal_one_process(tmp_path):
+    flags = ["--num_generated=6", "--batch_size=4", "--space=wplus"]
+    single = run_invert(tmp_path / "single", *flags)
+    assert single.returncode == 0, single.stderr[-2000:]
+    multi = [f"--coordinator_address=127.0.0.1:{_free_port()}", "--num_processes=2", "--multihost",
+             "--jax_num_cpu_devices=2"]
+    cmd = [sys.executable, "-m", "experiments.invert", f"--outdir={tmp_path / 'multi'}", *FAST, *flags, *multi]
+    procs = [subprocess.Popen(cmd + [f"--process_id={i}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in (0, 1)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    assert "on 4 device(s)" in outputs[0][0]
+    for i in range(6):
+        with np.load(tmp_path / "multi" / f"generated{i:04d}.npz") as a, \
+                np.load(tmp_path / "single" / f"generated{i:04d}.npz") as b:
+            # Different device counts partition the float math differently: equal to rounding.
+            np.testing.assert_allclose(a["w"], b["w"], atol=1e-3)
