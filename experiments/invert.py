@@ -26,7 +26,7 @@ from flax import nnx
 from converters import vgg
 from gaussjax import images, io, prior as prior_lib, results, sharding
 from gaussjax.demo import DEMO_NOTICE, demo_generator
-from gaussjax.inversion import InversionConfig, Inverter
+from gaussjax.inversion import InversionConfig, InversionResult, Inverter
 from gaussjax.stylegan2 import PureGenerator
 
 _OUTDIR = flags.DEFINE_string("outdir", None, "Output directory (resumable).")
@@ -172,8 +172,13 @@ class Progress:
         self.image_steps += batch_images * self.steps
 
 
-def write_batch(outdir, batch, ws, recon, terms, cfg, seconds):
-    """Saves results of one batch; non-finite results are reported, never saved."""
+def write_batch(outdir, batch, result: InversionResult, cfg, seconds):
+    """Saves results of one batch (host numpy arrays); non-finite results are reported, never saved.
+
+    NAME.npz holds `w` [1, num_ws, w_dim] and, when the noise maps were optimised, `noise_00`,
+    `noise_01`, ... [res, res] (experiments.generate --latents renders with them).
+    """
+    ws, recon, terms = result.ws, result.images, result.terms
     ok = 0
     for i, target in enumerate(batch):
         record = {"name": target["name"], "file": target["file"], "space": cfg.space, "steps": cfg.num_steps,
@@ -185,7 +190,8 @@ def write_batch(outdir, batch, ws, recon, terms, cfg, seconds):
             continue
         if "true_ws" in target:
             record["latent_mse"] = float(np.mean(np.square(ws[i] - target["true_ws"])))
-        results.save_result(outdir, target["name"], {"w": ws[i][None].astype(np.float32)}, recon[i])
+        noise = {f"noise_{j:02d}": n[i] for j, n in enumerate(result.noise or [])}
+        results.save_result(outdir, target["name"], {"w": ws[i][None].astype(np.float32), **noise}, recon[i])
         results.append_summary(outdir, {**record, "status": "ok"})
         ok += 1
     return ok
@@ -210,13 +216,12 @@ def run_batches(targets, inverter, gen_params, prior, lpips_params, outdir, mesh
         pixels = np.stack([t["pixels"] for t in padded]).astype(np.float32)
         seeds = np.asarray([image_seed(t["name"]) for t in padded], np.int32)
         t0 = time.perf_counter()
-        ws, recon, terms = inverter.invert(gen_params, *sharding.shard_batch(mesh, (pixels, seeds)), prior=prior,
-                                           lpips_params=lpips_params, progress=progress.batch_callback(len(batch)))
+        result = inverter.invert(gen_params, *sharding.shard_batch(mesh, (pixels, seeds)), prior=prior,
+                                 lpips_params=lpips_params, progress=progress.batch_callback(len(batch)))
         if not batch:
             continue
-        ws, recon = sharding.local_rows(ws)[:len(batch)], sharding.local_rows(recon)[:len(batch)]
-        terms = {k: sharding.local_rows(v)[:len(batch)] for k, v in terms.items()}
-        ok += write_batch(outdir, batch, ws, recon, terms, inverter.cfg, (time.perf_counter() - t0) / len(batch))
+        result = jax.tree.map(lambda x: sharding.local_rows(x)[:len(batch)], result)
+        ok += write_batch(outdir, batch, result, inverter.cfg, (time.perf_counter() - t0) / len(batch))
         progress.finish_batch(len(batch))
     return ok
 

@@ -13,6 +13,7 @@ depend on the rest of the batch. `steps_per_dispatch` steps run inside one `lax.
 
 import dataclasses
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -106,6 +107,16 @@ def psnr(mse):
     return 10.0 * jnp.log10(4.0 / jnp.maximum(mse, 1e-20))
 
 
+class InversionResult(NamedTuple):
+    """Batched results: ws [B, num_ws, w_dim], images [B, H, W, C], terms {name: [B]} (loss terms
+    and psnr), noise: the optimised noise maps, one [B, r, r] array per layer, or None."""
+
+    ws: jax.Array
+    images: jax.Array
+    terms: dict
+    noise: list | None
+
+
 @dataclasses.dataclass(frozen=True)
 class Statics:
     """Per-run constants that are Python objects (hashable, closed over by the jitted functions)."""
@@ -120,7 +131,7 @@ class Inverter:
     """Inverts batches of images. All heavy work is in three jitted pure functions:
 
     init(seeds) -> state; run(gen_params, lpips_params, prior, state, targets, target_feats) -> state
-    (steps_per_dispatch steps, state donated); evaluate(...) -> (ws, images, terms).
+    (steps_per_dispatch steps, state donated); evaluate(...) -> InversionResult.
     `trace_counts` counts how often each was traced (a single compile is expected).
     """
 
@@ -216,7 +227,7 @@ class Inverter:
             terms, ws, image = self._terms(gen_params, lpips_params, prior, variables, variables["latent"],
                                            target, feats)
             terms["psnr"] = psnr(terms["mse"])
-            return ws, image, terms
+            return InversionResult(ws, image, terms, variables.get("noise"))
 
         return jax.vmap(one)(state["images"], targets, target_feats)
 
@@ -242,7 +253,7 @@ class Inverter:
           lpips_params: LPIPS state when the config uses LPIPS.
           progress: optional callback(steps_done, losses [B]).
         Returns:
-          (ws [B, num_ws, w_dim], images [B, H, W, C], terms: dict of [B] arrays).
+          InversionResult (ws [B, num_ws, w_dim], images [B, H, W, C], terms {name: [B]}, noise).
         """
         feats = jax.jit(self.target_features)(lpips_params, targets)
         state = self.init(seeds)

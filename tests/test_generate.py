@@ -3,14 +3,16 @@
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
 from test_stylegan2 import load_io, nhwc
 
 from converters.convert import convert
-from experiments.generate import parse_seeds
-from gaussjax import images
+from experiments.generate import parse_seeds, read_latents, render
+from gaussjax import images, load_generator
+from gaussjax.stylegan2 import PureGenerator
 
 
 def test_parse_seeds():
@@ -43,3 +45,20 @@ def test_latents_render_to_the_official_images_and_seeds_write_a_grid(fixture_di
     bad = generate(f"--generator={tmp_path / 'gen'}", f"--latents={fixture_dir / 'cond64_resnet_io.npz'}",
                    f"--outdir={tmp_path / 'bad'}")
     assert bad.returncode != 0 and "has no key 'w'" in bad.stderr
+
+
+def test_optimised_noise_maps_in_a_latents_file_are_used(fixture_dir, tmp_path):
+    convert(fixture_dir / "orig16_gray.pkl", tmp_path / "gen")
+    G = load_generator(tmp_path / "gen")
+    fns, params = PureGenerator.split(G)
+    ref = load_io(fixture_dir, "orig16_gray")
+    noise = {f"noise_{j:02d}": np.full((r, r), 0.5, np.float32) for j, r in enumerate(G.cfg.noise_resolutions)}
+    np.savez(tmp_path / "w.npz", w=ref["ws"][:1], **noise)
+    ws, maps = read_latents(tmp_path / "w.npz", G.cfg)
+    rendered = render(fns, params, ws, "const", jax.random.key(0), maps)
+    expected = images.to_uint8(G.synthesis(ref["ws"][:1], noise=list(noise.values())))
+    np.testing.assert_array_equal(rendered, expected)
+    assert not np.array_equal(rendered, images.to_uint8(nhwc(ref["img_const"][:1])))
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04junk")
+    with pytest.raises(ValueError, match="cannot read latents"):
+        read_latents(tmp_path / "broken.npz", G.cfg)

@@ -37,7 +37,8 @@ def test_inverts_own_images_in_w_to_30db_and_compiles_once(skip32):
     G, fns, params, io, targets, w_mean, w_std = skip32
     cfg = InversionConfig(space="w", num_steps=150, steps_per_dispatch=50, prior_weight=0.0)
     inverter = Inverter(fns, G.cfg, cfg, w_mean, w_std)
-    ws, images, terms = inverter.invert(params, targets[:3], np.arange(3, dtype=np.int32))
+    ws, images, terms, noise = inverter.invert(params, targets[:3], np.arange(3, dtype=np.int32))
+    assert noise is None
     assert np.all(np.asarray(terms["psnr"]) >= 30.0), terms["psnr"]
     np.testing.assert_allclose(terms["psnr"], psnr(np.mean(np.square(images - targets[:3]), axis=(1, 2, 3))),
                                rtol=1e-4)
@@ -57,8 +58,9 @@ def test_result_does_not_depend_on_batch_companions(skip32):
     G, fns, params, io, targets, w_mean, w_std = skip32
     a = _short_run(G, fns, params, w_mean, w_std, targets[[0, 1]], [7, 8], optimize_noise=True)
     b = _short_run(G, fns, params, w_mean, w_std, targets[[2, 0, 3]], [9, 7, 10], optimize_noise=True)
-    np.testing.assert_allclose(a[0][0], b[0][1], atol=1e-5)
-    np.testing.assert_allclose(a[2]["loss"][0], b[2]["loss"][1], rtol=1e-4)
+    np.testing.assert_allclose(a.ws[0], b.ws[1], atol=1e-5)
+    np.testing.assert_allclose(a.noise[-1][0], b.noise[-1][1], atol=1e-5)
+    np.testing.assert_allclose(a.terms["loss"][0], b.terms["loss"][1], rtol=1e-4)
 
 
 def test_sharded_over_4_devices_equals_single_device(skip32):
@@ -72,8 +74,8 @@ def test_sharded_over_4_devices_equals_single_device(skip32):
     prior = sharding.replicate(mesh, make_prior(np.zeros(G.cfg.w_dim), np.eye(G.cfg.w_dim), 0.2))
     sharded = Inverter(fns, G.cfg, cfg, w_mean, w_std).invert(sharding.replicate(mesh, params), pixels, seeds,
                                                                prior=prior)
-    np.testing.assert_allclose(sharding.local_rows(sharded[0]), single[0], atol=1e-5)
-    np.testing.assert_allclose(sharding.local_rows(sharded[2]["loss"]), single[2]["loss"], rtol=1e-4)
+    np.testing.assert_allclose(sharding.local_rows(sharded.ws), single.ws, atol=1e-5)
+    np.testing.assert_allclose(sharding.local_rows(sharded.terms["loss"]), single.terms["loss"], rtol=1e-4)
 
 
 def test_prior_pulls_latents_towards_the_mean(skip32):
@@ -84,9 +86,9 @@ def test_prior_pulls_latents_towards_the_mean(skip32):
     energies = []
     for weight in (0.0, 1e-2):
         cfg = InversionConfig(space="wplus", num_steps=40, steps_per_dispatch=20, prior_weight=weight)
-        _, _, terms = Inverter(fns, G.cfg, cfg, w_mean, w_std).invert(params, targets[:2], np.arange(2, dtype=np.int32),
-                                                                      prior=prior)
-        energies.append(np.asarray(terms["prior"]))
+        result = Inverter(fns, G.cfg, cfg, w_mean, w_std).invert(params, targets[:2], np.arange(2, dtype=np.int32),
+                                                                 prior=prior)
+        energies.append(np.asarray(result.terms["prior"]))
     assert np.all(energies[1] < energies[0])
 
 
@@ -138,7 +140,7 @@ def test_lpips_term_equals_lpips_distance(skip32):
     lpips_fns, lpips_params = nnx.split(LPIPS(rngs=nnx.Rngs(0)))
     cfg = InversionConfig(space="w", num_steps=2, steps_per_dispatch=2, lpips_weight=1.0, prior_weight=0.0)
     inverter = Inverter(fns, G.cfg, cfg, w_mean, w_std, lpips_fns=lpips_fns)
-    _, images, terms = inverter.invert(params, targets[:2], np.arange(2, dtype=np.int32), lpips_params=lpips_params)
+    _, images, terms, _ = inverter.invert(params, targets[:2], np.arange(2, dtype=np.int32), lpips_params=lpips_params)
     expected = nnx.merge(lpips_fns, lpips_params)(images, jnp.asarray(targets[:2]))
     np.testing.assert_allclose(terms["lpips"], expected, rtol=1e-4)
     np.testing.assert_allclose(terms["loss"], terms["mse"] + terms["lpips"], rtol=1e-5)

@@ -106,10 +106,13 @@ def test_non_finite_results_are_reported_not_saved(tmp_path):
     terms = {"loss": np.array([np.nan, 0.5]), "mse": np.array([np.inf, 0.5])}
     recon = np.zeros((2, 32, 32, 3), np.float32)
     cfg = invert.InversionConfig(space="wplus", num_steps=5)
-    assert invert.write_batch(tmp_path, batch, ws, recon, terms, cfg, 1.0) == 1
+    noise = [np.ones((2, 4, 4), np.float32)]
+    assert invert.write_batch(tmp_path, batch, invert.InversionResult(ws, recon, terms, noise), cfg, 1.0) == 1
     records = {r["name"]: r for r in results.read_summary(tmp_path)}
     assert records["bad"]["status"] == "nan" and records["bad"]["loss"] is None
     assert not (tmp_path / "bad.npz").exists() and (tmp_path / "good.npz").exists()
+    with np.load(tmp_path / "good.npz") as good:
+        assert sorted(good.files) == ["noise_00", "w"] and good["w"].shape == (1, 8, 64)
     json.loads((tmp_path / results.SUMMARY).read_text().splitlines()[0])  # valid JSON despite NaN
 
 
