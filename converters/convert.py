@@ -89,8 +89,7 @@ def convert(src, dst, network="G_ema", overwrite=False, conv_clamp=None, mapping
       ConversionError: unreadable, unsafe or unsupported input; FileExistsError for an existing dst.
     """
     src, dst = pathlib.Path(src), pathlib.Path(dst)
-    if dst.exists() and not overwrite:
-        raise FileExistsError(f"{dst} already exists (pass --overwrite to replace it)")
+    io.check_destination(dst, overwrite)  # before the (possibly long) conversion
     cfg, sd, fmt = read_source(src, network, conv_clamp, mapping_lr_multiplier)
     generator = official.generator_from_state_dict(sd, cfg)
     source = {"file": src.name, "sha256": hashlib.sha256(src.read_bytes()).hexdigest(),

@@ -60,6 +60,8 @@ def check_flags() -> pathlib.Path:
     out = pathlib.Path(_OUT.value)
     if not out.parent.is_dir():
         sys.exit(f"error: the directory of --out ({out.parent}) does not exist")
+    if out.is_dir():
+        sys.exit(f"error: --out={out} is a directory; name the .npz file to write")
     return out
 
 
@@ -67,11 +69,12 @@ def main(argv):
     del argv
     out = check_flags()
     try:
-        cfg, doc = io.read_generator_config(_GENERATOR.value)
         generator = io.load_generator_module(_GENERATOR.value)
     except (ValueError, FileNotFoundError, OSError, KeyError) as e:
         sys.exit(f"error: {e}")
-    fingerprint = doc.get("fingerprint") or io.generator_fingerprint(generator)
+    cfg = generator.cfg
+    # Computed from the weights, as experiments.invert does, so the two can never disagree.
+    fingerprint = io.generator_fingerprint(generator)
     print(f"generator {_GENERATOR.value} (fingerprint {fingerprint}): {describe_conditioning(cfg, _CLASS_IDX.value)}")
     fns, params = PureGenerator.split(generator)
     try:

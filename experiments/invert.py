@@ -13,6 +13,10 @@ error against the true latents. Without --prior a prior is fitted once and cache
 generator (prior.npz in its directory; in --outdir for the demo generator).
 """
 
+import dataclasses
+import hashlib
+import json
+import os
 import pathlib
 import sys
 import time
@@ -35,7 +39,7 @@ _PRIOR = flags.DEFINE_string("prior", None, "prior.npz from experiments.fit_prio
 _IMAGES = flags.DEFINE_string("images", None, "Directory, glob or file; default: generated targets.")
 _SPACE = flags.DEFINE_enum("space", "wplus", ["w", "wplus"], "Latent space.")
 _PRIOR_WEIGHT = flags.DEFINE_float("prior_weight", InversionConfig.prior_weight, "λ; 0 turns the prior off.")
-_STEPS = flags.DEFINE_integer("steps", 300, "Optimisation steps per image.")
+_STEPS = flags.DEFINE_integer("steps", InversionConfig.num_steps, "Optimisation steps per image.")
 _STEPS_PER_DISPATCH = flags.DEFINE_integer("steps_per_dispatch", 50, "Steps per device call.")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Images inverted together (global, over all devices).")
 _LOSS = flags.DEFINE_enum("loss", "mse", ["mse", "lpips", "mse+lpips"], "Data term(s).")
@@ -68,19 +72,26 @@ def load_generator(path):
 
 
 def obtain_prior(fns, params, generator, gen_dir, outdir):
-    """Loads --prior, or a cached prior beside the generator, or fits and caches one."""
+    """Loads --prior, or the cached prior beside the generator, or fits and caches one.
+
+    A cached prior fitted with other --prior_samples / --seed is refitted, not silently reused.
+    """
     fingerprint = io.generator_fingerprint(generator)
     if _PRIOR.value:
         return prior_lib.load_prior(_PRIOR.value, expected_fingerprint=fingerprint)
     cache = (gen_dir or outdir) / "prior.npz"
     if cache.exists():
-        log(f"using cached prior {cache}")
-        return prior_lib.load_prior(cache, expected_fingerprint=fingerprint)
-    log(f"no --prior: fitting one from {_PRIOR_SAMPLES.value} samples; caching it at {cache}")
+        prior, stats = prior_lib.load_prior(cache, expected_fingerprint=fingerprint)
+        if (stats["num_samples"], stats["seed"]) == (_PRIOR_SAMPLES.value, _SEED.value):
+            log(f"using cached prior {cache}")
+            return prior, stats
+        log(f"cached prior {cache} was fitted with {stats['num_samples']} samples, seed {stats['seed']}: refitting")
+    log(f"no --prior: fitting one from {_PRIOR_SAMPLES.value} samples (seed {_SEED.value}); caching it at {cache}")
     stats = prior_lib.fit_generator_prior(fns, params, generator.cfg, num_samples=_PRIOR_SAMPLES.value,
                                           seed=_SEED.value)
-    prior_lib.save_prior(cache, stats, fingerprint)
-    return prior_lib.load_prior(cache, expected_fingerprint=fingerprint)
+    if jax.process_index() == 0:
+        prior_lib.save_prior(cache, stats, fingerprint)
+    return prior_lib.make_prior(stats["mean"], stats["cov"], stats["negative_slope"]), stats
 
 
 def image_seed(name: str) -> int:
@@ -88,26 +99,44 @@ def image_seed(name: str) -> int:
     return zlib.crc32(name.encode()) & 0x7FFFFFFF
 
 
-def file_targets(spec, cfg, outdir):
-    """Loads input images; unreadable ones are recorded in the summary and skipped."""
+def output_names(paths) -> list[str]:
+    """Result names: the file stem, or the path relative to the common folder (with '/' -> '__'
+    and the suffix kept as '_ext') for files whose stems clash, e.g. a.png and a.jpg."""
+    stems = [p.stem for p in paths]
+    root = pathlib.Path(os.path.commonpath([str(p.parent.absolute()) for p in paths]))
+    names = []
+    for path, stem in zip(paths, stems):
+        if stems.count(stem) == 1:
+            names.append(stem)
+        else:
+            rel = path.absolute().relative_to(root)
+            names.append("__".join(rel.with_suffix("").parts) + "_" + path.suffix.lstrip(".").lower())
+    return names
+
+
+def file_targets(spec, outdir):
+    """Input files still to do, as {name, file}; pixels are read batch by batch (`load_pixels`)."""
     paths = images.image_files(spec)
     if not paths:
         raise ValueError(f"--images={spec} matches no image files")
     done = results.finished_names(outdir)
-    failed = {r["name"] for r in results.read_summary(outdir) if r.get("status") == "unreadable"}
-    targets = []
-    for path in paths:
-        name = path.stem
-        if name in done or name in failed:
-            continue
-        try:
-            pixels = images.load_image(path, cfg.img_resolution, cfg.img_channels)
-        except ValueError as e:
-            log(f"skipping {path}: {e}")
-            results.append_summary(outdir, {"name": name, "file": str(path), "status": "unreadable", "reason": str(e)})
-            continue
-        targets.append({"name": name, "file": str(path), "pixels": images.to_float(pixels)})
+    targets = [{"name": n, "file": str(p)} for n, p in zip(output_names(paths), paths) if n not in done]
     return targets, len(paths)
+
+
+def load_pixels(target, cfg, outdir):
+    """float32 [H, W, C] in [-1, 1] for a target; None (recorded in the summary) if unreadable.
+
+    Unreadable files are tried again on every run, so a file fixed later is picked up.
+    """
+    if "pixels" in target:
+        return target["pixels"]
+    try:
+        return images.to_float(images.load_image(target["file"], cfg.img_resolution, cfg.img_channels))
+    except ValueError as e:
+        print(f"skipping {target['file']}: {e}", flush=True)
+        results.append_summary(outdir, {**target, "status": "unreadable", "reason": str(e)})
+        return None
 
 
 def generated_targets(fns, params, cfg, outdir):
@@ -197,21 +226,21 @@ def write_batch(outdir, batch, result: InversionResult, cfg, seconds):
     return ok
 
 
-def run_batches(targets, inverter, gen_params, prior, lpips_params, outdir, mesh):
+def run_batches(targets, inverter, gen_params, prior, lpips_params, outdir, mesh, gen_cfg):
     """Inverts this process's share of `targets` in fixed-size batches.
 
-    Short batches are padded (one compile serves all), and every process runs the same number of
-    batches, padding with a dummy target when its share runs out: the batch is one global array,
-    so all processes must take part in every step.
+    Images are read batch by batch. Short batches are padded (one compile serves all), and every
+    process runs the same number of batches, padding with a dummy target when its share runs out:
+    the batch is one global array, so all processes must take part in every step.
     """
-    per_process = sharding.local_batch_size(_BATCH.value)
+    per_process = sharding.local_batch_size(min(_BATCH.value, len(targets)))
     mine = targets[jax.process_index()::jax.process_count()]
     num_batches = -(-len(targets) // (per_process * jax.process_count()))
     progress = Progress(len(mine), inverter.cfg.num_steps)
     ok = 0
     for start in range(0, num_batches * per_process, per_process):
-        batch = mine[start:start + per_process]
-        filler = batch[-1] if batch else {**targets[0], "name": "padding"}
+        batch = [t for t in mine[start:start + per_process] if _with_pixels(t, gen_cfg, outdir)]
+        filler = batch[-1] if batch else _padding_target(gen_cfg)
         padded = batch + [filler] * (per_process - len(batch))
         pixels = np.stack([t["pixels"] for t in padded]).astype(np.float32)
         seeds = np.asarray([image_seed(t["name"]) for t in padded], np.int32)
@@ -226,11 +255,68 @@ def run_batches(targets, inverter, gen_params, prior, lpips_params, outdir, mesh
     return ok
 
 
+def _with_pixels(target, gen_cfg, outdir) -> bool:
+    target["pixels"] = load_pixels(target, gen_cfg, outdir)
+    return target["pixels"] is not None
+
+
+def _padding_target(gen_cfg):
+    shape = (gen_cfg.img_resolution, gen_cfg.img_resolution, gen_cfg.img_channels)
+    return {"name": "padding", "pixels": np.zeros(shape, np.float32)}
+
+
+def check_run_settings(outdir, settings: dict) -> None:
+    """Records the settings of the first run in OUTDIR/run.json; a resume with others is refused
+    (finished images would otherwise silently mix two experiments)."""
+    path = outdir / "run.json"
+    if path.exists():
+        previous = json.loads(path.read_text())
+        changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+        if changed:
+            raise ValueError(f"{outdir} holds results of a run with other settings ({', '.join(changed)}); "
+                             f"use a new --outdir or the same flags")
+    elif jax.process_index() == 0:
+        io.write_bytes_atomic(path, (json.dumps(settings, indent=2, sort_keys=True) + "\n").encode())
+
+
+def run_settings(cfg: InversionConfig, generator, stats) -> dict:
+    """What determines the results (not batch size or steps per dispatch, which do not)."""
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "steps_per_dispatch"}
+    prior_id = hashlib.sha256(np.asarray(stats["cov"], np.float64).tobytes()).hexdigest()[:16]
+    return {**settings, "generator": io.generator_fingerprint(generator), "prior": prior_id, "seed": _SEED.value,
+            "images": _IMAGES.value, "num_generated": None if _IMAGES.value else _NUM_GENERATED.value}
+
+
 def start_distributed():
     """Joins the other processes; on CPU the collectives go through gloo."""
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
+
+
+def check_flags():
+    for flag in (_BATCH, _NUM_GENERATED, _STEPS, _STEPS_PER_DISPATCH):
+        if flag.value < 1:
+            raise ValueError(f"--{flag.name} must be >= 1, got {flag.value}")
+    if _PRIOR_SAMPLES.value < 2:
+        raise ValueError(f"--prior_samples must be >= 2, got {_PRIOR_SAMPLES.value}")
+
+
+def prepare(outdir):
+    """Everything before the optimisation; raises ValueError/OSError for bad input."""
+    check_flags()
+    cfg = inversion_config()
+    lpips_fns, lpips_params = load_lpips(cfg)
+    generator, gen_dir = load_generator(_GENERATOR.value)
+    fns, params = PureGenerator.split(generator)
+    prior, stats = obtain_prior(fns, params, generator, gen_dir, outdir)
+    check_run_settings(outdir, run_settings(cfg, generator, stats))
+    if _IMAGES.value:
+        targets, total = file_targets(_IMAGES.value, outdir)
+    else:
+        targets, total = generated_targets(fns, params, generator.cfg, outdir)
+    inverter = Inverter(fns, generator.cfg, cfg, stats["mean_w"], stats["w_std"], lpips_fns=lpips_fns)
+    return generator, params, prior, lpips_params, inverter, targets, total
 
 
 def main(argv):
@@ -240,27 +326,20 @@ def main(argv):
     if not _OUTDIR.value:
         sys.exit("error: --outdir is required")
     outdir = pathlib.Path(_OUTDIR.value)
-    outdir.mkdir(parents=True, exist_ok=True)
     try:
-        generator, gen_dir = load_generator(_GENERATOR.value)
-        fns, params = PureGenerator.split(generator)
-        cfg = inversion_config()
-        prior, stats = obtain_prior(fns, params, generator, gen_dir, outdir)
-        lpips_fns, lpips_params = load_lpips(cfg)
-        if _IMAGES.value:
-            targets, total = file_targets(_IMAGES.value, generator.cfg, outdir)
-        else:
-            targets, total = generated_targets(fns, params, generator.cfg, outdir)
+        outdir.mkdir(parents=True, exist_ok=True)
+        generator, params, prior, lpips_params, inverter, targets, total = prepare(outdir)
     except (ValueError, FileNotFoundError, OSError) as e:
         sys.exit(f"error: {e}")
-    already = len(results.finished_names(outdir))
-    log(f"{total} images: {already} already done, {len(targets)} to invert in {cfg.space} "
+    cfg = inverter.cfg
+    log(f"{total} images: {total - len(targets)} already done, {len(targets)} to invert in {cfg.space} "
         f"({cfg.num_steps} steps, λ={cfg.prior_weight}, loss {_LOSS.value}) on {jax.device_count()} device(s)")
     mesh = sharding.data_mesh()
-    inverter = Inverter(fns, generator.cfg, cfg, stats["mean_w"], stats["w_std"], lpips_fns=lpips_fns)
-    ok = run_batches(targets, inverter, sharding.replicate(mesh, params),
-                     sharding.replicate(mesh, prior if cfg.prior_weight > 0 else None),
-                     lpips_params, outdir, mesh)
+    ok = 0
+    if targets:
+        ok = run_batches(targets, inverter, sharding.replicate(mesh, params),
+                         sharding.replicate(mesh, prior if cfg.prior_weight > 0 else None),
+                         lpips_params, outdir, mesh, generator.cfg)
     finished = len(results.finished_names(outdir))
     log(f"inverted {ok} now, {finished}/{total} finished in total; results in {outdir}")
     if finished == 0:

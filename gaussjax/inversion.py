@@ -47,6 +47,19 @@ class InversionConfig:
     noise_reg_weight: float = 1e5
     lpips_resolution: int = 256  # targets above this are area-downsampled for LPIPS, as official
 
+    def __post_init__(self):
+        latent_spaces.get_space(self.space)  # raises for an unknown space
+        if self.num_steps < 1 or self.steps_per_dispatch < 1:
+            raise ValueError(f"num_steps and steps_per_dispatch must be >= 1, got {self.num_steps}, "
+                             f"{self.steps_per_dispatch}")
+        weights = {"mse_weight": self.mse_weight, "lpips_weight": self.lpips_weight,
+                   "prior_weight": self.prior_weight, "noise_reg_weight": self.noise_reg_weight}
+        negative = [k for k, v in weights.items() if v < 0]
+        if negative:
+            raise ValueError(f"loss weights must be >= 0: {negative}")
+        if self.mse_weight == 0 and self.lpips_weight == 0:
+            raise ValueError("no data term: mse_weight and lpips_weight are both 0")
+
 
 def lr_schedule(cfg: InversionConfig):
     """The official projector's schedule as an optax schedule: cosine ramp-down, linear ramp-up."""
@@ -61,10 +74,15 @@ def lr_schedule(cfg: InversionConfig):
 
 
 def make_optimizer(cfg: InversionConfig) -> optax.GradientTransformation:
+    """optax.<cfg.optimizer>(learning_rate=the official schedule)."""
     factory = getattr(optax, cfg.optimizer, None)
-    if factory is None:
-        raise ValueError(f"optax has no optimiser named {cfg.optimizer!r}")
-    return factory(learning_rate=lr_schedule(cfg))
+    try:
+        tx = factory(learning_rate=lr_schedule(cfg))
+    except TypeError as e:  # None, or not an optimiser taking a learning rate
+        raise ValueError(f"{cfg.optimizer!r} is not an optax optimiser taking learning_rate") from e
+    if not isinstance(tx, optax.GradientTransformation):
+        raise ValueError(f"optax.{cfg.optimizer} is not an optimiser")
+    return tx
 
 
 def latent_noise_scale(cfg: InversionConfig, t, w_std):
@@ -119,7 +137,7 @@ class InversionResult(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class Statics:
-    """Per-run constants that are Python objects (hashable, closed over by the jitted functions)."""
+    """Per-run constants closed over by the jitted functions (traced as compile-time constants)."""
 
     gen_fns: object  # PureGenerator
     lpips_fns: object | None  # nnx GraphDef of an LPIPS module, or None
@@ -139,6 +157,10 @@ class Inverter:
                  optimizer: optax.GradientTransformation | None = None):
         if cfg.lpips_weight > 0 and lpips_fns is None:
             raise ValueError("lpips_weight > 0 needs an LPIPS model (pass --vgg=FILE)")
+        if cfg.lpips_weight > 0 and min(gen_cfg.img_resolution, cfg.lpips_resolution) < 16:
+            raise ValueError("LPIPS-VGG16 needs images of at least 16 px (its 5th stage pools 16x)")
+        if cfg.optimize_noise and not gen_cfg.use_noise:
+            raise ValueError("optimize_noise: this generator has no noise inputs (use_noise=False)")
         self.cfg = cfg
         self.space = latent_spaces.get_space(cfg.space)
         self.tx = optimizer or make_optimizer(cfg)
@@ -168,7 +190,7 @@ class Inverter:
         ws, image = self._render(gen_params, variables, latent)
         terms = {"mse": jnp.mean(jnp.square(image - target))}
         if self.statics.lpips_fns is not None:
-            lpips = _lpips_module(self.statics.lpips_fns, lpips_params)
+            lpips = nnx.merge(self.statics.lpips_fns, lpips_params)
             feats = lpips.features(area_downsample(image, self.cfg.lpips_resolution)[None])[0]
             terms["lpips"] = jnp.sum(jnp.square(feats - target_feats))
         if prior is not None:
@@ -235,7 +257,7 @@ class Inverter:
         """LPIPS feature vectors of the targets [B, F] (a [B, 0] placeholder without LPIPS)."""
         if self.statics.lpips_fns is None:
             return jnp.zeros((targets.shape[0], 0), jnp.float32)
-        lpips = _lpips_module(self.statics.lpips_fns, lpips_params)
+        lpips = nnx.merge(self.statics.lpips_fns, lpips_params)
         small = jax.vmap(lambda x: area_downsample(x, self.cfg.lpips_resolution))(targets)
         return lpips.features(small)
 
@@ -263,6 +285,3 @@ class Inverter:
                 progress(int(state["step"]), loss)
         return self.evaluate(gen_params, lpips_params, prior, state, targets, feats)
 
-
-def _lpips_module(graphdef, params):
-    return nnx.merge(graphdef, params)

@@ -69,11 +69,11 @@ def save_generator(dst, generator: Generator, metadata: dict | None = None, over
     partly written generator never exists at `dst`.
 
     Raises:
-      FileExistsError: `dst` exists and `overwrite` is False.
+      FileExistsError: `dst` exists and `overwrite` is False, or `dst` is not a generator directory
+        (overwrite never deletes anything else).
     """
     dst = pathlib.Path(dst).absolute()
-    if dst.exists() and not overwrite:
-        raise FileExistsError(f"{dst} already exists (pass --overwrite to replace it)")
+    check_destination(dst, overwrite)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.parent / f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
@@ -85,6 +85,17 @@ def save_generator(dst, generator: Generator, metadata: dict | None = None, over
         _replace_dir(tmp, dst)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_destination(dst, overwrite: bool) -> None:
+    """Refuses an existing `dst` unless `overwrite` is set and it is a generator directory."""
+    dst = pathlib.Path(dst)
+    if not dst.exists() and not dst.is_symlink():
+        return
+    if not overwrite:
+        raise FileExistsError(f"{dst} already exists (pass --overwrite to replace it)")
+    if not (dst.is_dir() and (dst / CONFIG_FILE).is_file() and (dst / WEIGHTS_DIR).is_dir()):
+        raise FileExistsError(f"refusing to overwrite {dst}: it is not a gaussjax generator directory")
 
 
 def _replace_dir(src: pathlib.Path, dst: pathlib.Path) -> None:

@@ -34,7 +34,7 @@ from gaussjax.io import write_bytes_atomic
 # Keys of a fitted prior (the dict returned by `fit_generator_prior` and stored by `save_prior`).
 PRIOR_KEYS = ("mean", "cov", "num_samples", "negative_slope", "seed", "class_idx", "w_std",
               "mean_w", "skew_w", "kurt_w", "skew_v", "kurt_v")
-_VECTOR_KEYS = PRIOR_KEYS[7:]  # each [D]
+_VECTOR_KEYS = ("mean_w", "skew_w", "kurt_w", "skew_v", "kurt_v")  # each [D]
 FINGERPRINT_KEY = "generator_fingerprint"
 _SCALAR_TYPES = {"num_samples": int, "seed": int, "class_idx": int, "negative_slope": float, "w_std": float,
                  FINGERPRINT_KEY: str}

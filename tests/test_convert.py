@@ -70,6 +70,11 @@ def test_converting_twice_is_identical_and_dst_is_protected(fixture_dir, tmp_pat
     convert_lib.convert(fixture_dir / "skip32.pkl", tmp_path / "a", overwrite=True)
     assert io.read_generator_config(tmp_path / "a")[0].img_resolution == 32
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # no temporaries left behind
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "precious.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a gaussjax generator directory"):
+        convert_lib.convert(src, tmp_path / "data", overwrite=True)
+    assert (tmp_path / "data" / "precious.txt").read_text() == "keep me"
 
 
 def test_failed_write_leaves_no_destination(fixture_dir, tmp_path, monkeypatch):

@@ -144,3 +144,45 @@ def test_lpips_term_equals_lpips_distance(skip32):
     expected = nnx.merge(lpips_fns, lpips_params)(images, jnp.asarray(targets[:2]))
     np.testing.assert_allclose(terms["lpips"], expected, rtol=1e-4)
     np.testing.assert_allclose(terms["loss"], terms["mse"] + terms["lpips"], rtol=1e-5)
+
+
+def test_targets_above_256px_are_area_downsampled_for_lpips():
+    from flax import nnx
+
+    from gaussjax.lpips import LPIPS
+    from gaussjax.config import GeneratorConfig
+
+    lpips_fns, lpips_params = nnx.split(LPIPS(rngs=nnx.Rngs(0)))
+    gen_cfg = GeneratorConfig(z_dim=8, w_dim=8, img_resolution=512, channel_max=8)
+    inverter = Inverter(None, gen_cfg, InversionConfig(lpips_weight=1.0), np.zeros(8), 1.0, lpips_fns=lpips_fns)
+    big = np.random.RandomState(0).uniform(-1, 1, (1, 512, 512, 3)).astype(np.float32)
+    small = big.reshape(1, 256, 2, 256, 2, 3).mean(axis=(2, 4))
+    lpips = nnx.merge(lpips_fns, lpips_params)
+    np.testing.assert_allclose(inverter.target_features(lpips_params, big), lpips.features(small), atol=1e-5)
+
+
+def test_single_channel_generator_inverts(fixture_dir, fixture_generator):
+    G = fixture_generator("orig16_gray")
+    fns, params = PureGenerator.split(G)
+    targets = np.asarray(fns.synthesis(params, load_io(fixture_dir, "orig16_gray")["ws"][:2]))
+    w_mean, w_std, _ = w_statistics(fns, params, G.cfg.z_dim)
+    cfg = InversionConfig(space="w", num_steps=100, steps_per_dispatch=50, prior_weight=0.0)
+    result = Inverter(fns, G.cfg, cfg, w_mean, w_std).invert(params, targets, np.arange(2, dtype=np.int32))
+    assert result.images.shape == (2, 16, 16, 1)
+    assert np.all(np.asarray(result.terms["psnr"]) > 25.0), result.terms["psnr"]
+
+
+def test_config_and_generator_mismatches_are_refused():
+    from gaussjax.config import GeneratorConfig
+
+    with pytest.raises(ValueError, match=">= 1"):
+        InversionConfig(num_steps=0)
+    with pytest.raises(ValueError, match="unknown latent space"):
+        InversionConfig(space="q")
+    with pytest.raises(ValueError, match="no data term"):
+        InversionConfig(mse_weight=0.0)
+    tiny = GeneratorConfig(z_dim=8, w_dim=8, img_resolution=8, channel_max=8, use_noise=False)
+    with pytest.raises(ValueError, match="at least 16 px"):
+        Inverter(None, tiny, InversionConfig(lpips_weight=1.0), np.zeros(8), 1.0, lpips_fns=object())
+    with pytest.raises(ValueError, match="no noise inputs"):
+        Inverter(None, tiny, InversionConfig(optimize_noise=True), np.zeros(8), 1.0)

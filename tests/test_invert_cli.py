@@ -28,6 +28,7 @@ def write_test_images(directory):
     rgb = rs.randint(0, 256, (40, 60, 3), np.uint8)  # non-square: center-cropped
     Image.fromarray(rgb).save(directory / "rgb.png")
     Image.fromarray(rgb).convert("L").save(directory / "gray.png")
+    Image.fromarray(rgb).convert("L").save(directory / "gray.jpg")  # same stem as gray.png
     Image.fromarray(np.dstack([rgb, rs.randint(0, 256, (40, 60), np.uint8)])).save(directory / "rgba.png")
     Image.fromarray(rgb).convert("P").save(directory / "palette.png")
     Image.fromarray(rgb).convert("CMYK").save(directory / "cmyk.jpg")
@@ -35,13 +36,14 @@ def write_test_images(directory):
     Image.fromarray((rs.randint(0, 65536, (48, 48))).astype(np.uint16)).save(directory / "sixteen.png")
     (directory / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"junk" * 10)
     (directory / "truncated.jpg").write_bytes((directory / "cmyk.jpg").read_bytes()[:200])
-    return ["cmyk", "gray", "palette", "photo", "rgb", "rgba", "sixteen"], ["garbage", "truncated"]
+    return ["cmyk", "gray_jpg", "gray_png", "palette", "photo", "rgb", "rgba", "sixteen"], ["garbage", "truncated"]
 
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_load_image_handles_every_mode(tmp_path, channels):
     good, bad = write_test_images(tmp_path)
-    for path in images.image_files(str(tmp_path)):
+    for path, name in zip(images.image_files(str(tmp_path)), invert.output_names(images.image_files(str(tmp_path)))):
+        assert name in good + bad
         if path.stem in bad:
             with pytest.raises(ValueError, match="cannot read image"):
                 images.load_image(path, 32, channels)
@@ -52,6 +54,19 @@ def test_load_image_handles_every_mode(tmp_path, channels):
     assert sixteen.max() > 200  # 16-bit data scaled to 8 bits, not clipped to white/black
 
 
+def test_load_image_center_crops_then_resizes(tmp_path):
+    wide = np.zeros((30, 90, 3), np.uint8)
+    wide[:, 30:60] = 255  # only the middle third is white
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    pixels = images.load_image(tmp_path / "wide.png", 16, 3)
+    assert pixels.min() >= 250
+
+
+def test_output_names_disambiguate_clashing_stems(tmp_path):
+    paths = [tmp_path / "a.png", tmp_path / "a.JPG", tmp_path / "b.png", tmp_path / "sub" / "b.webp"]
+    assert invert.output_names(paths) == ["a_png", "a_jpg", "b_png", "sub__b_webp"]
+
+
 def test_cli_inverts_files_and_lists_bad_ones(tmp_path):
     (tmp_path / "in").mkdir()
     good, bad = write_test_images(tmp_path / "in")
@@ -60,6 +75,7 @@ def test_cli_inverts_files_and_lists_bad_ones(tmp_path):
     records = {r["name"]: r for r in results.read_summary(tmp_path / "out")}
     assert sorted(n for n, r in records.items() if r["status"] == "ok") == good
     assert sorted(n for n, r in records.items() if r["status"] == "unreadable") == bad
+    assert (tmp_path / "out" / "gray_png.npz").exists() and (tmp_path / "out" / "gray_jpg.npz").exists()
     with np.load(tmp_path / "out" / "rgb.npz") as data:
         assert data["w"].shape == (1, 8, 64)  # the official projected_w.npz layout (demo: 8 ws x 64)
     assert "demo generator" in result.stdout and "RANDOM" in result.stdout
@@ -159,3 +175,28 @@ def test_two_processes_with_jax_distributed_equal_one_process(tmp_path):
                 np.load(tmp_path / "single" / f"generated{i:04d}.npz") as b:
             # Different device counts partition the float math differently: equal to rounding.
             np.testing.assert_allclose(a["w"], b["w"], atol=1e-3)
+
+
+def test_conditional_generator_prior_cache_prior_off_and_changed_settings(tmp_path, fixture_dir):
+    from converters.convert import convert
+
+    convert(fixture_dir / "cond64_resnet.pkl", tmp_path / "gen")
+    flags = [f"--generator={tmp_path / 'gen'}", "--num_generated=2", "--prior_weight=0", "--steps=10"]
+    first = run_invert(tmp_path / "out", *flags)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert f"caching it at {tmp_path / 'gen' / 'prior.npz'}" in first.stdout
+    assert (tmp_path / "gen" / "prior.npz").exists()
+    for record in results.read_summary(tmp_path / "out"):
+        assert record["status"] == "ok" and "prior" not in record and record["loss"] == record["mse"]
+    second = run_invert(tmp_path / "out2", *flags)
+    assert second.returncode == 0 and "using cached prior" in second.stdout
+    changed = run_invert(tmp_path / "out", *flags[:-1], "--steps=20")
+    assert changed.returncode != 0 and "other settings (num_steps)" in changed.stderr
+
+
+@pytest.mark.parametrize("flag", ["--steps=0", "--batch_size=0", "--optimizer=chain", "--space=z9"])
+def test_bad_flags_give_one_line_errors(tmp_path, flag):
+    result = run_invert(tmp_path / "out", flag)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ") or "FATAL Flags parsing error" in result.stderr
