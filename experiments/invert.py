@@ -7,7 +7,7 @@
 
 Per image it writes NAME.npz (`w` [1, num_ws, w_dim], the official projector's format), NAME.png
 (the reconstruction) and one line in summary.jsonl. Rerunning with the same flags resumes: finished
-images are skipped. Without --generator it uses the built-in demo generator (seeded random weights);
+images are skipped; run.json records the settings, and a rerun with other settings is refused. Without --generator it uses the built-in demo generator (seeded random weights);
 without --images it inverts images the generator makes from seeded latents and reports the latent
 error against the true latents. Without --prior a prior is fitted once and cached beside the
 generator (prior.npz in its directory; in --outdir for the demo generator).
