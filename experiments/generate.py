@@ -13,13 +13,12 @@ experiments.invert --optimize_noise (`noise_00`, ...) are used instead of --nois
 
 import pathlib
 import sys
-import zipfile
 
 import jax
 import numpy as np
 from absl import app, flags, logging
 
-from gaussjax import images, io
+from gaussjax import images, io, results
 from gaussjax.stylegan2 import NOISE_MODES, PureGenerator
 
 _GENERATOR = flags.DEFINE_string("generator", None, "Generator directory (made by converters.convert).")
@@ -54,42 +53,6 @@ def class_labels(cfg, class_idx, n):
     return np.tile(np.eye(cfg.c_dim, dtype=np.float32)[class_idx], (n, 1))
 
 
-def read_latents(path, cfg):
-    """Loads `w` [N, num_ws, w_dim] (and optimised noise maps `noise_00`, ... if present) from an npz.
-
-    Returns:
-      (w float32 [N, num_ws, w_dim], list of [res, res] noise maps or None).
-    Raises:
-      ValueError: unreadable file, no `w`, or shapes that do not fit the generator.
-    """
-    try:
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise ValueError(f"cannot read latents {path}: {e}") from e
-    if "w" not in arrays:
-        raise ValueError(f"{path} has no key 'w' (keys: {sorted(arrays)})")
-    w = arrays["w"].astype(np.float32)
-    if w.ndim != 3 or w.shape[1:] != (cfg.num_ws, cfg.w_dim):
-        raise ValueError(f"{path}: w has shape {w.shape}, the generator needs [N, {cfg.num_ws}, {cfg.w_dim}]")
-    if "noise_00" not in arrays:
-        return w, None
-    noise = [arrays.get(f"noise_{j:02d}") for j in range(len(cfg.noise_resolutions))]
-    if any(n is None or n.shape != (r, r) for n, r in zip(noise, cfg.noise_resolutions)):
-        raise ValueError(f"{path}: noise maps do not match the generator's {len(cfg.noise_resolutions)} layers")
-    return w, noise
-
-
-def render(fns, params, ws, noise_mode, key, noise=None) -> np.ndarray:
-    """ws [N, num_ws, w_dim] -> uint8 images, one jitted call per image to bound memory.
-
-    `noise` (per-layer [res, res] maps, e.g. optimised by the inversion) overrides `noise_mode`.
-    """
-    synth = jax.jit(fns.synthesis, static_argnames="noise_mode")
-    keys = jax.random.split(key, len(ws))
-    return np.concatenate([images.to_uint8(synth(params, w[None], noise_mode, k, noise)) for w, k in zip(ws, keys)])
-
-
 def main(argv):
     del argv
     if not _GENERATOR.value or not _OUTDIR.value or (_SEEDS.value is None) == (_LATENTS.value is None):
@@ -99,7 +62,7 @@ def main(argv):
         cfg = generator.cfg
         fns, params = PureGenerator.split(generator)
         if _LATENTS.value:
-            ws, noise = read_latents(_LATENTS.value, cfg)
+            ws, noise = results.read_latents(_LATENTS.value, cfg)
             names = [f"latent{i:04d}" for i in range(len(ws))]
         else:
             noise = None
@@ -112,7 +75,7 @@ def main(argv):
         sys.exit(f"error: {e}")
     outdir = pathlib.Path(_OUTDIR.value)
     outdir.mkdir(parents=True, exist_ok=True)
-    imgs = render(fns, params, np.asarray(ws), _NOISE_MODE.value, jax.random.key(0), noise)
+    imgs = images.render_uint8(fns, params, np.asarray(ws), _NOISE_MODE.value, jax.random.key(0), noise)
     for name, img in zip(names, imgs):
         images.save_png(outdir / f"{name}.png", img)
     images.save_png(outdir / "grid.png", images.make_grid(imgs))

@@ -16,7 +16,6 @@ generator (prior.npz in its directory; in --outdir for the demo generator).
 import dataclasses
 import hashlib
 import json
-import os
 import pathlib
 import sys
 import time
@@ -30,7 +29,7 @@ from flax import nnx
 from converters import vgg
 from gaussjax import images, io, prior as prior_lib, results, sharding
 from gaussjax.demo import DEMO_NOTICE, demo_generator
-from gaussjax.inversion import InversionConfig, InversionResult, Inverter
+from gaussjax.inversion import InversionConfig, Inverter, make_optimizer
 from gaussjax.stylegan2 import PureGenerator
 
 _OUTDIR = flags.DEFINE_string("outdir", None, "Output directory (resumable).")
@@ -99,28 +98,13 @@ def image_seed(name: str) -> int:
     return zlib.crc32(name.encode()) & 0x7FFFFFFF
 
 
-def output_names(paths) -> list[str]:
-    """Result names: the file stem, or the path relative to the common folder (with '/' -> '__'
-    and the suffix kept as '_ext') for files whose stems clash, e.g. a.png and a.jpg."""
-    stems = [p.stem for p in paths]
-    root = pathlib.Path(os.path.commonpath([str(p.parent.absolute()) for p in paths]))
-    names = []
-    for path, stem in zip(paths, stems):
-        if stems.count(stem) == 1:
-            names.append(stem)
-        else:
-            rel = path.absolute().relative_to(root)
-            names.append("__".join(rel.with_suffix("").parts) + "_" + path.suffix.lstrip(".").lower())
-    return names
-
-
 def file_targets(spec, outdir):
     """Input files still to do, as {name, file}; pixels are read batch by batch (`load_pixels`)."""
     paths = images.image_files(spec)
     if not paths:
         raise ValueError(f"--images={spec} matches no image files")
     done = results.finished_names(outdir)
-    targets = [{"name": n, "file": str(p)} for n, p in zip(output_names(paths), paths) if n not in done]
+    targets = [{"name": n, "file": str(p)} for n, p in zip(images.output_names(paths), paths) if n not in done]
     return targets, len(paths)
 
 
@@ -201,31 +185,6 @@ class Progress:
         self.image_steps += batch_images * self.steps
 
 
-def write_batch(outdir, batch, result: InversionResult, cfg, seconds):
-    """Saves results of one batch (host numpy arrays); non-finite results are reported, never saved.
-
-    NAME.npz holds `w` [1, num_ws, w_dim] and, when the noise maps were optimised, `noise_00`,
-    `noise_01`, ... [res, res] (experiments.generate --latents renders with them).
-    """
-    ws, recon, terms = result.ws, result.images, result.terms
-    ok = 0
-    for i, target in enumerate(batch):
-        record = {"name": target["name"], "file": target["file"], "space": cfg.space, "steps": cfg.num_steps,
-                  "prior_weight": cfg.prior_weight, "seconds": round(seconds, 3),
-                  **{k: float(v[i]) for k, v in terms.items()}}
-        if not (np.all(np.isfinite(ws[i])) and np.isfinite(record["loss"])):
-            log(f"{target['name']}: non-finite loss or latent; not saved")
-            results.append_summary(outdir, {**record, "status": "nan"})
-            continue
-        if "true_ws" in target:
-            record["latent_mse"] = float(np.mean(np.square(ws[i] - target["true_ws"])))
-        noise = {f"noise_{j:02d}": n[i] for j, n in enumerate(result.noise or [])}
-        results.save_result(outdir, target["name"], {"w": ws[i][None].astype(np.float32), **noise}, recon[i])
-        results.append_summary(outdir, {**record, "status": "ok"})
-        ok += 1
-    return ok
-
-
 def run_batches(targets, inverter, gen_params, prior, lpips_params, outdir, mesh, gen_cfg):
     """Inverts this process's share of `targets` in fixed-size batches.
 
@@ -250,7 +209,7 @@ def run_batches(targets, inverter, gen_params, prior, lpips_params, outdir, mesh
         if not batch:
             continue
         result = jax.tree.map(lambda x: sharding.local_rows(x)[:len(batch)], result)
-        ok += write_batch(outdir, batch, result, inverter.cfg, (time.perf_counter() - t0) / len(batch))
+        ok += results.save_batch(outdir, batch, result, inverter.cfg, (time.perf_counter() - t0) / len(batch))
         progress.finish_batch(len(batch))
     return ok
 
@@ -306,6 +265,7 @@ def prepare(outdir):
     """Everything before the optimisation; raises ValueError/OSError for bad input."""
     check_flags()
     cfg = inversion_config()
+    optimizer = make_optimizer(cfg)  # an unknown --optimizer fails here, before any heavy work
     lpips_fns, lpips_params = load_lpips(cfg)
     generator, gen_dir = load_generator(_GENERATOR.value)
     fns, params = PureGenerator.split(generator)
@@ -315,7 +275,8 @@ def prepare(outdir):
         targets, total = file_targets(_IMAGES.value, outdir)
     else:
         targets, total = generated_targets(fns, params, generator.cfg, outdir)
-    inverter = Inverter(fns, generator.cfg, cfg, stats["mean_w"], stats["w_std"], lpips_fns=lpips_fns)
+    inverter = Inverter(fns, generator.cfg, cfg, stats["mean_w"], stats["w_std"], lpips_fns=lpips_fns,
+                        optimizer=optimizer)
     return generator, params, prior, lpips_params, inverter, targets, total
 
 

@@ -2,7 +2,10 @@
 
 import io as _io
 import math
+import os
 import pathlib
+
+import jax
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -95,3 +98,28 @@ def image_files(spec: str) -> list[pathlib.Path]:
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+
+def output_names(paths) -> list[str]:
+    """Result names: the file stem, or the path relative to the common folder (with '/' -> '__'
+    and the suffix kept as '_ext') for files whose stems clash, e.g. a.png and a.jpg."""
+    stems = [p.stem for p in paths]
+    root = pathlib.Path(os.path.commonpath([str(p.parent.absolute()) for p in paths]))
+    names = []
+    for path, stem in zip(paths, stems):
+        if stems.count(stem) == 1:
+            names.append(stem)
+        else:
+            rel = path.absolute().relative_to(root)
+            names.append("__".join(rel.with_suffix("").parts) + "_" + path.suffix.lstrip(".").lower())
+    return names
+
+
+def render_uint8(fns, params, ws, noise_mode, key, noise=None) -> np.ndarray:
+    """ws [N, num_ws, w_dim] -> uint8 images, one jitted call per image to bound memory.
+
+    `noise` (per-layer [res, res] maps, e.g. optimised by the inversion) overrides `noise_mode`.
+    """
+    synth = jax.jit(fns.synthesis, static_argnames="noise_mode")
+    keys = jax.random.split(key, len(ws))
+    return np.concatenate([to_uint8(synth(params, w[None], noise_mode, k, noise)) for w, k in zip(ws, keys)])

@@ -4,6 +4,9 @@ An image is finished exactly when `summary.jsonl` holds a line for it with statu
 files exist. Files are written atomically (temporary name + rename) BEFORE the summary line is
 appended, so a run killed at any moment never leaves a result that looks complete but is not; a
 torn last summary line is ignored on reading and terminated before the next append.
+
+NAME.npz holds `w` [1, num_ws, w_dim] (the official projector's projected_w.npz layout) and, when
+the noise maps were optimised, `noise_00`, `noise_01`, ... [res, res]; `read_latents` reads both.
 """
 
 import io as _io
@@ -11,6 +14,7 @@ import json
 import math
 import os
 import pathlib
+import zipfile
 
 import numpy as np
 
@@ -73,3 +77,60 @@ def save_result(outdir, name: str, arrays: dict[str, np.ndarray], image: np.ndar
     np.savez(buf, **arrays)
     write_bytes_atomic(outdir / f"{name}.npz", buf.getvalue())
     images.save_png(outdir / f"{name}.png", images.to_uint8(image[None])[0])
+
+
+def save_batch(outdir, batch: list[dict], result, cfg, seconds: float) -> int:
+    """Saves the results of one batch; non-finite results are reported, never saved.
+
+    Args:
+      outdir: output directory.
+      batch: targets, dicts with name, file and (generated targets) true_ws [num_ws, w_dim].
+      result: an InversionResult of host arrays, rows matching `batch`.
+      cfg: the InversionConfig (recorded in each summary line).
+      seconds: wall time per image.
+    Returns:
+      The number of images saved.
+    """
+    ws, recon, terms = result.ws, result.images, result.terms
+    ok = 0
+    for i, target in enumerate(batch):
+        record = {"name": target["name"], "file": target["file"], "space": cfg.space, "steps": cfg.num_steps,
+                  "prior_weight": cfg.prior_weight, "seconds": round(seconds, 3),
+                  **{k: float(v[i]) for k, v in terms.items()}}
+        if not (np.all(np.isfinite(ws[i])) and np.isfinite(record["loss"])):
+            print(f"{target['name']}: non-finite loss or latent; not saved", flush=True)
+            append_summary(outdir, {**record, "status": "nan"})
+            continue
+        if "true_ws" in target:
+            record["latent_mse"] = float(np.mean(np.square(ws[i] - target["true_ws"])))
+        noise = {f"noise_{j:02d}": n[i] for j, n in enumerate(result.noise or [])}
+        save_result(outdir, target["name"], {"w": ws[i][None].astype(np.float32), **noise}, recon[i])
+        append_summary(outdir, {**record, "status": "ok"})
+        ok += 1
+    return ok
+
+
+def read_latents(path, cfg):
+    """Loads `w` [N, num_ws, w_dim] (and optimised noise maps `noise_00`, ... if present) from an npz.
+
+    Returns:
+      (w float32 [N, num_ws, w_dim], list of [res, res] noise maps or None).
+    Raises:
+      ValueError: unreadable file, no `w`, or shapes that do not fit the generator.
+    """
+    try:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise ValueError(f"cannot read latents {path}: {e}") from e
+    if "w" not in arrays:
+        raise ValueError(f"{path} has no key 'w' (keys: {sorted(arrays)})")
+    w = arrays["w"].astype(np.float32)
+    if w.ndim != 3 or w.shape[1:] != (cfg.num_ws, cfg.w_dim):
+        raise ValueError(f"{path}: w has shape {w.shape}, the generator needs [N, {cfg.num_ws}, {cfg.w_dim}]")
+    if "noise_00" not in arrays:
+        return w, None
+    noise = [arrays.get(f"noise_{j:02d}") for j in range(len(cfg.noise_resolutions))]
+    if any(n is None or n.shape != (r, r) for n, r in zip(noise, cfg.noise_resolutions)):
+        raise ValueError(f"{path}: noise maps do not match the generator's {len(cfg.noise_resolutions)} layers")
+    return w, noise

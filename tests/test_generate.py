@@ -10,15 +10,8 @@ from PIL import Image
 from test_stylegan2 import load_io, nhwc
 
 from converters.convert import convert
-from experiments.generate import parse_seeds, read_latents, render
-from gaussjax import images, load_generator
+from gaussjax import images, load_generator, results
 from gaussjax.stylegan2 import PureGenerator
-
-
-def test_parse_seeds():
-    assert parse_seeds("0-3,7, 9-10") == [0, 1, 2, 3, 7, 9, 10]
-    with pytest.raises(ValueError, match="bad seed range"):
-        parse_seeds("a-b")
 
 
 def generate(*flags):
@@ -37,7 +30,7 @@ def test_latents_render_to_the_official_images_and_seeds_write_a_grid(fixture_di
     for i in range(4):
         png = np.asarray(Image.open(tmp_path / "lat" / f"latent{i:04d}.png"))
         assert np.abs(png.astype(int) - expected[i].astype(int)).max() <= 1  # rounding at .5 only
-    result = generate(f"--generator={tmp_path / 'gen'}", "--seeds=0-2", "--truncation_psi=0.7",
+    result = generate(f"--generator={tmp_path / 'gen'}", "--seeds=0-1,2", "--truncation_psi=0.7",
                       f"--outdir={tmp_path / 'seeds'}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "seeds").iterdir()) == ["grid.png", "seed0000.png", "seed0001.png",
@@ -45,6 +38,8 @@ def test_latents_render_to_the_official_images_and_seeds_write_a_grid(fixture_di
     bad = generate(f"--generator={tmp_path / 'gen'}", f"--latents={fixture_dir / 'cond64_resnet_io.npz'}",
                    f"--outdir={tmp_path / 'bad'}")
     assert bad.returncode != 0 and "has no key 'w'" in bad.stderr
+    bad = generate(f"--generator={tmp_path / 'gen'}", "--seeds=a-b", f"--outdir={tmp_path / 'bad'}")
+    assert bad.returncode != 0 and "bad seed range" in bad.stderr
 
 
 def test_optimised_noise_maps_in_a_latents_file_are_used(fixture_dir, tmp_path):
@@ -54,11 +49,11 @@ def test_optimised_noise_maps_in_a_latents_file_are_used(fixture_dir, tmp_path):
     ref = load_io(fixture_dir, "orig16_gray")
     noise = {f"noise_{j:02d}": np.full((r, r), 0.5, np.float32) for j, r in enumerate(G.cfg.noise_resolutions)}
     np.savez(tmp_path / "w.npz", w=ref["ws"][:1], **noise)
-    ws, maps = read_latents(tmp_path / "w.npz", G.cfg)
-    rendered = render(fns, params, ws, "const", jax.random.key(0), maps)
+    ws, maps = results.read_latents(tmp_path / "w.npz", G.cfg)
+    rendered = images.render_uint8(fns, params, ws, "const", jax.random.key(0), maps)
     expected = images.to_uint8(G.synthesis(ref["ws"][:1], noise=list(noise.values())))
     np.testing.assert_array_equal(rendered, expected)
     assert not np.array_equal(rendered, images.to_uint8(nhwc(ref["img_const"][:1])))
     (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04junk")
     with pytest.raises(ValueError, match="cannot read latents"):
-        read_latents(tmp_path / "broken.npz", G.cfg)
+        results.read_latents(tmp_path / "broken.npz", G.cfg)

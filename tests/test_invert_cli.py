@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import invert
 from gaussjax import images, results
+from gaussjax.inversion import InversionConfig, InversionResult
 
 FAST = ["--steps=20", "--steps_per_dispatch=10", "--prior_samples=2000", "--batch_size=2"]
 
@@ -42,7 +42,7 @@ def write_test_images(directory):
 @pytest.mark.parametrize("channels", [1, 3])
 def test_load_image_handles_every_mode(tmp_path, channels):
     good, bad = write_test_images(tmp_path)
-    for path, name in zip(images.image_files(str(tmp_path)), invert.output_names(images.image_files(str(tmp_path)))):
+    for path, name in zip(images.image_files(str(tmp_path)), images.output_names(images.image_files(str(tmp_path)))):
         assert name in good + bad
         if path.stem in bad:
             with pytest.raises(ValueError, match="cannot read image"):
@@ -64,7 +64,7 @@ def test_load_image_center_crops_then_resizes(tmp_path):
 
 def test_output_names_disambiguate_clashing_stems(tmp_path):
     paths = [tmp_path / "a.png", tmp_path / "a.JPG", tmp_path / "b.png", tmp_path / "sub" / "b.webp"]
-    assert invert.output_names(paths) == ["a_png", "a_jpg", "b_png", "sub__b_webp"]
+    assert images.output_names(paths) == ["a_png", "a_jpg", "b_png", "sub__b_webp"]
 
 
 def test_cli_inverts_files_and_lists_bad_ones(tmp_path):
@@ -121,9 +121,9 @@ def test_non_finite_results_are_reported_not_saved(tmp_path):
     ws[0, 3, 5] = np.nan
     terms = {"loss": np.array([np.nan, 0.5]), "mse": np.array([np.inf, 0.5])}
     recon = np.zeros((2, 32, 32, 3), np.float32)
-    cfg = invert.InversionConfig(space="wplus", num_steps=5)
+    cfg = InversionConfig(space="wplus", num_steps=5)
     noise = [np.ones((2, 4, 4), np.float32)]
-    assert invert.write_batch(tmp_path, batch, invert.InversionResult(ws, recon, terms, noise), cfg, 1.0) == 1
+    assert results.save_batch(tmp_path, batch, InversionResult(ws, recon, terms, noise), cfg, 1.0) == 1
     records = {r["name"]: r for r in results.read_summary(tmp_path)}
     assert records["bad"]["status"] == "nan" and records["bad"]["loss"] is None
     assert not (tmp_path / "bad.npz").exists() and (tmp_path / "good.npz").exists()
