@@ -198,11 +198,13 @@ def run_batches(targets, inverter, gen_params, prior, lpips_params, outdir, mesh
     progress = Progress(len(mine), inverter.cfg.num_steps)
     ok = 0
     for start in range(0, num_batches * per_process, per_process):
-        batch = [t for t in mine[start:start + per_process] if _with_pixels(t, gen_cfg, outdir)]
-        filler = batch[-1] if batch else _padding_target(gen_cfg)
-        padded = batch + [filler] * (per_process - len(batch))
-        pixels = np.stack([t["pixels"] for t in padded]).astype(np.float32)
-        seeds = np.asarray([image_seed(t["name"]) for t in padded], np.int32)
+        loaded = [(t, load_pixels(t, gen_cfg, outdir)) for t in mine[start:start + per_process]]
+        batch = [t for t, pixels in loaded if pixels is not None]
+        pixels = [p for _, p in loaded if p is not None] or [np.zeros(_image_shape(gen_cfg), np.float32)]
+        names = [t["name"] for t in batch] or ["padding"]
+        # Pad by repeating the last image: one compiled shape serves every batch.
+        pixels = np.stack(pixels + [pixels[-1]] * (per_process - len(pixels))).astype(np.float32)
+        seeds = np.asarray([image_seed(n) for n in names + [names[-1]] * (per_process - len(names))], np.int32)
         t0 = time.perf_counter()
         result = inverter.invert(gen_params, *sharding.shard_batch(mesh, (pixels, seeds)), prior=prior,
                                  lpips_params=lpips_params, progress=progress.batch_callback(len(batch)))
@@ -214,14 +216,8 @@ def run_batches(targets, inverter, gen_params, prior, lpips_params, outdir, mesh
     return ok
 
 
-def _with_pixels(target, gen_cfg, outdir) -> bool:
-    target["pixels"] = load_pixels(target, gen_cfg, outdir)
-    return target["pixels"] is not None
-
-
-def _padding_target(gen_cfg):
-    shape = (gen_cfg.img_resolution, gen_cfg.img_resolution, gen_cfg.img_channels)
-    return {"name": "padding", "pixels": np.zeros(shape, np.float32)}
+def _image_shape(gen_cfg):
+    return (gen_cfg.img_resolution, gen_cfg.img_resolution, gen_cfg.img_channels)
 
 
 def check_run_settings(outdir, settings: dict) -> None:
