@@ -146,9 +146,9 @@ class Statics:
 
 
 class Inverter:
-    """Inverts batches of images. All heavy work is in three jitted pure functions:
+    """Inverts batches of images. All heavy work is in jitted pure functions:
 
-    init(seeds) -> state; run(gen_params, lpips_params, prior, state, targets, target_feats) -> state
+    features(lpips_params, targets) -> LPIPS target features; init(seeds) -> state; run(gen_params, lpips_params, prior, state, targets, target_feats) -> state
     (steps_per_dispatch steps, state donated); evaluate(...) -> InversionResult.
     `trace_counts` counts how often each was traced (a single compile is expected).
     """
@@ -171,6 +171,7 @@ class Inverter:
         self.init = jax.jit(self._init)
         self.run = jax.jit(self._run, donate_argnames=("state",))
         self.evaluate = jax.jit(self._evaluate)
+        self.features = jax.jit(self.target_features)
 
     # ---- per-image pieces -------------------------------------------------------------------------
     def _init_one(self, key):
@@ -277,7 +278,7 @@ class Inverter:
         Returns:
           InversionResult (ws [B, num_ws, w_dim], images [B, H, W, C], terms {name: [B]}, noise).
         """
-        feats = jax.jit(self.target_features)(lpips_params, targets)
+        feats = self.features(lpips_params, targets)
         state = self.init(seeds)
         for _ in range(self.num_dispatches()):
             state, loss = self.run(gen_params, lpips_params, prior, state, targets, feats)
