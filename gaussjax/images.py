@@ -1,12 +1,12 @@
 """Image conversion and files: generator output [-1, 1] NHWC <-> uint8 PNGs, grids, input loading."""
 
+import collections
 import io as _io
 import math
 import os
 import pathlib
 
 import jax
-
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -103,12 +103,12 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".g
 def output_names(paths) -> list[str]:
     """Result names: the file stem, or the path relative to the common folder (with '/' -> '__'
     and the suffix kept as '_ext') for files whose stems clash, e.g. a.png and a.jpg."""
-    stems = [p.stem for p in paths]
+    counts = collections.Counter(p.stem for p in paths)
     root = pathlib.Path(os.path.commonpath([str(p.parent.absolute()) for p in paths]))
     names = []
-    for path, stem in zip(paths, stems):
-        if stems.count(stem) == 1:
-            names.append(stem)
+    for path in paths:
+        if counts[path.stem] == 1:
+            names.append(path.stem)
         else:
             rel = path.absolute().relative_to(root)
             names.append("__".join(rel.with_suffix("").parts) + "_" + path.suffix.lstrip(".").lower())
