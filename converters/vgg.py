@@ -21,6 +21,7 @@ torch is imported lazily, only by the functions that read `.pth`/`.pt` files.
 """
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -164,7 +165,7 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
     Raises:
       ConversionError: one line, for a missing or unreadable file or one that is not a flat state dict.
     """
-    path = require_file(path)
+    path = Path(path)  # read_npz / read_torch check the file
     state = read_npz(path) if path.suffix == ".npz" else read_torch(path)
     if not isinstance(state, Mapping) or not all(isinstance(v, np.ndarray) for v in state.values()):
         raise ConversionError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")

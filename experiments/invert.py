@@ -70,12 +70,11 @@ def load_generator(path):
     return io.load_generator_module(path), pathlib.Path(path)
 
 
-def obtain_prior(fns, params, generator, gen_dir, outdir):
+def obtain_prior(fns, params, generator, fingerprint, gen_dir, outdir):
     """Loads --prior, or the cached prior beside the generator, or fits and caches one.
 
     A cached prior fitted with other --prior_samples / --seed is refitted, not silently reused.
     """
-    fingerprint = io.generator_fingerprint(generator)
     if _PRIOR.value:
         return prior_lib.load_prior(_PRIOR.value, expected_fingerprint=fingerprint)
     cache = (gen_dir or outdir) / "prior.npz"
@@ -234,11 +233,11 @@ def check_run_settings(outdir, settings: dict) -> None:
         io.write_bytes_atomic(path, (json.dumps(settings, indent=2, sort_keys=True) + "\n").encode())
 
 
-def run_settings(cfg: InversionConfig, generator, stats) -> dict:
+def run_settings(cfg: InversionConfig, fingerprint: str, stats) -> dict:
     """What determines the results (not batch size or steps per dispatch, which do not)."""
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "steps_per_dispatch"}
     prior_id = hashlib.sha256(np.asarray(stats["cov"], np.float64).tobytes()).hexdigest()[:16]
-    return {**settings, "generator": io.generator_fingerprint(generator), "prior": prior_id, "seed": _SEED.value,
+    return {**settings, "generator": fingerprint, "prior": prior_id, "seed": _SEED.value,
             "images": _IMAGES.value, "num_generated": None if _IMAGES.value else _NUM_GENERATED.value}
 
 
@@ -265,8 +264,9 @@ def prepare(outdir):
     lpips_fns, lpips_params = load_lpips(cfg)
     generator, gen_dir = load_generator(_GENERATOR.value)
     fns, params = PureGenerator.split(generator)
-    prior, stats = obtain_prior(fns, params, generator, gen_dir, outdir)
-    check_run_settings(outdir, run_settings(cfg, generator, stats))
+    fingerprint = io.generator_fingerprint(generator)  # hashes every weight: once per run
+    prior, stats = obtain_prior(fns, params, generator, fingerprint, gen_dir, outdir)
+    check_run_settings(outdir, run_settings(cfg, fingerprint, stats))
     if _IMAGES.value:
         targets, total = file_targets(_IMAGES.value, outdir)
     else:
