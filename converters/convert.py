@@ -22,8 +22,8 @@ from absl import app, flags, logging
 from converters import files, official, rosinality
 from converters.errors import ConversionError
 from converters.nvidia_pickle import read_network_pickle
-from gaussjax import io
-from gaussjax.config import GeneratorConfig
+from gaussjax.files import checkpoints
+from gaussjax.networks.config import GeneratorConfig
 
 _SRC = flags.DEFINE_string("src", None, "Source file: .pkl, .pt/.pth or .npz.")
 _DST = flags.DEFINE_string("dst", None, "Destination generator directory.")
@@ -89,12 +89,12 @@ def convert(src, dst, network="G_ema", overwrite=False, conv_clamp=None, mapping
       ConversionError: unreadable, unsafe or unsupported input; FileExistsError for an existing dst.
     """
     src, dst = pathlib.Path(src), pathlib.Path(dst)
-    io.check_destination(dst, overwrite)  # before the (possibly long) conversion
+    checkpoints.check_destination(dst, overwrite)  # before the (possibly long) conversion
     cfg, sd, fmt = read_source(src, network, conv_clamp, mapping_lr_multiplier)
     generator = official.generator_from_state_dict(sd, cfg)
     source = {"file": src.name, "sha256": hashlib.sha256(src.read_bytes()).hexdigest(),
               "format": fmt, "network": network}
-    io.save_generator(dst, generator, metadata={"source": source}, overwrite=overwrite)
+    checkpoints.save_generator(dst, generator, metadata={"source": source}, overwrite=overwrite)
     return generator
 
 
@@ -109,7 +109,7 @@ def main(argv):
         sys.exit(f"error: {e}")
     cfg = generator.cfg
     print(f"wrote {_DST.value}: {cfg.img_resolution}px {cfg.architecture}, z {cfg.z_dim} / w {cfg.w_dim} / "
-          f"c {cfg.c_dim}, {cfg.num_ws} ws, fingerprint {io.read_generator_config(_DST.value)[1]['fingerprint']}")
+          f"c {cfg.c_dim}, {cfg.num_ws} ws, fingerprint {checkpoints.read_generator_config(_DST.value)[1]['fingerprint']}")
 
 
 if __name__ == "__main__":

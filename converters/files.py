@@ -5,12 +5,8 @@ import pathlib
 import numpy as np
 
 from converters.errors import ConversionError
-
-
-def first_line(e: BaseException) -> str:
-    """'TypeName: first line of the message' (library errors can span many lines)."""
-    lines = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {lines[0][:200] if lines else ''}"
+from gaussjax.files import safe_io
+from gaussjax.files.safe_io import first_line as first_line
 
 
 def short_list(keys, limit: int = 8) -> str:
@@ -22,24 +18,12 @@ def short_list(keys, limit: int = 8) -> str:
 
 def require_file(path) -> pathlib.Path:
     """The path of an existing, non-empty regular file, or a ConversionError saying what is wrong."""
-    path = pathlib.Path(path)
-    if not path.exists():
-        raise ConversionError(f"{path}: no such file")
-    if not path.is_file():
-        raise ConversionError(f"{path}: not a regular file")
-    if path.stat().st_size == 0:
-        raise ConversionError(f"{path}: the file is empty (0 bytes)")
-    return path
+    return safe_io.require_file(path, ConversionError)
 
 
 def read_npz(path) -> dict[str, np.ndarray]:
-    """All arrays of an .npz file (no pickles allowed)."""
-    path = require_file(path)
-    try:
-        with path.open("rb") as f, np.load(f, allow_pickle=False) as data:  # own handle: closed on errors too
-            return {k: data[k] for k in data.files}
-    except Exception as e:  # zipfile/ValueError/OSError for corrupt archives.
-        raise ConversionError(f"{path}: cannot read as .npz ({first_line(e)})") from e
+    """All arrays of an .npz file (no pickles allowed), or a ConversionError."""
+    return safe_io.read_npz(path, ConversionError)
 
 
 def read_torch(path):

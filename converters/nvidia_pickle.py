@@ -29,6 +29,7 @@ import zipfile
 import numpy as np
 
 from .errors import ConversionError
+from .files import require_file
 
 try:  # NumPy >= 2 keeps the implementation in numpy._core; numpy.core warns there.
     from numpy._core import multiarray as _np_multiarray
@@ -461,20 +462,6 @@ class _NetworkUnpickler(pickle.Unpickler):
         return _Storage(_parse_storage_bytes(bytes(data), self._path))
 
 
-def _check_file(path):
-    """Rejects paths that cannot hold a pickle, with a specific message.
-
-    Args:
-        path: the file to read.
-    """
-    if os.path.isdir(path):
-        raise ConversionError(f'cannot read network pickle {path}: it is a directory')
-    if not os.path.exists(path):
-        raise ConversionError(f'cannot read network pickle {path}: no such file')
-    if os.path.getsize(path) == 0:
-        raise ConversionError(f'cannot read network pickle {path}: the file is empty (0 bytes)')
-
-
 def _check_header(head, path):
     """Rejects files that are obviously not a protocol >= 2 pickle.
 
@@ -501,7 +488,7 @@ def _load_snapshot(path):
     Returns:
         The top-level object, with persistent objects as ``_PersistentRecord``.
     """
-    _check_file(path)
+    require_file(path)
     try:
         with open(path, 'rb') as file:
             _check_header(file.read(8), path)

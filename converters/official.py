@@ -12,9 +12,10 @@ from flax import nnx
 
 from converters.errors import ConversionError
 from converters.files import short_list
-from gaussjax import io, ops
-from gaussjax.config import GeneratorConfig
-from gaussjax.stylegan2 import Generator
+from gaussjax.files import checkpoints
+from gaussjax.networks import ops
+from gaussjax.networks.config import GeneratorConfig
+from gaussjax.networks.stylegan2 import Generator
 
 
 def _transpose(*axes):
@@ -100,7 +101,7 @@ def generator_from_state_dict(state_dict: dict[str, np.ndarray], cfg: GeneratorC
         if key in state_dict and not np.allclose(state_dict[key], expected, atol=1e-6):
             raise ConversionError(f"{key} differs from the FIR filter {list(cfg.resample_filter)} "
                                   f"of the config; set resample_filter to match")
-    graphdef, state = nnx.split(io.abstract_generator(cfg))
+    graphdef, state = nnx.split(checkpoints.abstract_generator(cfg))
     flat = dict(nnx.to_flat_state(state))
     filled = {}
     for key, (path, transform) in mapping.items():

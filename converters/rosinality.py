@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from converters.errors import ConversionError
-from gaussjax import ops
+from gaussjax.networks import ops
 
 
 def _squeeze0(a):

@@ -29,7 +29,7 @@ from flax import nnx
 
 from converters.errors import ConversionError
 from converters.files import first_line, read_npz, read_torch, require_file, short_list
-from gaussjax.lpips import LPIPS, LPIPS_CHANNELS
+from gaussjax.networks.lpips import LPIPS, LPIPS_CHANNELS
 
 # Indices of the 13 conv layers inside torchvision's vgg16 `features` Sequential.
 TORCHVISION_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)

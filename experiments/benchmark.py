@@ -19,11 +19,11 @@ from absl import app, flags
 from flax import nnx
 
 from converters import official
-from gaussjax.config import GeneratorConfig
-from gaussjax.demo import demo_generator
+from gaussjax.networks.config import GeneratorConfig
+from gaussjax.networks.demo import demo_generator
 from gaussjax.inversion import InversionConfig, Inverter
-from gaussjax.prior import make_prior
-from gaussjax.stylegan2 import Generator, PureGenerator
+from gaussjax.analysis.prior import make_prior
+from gaussjax.networks.stylegan2 import Generator, PureGenerator
 
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "8"], "Batch sizes to time.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed optimisation steps per measurement (one dispatch).")

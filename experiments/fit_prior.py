@@ -16,8 +16,9 @@ import time
 
 from absl import app, flags
 
-from gaussjax import io, prior
-from gaussjax.stylegan2 import PureGenerator
+from gaussjax.analysis import prior
+from gaussjax.files import checkpoints
+from gaussjax.networks.stylegan2 import PureGenerator
 
 _GENERATOR = flags.DEFINE_string("generator", None, "Generator directory (made by converters.convert).")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 100_000, "Number of mapping samples.")
@@ -69,12 +70,12 @@ def main(argv):
     del argv
     out = check_flags()
     try:
-        generator = io.load_generator_module(_GENERATOR.value)
+        generator = checkpoints.load_generator_module(_GENERATOR.value)
     except (ValueError, FileNotFoundError, OSError, KeyError) as e:
         sys.exit(f"error: {e}")
     cfg = generator.cfg
     # Computed from the weights, as experiments.invert does, so the two can never disagree.
-    fingerprint = io.generator_fingerprint(generator)
+    fingerprint = checkpoints.generator_fingerprint(generator)
     print(f"generator {_GENERATOR.value} (fingerprint {fingerprint}): {describe_conditioning(cfg, _CLASS_IDX.value)}")
     fns, params = PureGenerator.split(generator)
     try:

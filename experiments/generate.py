@@ -18,8 +18,8 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from gaussjax import images, io, results
-from gaussjax.stylegan2 import NOISE_MODES, PureGenerator
+from gaussjax.files import checkpoints, images, results
+from gaussjax.networks.stylegan2 import NOISE_MODES, PureGenerator
 
 _GENERATOR = flags.DEFINE_string("generator", None, "Generator directory (made by converters.convert).")
 _SEEDS = flags.DEFINE_string("seeds", None, "Seeds, e.g. '0-7' or '1,5,10-12'.")
@@ -58,7 +58,7 @@ def main(argv):
     if not _GENERATOR.value or not _OUTDIR.value or (_SEEDS.value is None) == (_LATENTS.value is None):
         sys.exit("error: pass --generator, --outdir and exactly one of --seeds / --latents")
     try:
-        generator = io.load_generator_module(_GENERATOR.value)
+        generator = checkpoints.load_generator_module(_GENERATOR.value)
         cfg = generator.cfg
         fns, params = PureGenerator.split(generator)
         if _LATENTS.value:

@@ -27,10 +27,12 @@ from absl import app, flags
 from flax import nnx
 
 from converters import vgg
-from gaussjax import images, io, prior as prior_lib, results, sharding
-from gaussjax.demo import DEMO_NOTICE, demo_generator
+from gaussjax.analysis import prior as prior_lib
+from gaussjax.files import checkpoints, images, results
+from gaussjax.inversion import sharding
+from gaussjax.networks.demo import DEMO_NOTICE, demo_generator
 from gaussjax.inversion import InversionConfig, Inverter, make_optimizer
-from gaussjax.stylegan2 import PureGenerator
+from gaussjax.networks.stylegan2 import PureGenerator
 
 _OUTDIR = flags.DEFINE_string("outdir", None, "Output directory (resumable).")
 _GENERATOR = flags.DEFINE_string("generator", None, "Generator directory; default: built-in demo generator.")
@@ -67,7 +69,7 @@ def load_generator(path):
     if path is None:
         log(DEMO_NOTICE)
         return demo_generator(), None
-    return io.load_generator_module(path), pathlib.Path(path)
+    return checkpoints.load_generator_module(path), pathlib.Path(path)
 
 
 def obtain_prior(fns, params, generator, fingerprint, gen_dir, outdir):
@@ -230,7 +232,7 @@ def check_run_settings(outdir, settings: dict) -> None:
             raise ValueError(f"{outdir} holds results of a run with other settings ({', '.join(changed)}); "
                              f"use a new --outdir or the same flags")
     elif jax.process_index() == 0:
-        io.write_bytes_atomic(path, (json.dumps(settings, indent=2, sort_keys=True) + "\n").encode())
+        checkpoints.write_bytes_atomic(path, (json.dumps(settings, indent=2, sort_keys=True) + "\n").encode())
 
 
 def run_settings(cfg: InversionConfig, fingerprint: str, stats) -> dict:
@@ -264,7 +266,7 @@ def prepare(outdir):
     lpips_fns, lpips_params = load_lpips(cfg)
     generator, gen_dir = load_generator(_GENERATOR.value)
     fns, params = PureGenerator.split(generator)
-    fingerprint = io.generator_fingerprint(generator)  # hashes every weight: once per run
+    fingerprint = checkpoints.generator_fingerprint(generator)  # hashes every weight: once per run
     prior, stats = obtain_prior(fns, params, generator, fingerprint, gen_dir, outdir)
     check_run_settings(outdir, run_settings(cfg, fingerprint, stats))
     if _IMAGES.value:

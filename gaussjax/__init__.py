@@ -6,9 +6,9 @@ Public API:
   GeneratorConfig
 """
 
-from gaussjax.config import GeneratorConfig as GeneratorConfig
-from gaussjax.io import load_generator_module as load_generator
-from gaussjax.stylegan2 import Generator as Generator
-from gaussjax.stylegan2 import PureGenerator as PureGenerator
+from gaussjax.networks.config import GeneratorConfig as GeneratorConfig
+from gaussjax.files.checkpoints import load_generator_module as load_generator
+from gaussjax.networks.stylegan2 import Generator as Generator
+from gaussjax.networks.stylegan2 import PureGenerator as PureGenerator
 
 __version__ = "0.1.0"

@@ -11,7 +11,7 @@ jax.config.update("jax_num_cpu_devices", 4)
 
 from converters import official  # noqa: E402
 from fixtures_path import stylegan2_fixture_dir  # noqa: E402
-from gaussjax.config import GeneratorConfig  # noqa: E402
+from gaussjax.networks.config import GeneratorConfig  # noqa: E402
 
 OFFICIAL_FIXTURES = ("skip32", "cond64_resnet", "orig16_gray")
 

@@ -11,7 +11,8 @@ from test_stylegan2 import TOL, load_io, nhwc
 
 from converters import convert as convert_lib
 from converters.errors import ConversionError
-from gaussjax import io, load_generator
+from gaussjax import load_generator
+from gaussjax.files import checkpoints
 
 
 @pytest.mark.parametrize("name", OFFICIAL_FIXTURES)
@@ -23,7 +24,7 @@ def test_pickle_and_state_dict_paths_reproduce_official_images(fixture_dir, tmp_
     io_arrays = load_io(fixture_dir, name)
     np.testing.assert_allclose(G.synthesis(io_arrays["ws"]), nhwc(io_arrays["img_const"]), atol=TOL, rtol=0)
     # Same weights either way (num_fp16_res is not visible in a state dict, so compare weights only).
-    pkl_doc = io.read_generator_config(tmp_path / "from_pkl")[1]
+    pkl_doc = checkpoints.read_generator_config(tmp_path / "from_pkl")[1]
     npz_G = load_generator(tmp_path / "from_npz")
     np.testing.assert_allclose(npz_G.synthesis(io_arrays["ws"]), G.synthesis(io_arrays["ws"]), atol=0, rtol=0)
     assert pkl_doc["source"]["format"] == "nvidia-pickle"
@@ -68,7 +69,7 @@ def test_converting_twice_is_identical_and_dst_is_protected(fixture_dir, tmp_pat
     with pytest.raises(FileExistsError, match="--overwrite"):
         convert_lib.convert(src, tmp_path / "a")
     convert_lib.convert(fixture_dir / "skip32.pkl", tmp_path / "a", overwrite=True)
-    assert io.read_generator_config(tmp_path / "a")[0].img_resolution == 32
+    assert checkpoints.read_generator_config(tmp_path / "a")[0].img_resolution == 32
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # no temporaries left behind
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "precious.txt").write_text("keep me")
@@ -81,7 +82,7 @@ def test_failed_write_leaves_no_destination(fixture_dir, tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(io, "save_tree", fail)
+    monkeypatch.setattr(checkpoints, "save_tree", fail)
     with pytest.raises(OSError, match="disk full"):
         convert_lib.convert(fixture_dir / "orig16_gray.pkl", tmp_path / "gen")
     assert list(tmp_path.iterdir()) == []

@@ -10,8 +10,9 @@ from PIL import Image
 from test_stylegan2 import load_io, nhwc
 
 from converters.convert import convert
-from gaussjax import images, load_generator, results
-from gaussjax.stylegan2 import PureGenerator
+from gaussjax import load_generator
+from gaussjax.files import images, results
+from gaussjax.networks.stylegan2 import PureGenerator
 
 
 def generate(*flags):
@@ -55,5 +56,5 @@ def test_optimised_noise_maps_in_a_latents_file_are_used(fixture_dir, tmp_path):
     np.testing.assert_array_equal(rendered, expected)
     assert not np.array_equal(rendered, images.to_uint8(nhwc(ref["img_const"][:1])))
     (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04junk")
-    with pytest.raises(ValueError, match="cannot read latents"):
+    with pytest.raises(ValueError, match="cannot read as .npz"):
         results.read_latents(tmp_path / "broken.npz", G.cfg)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from test_stylegan2 import load_io
 
-from gaussjax import sharding
+from gaussjax.inversion import sharding
 from gaussjax.inversion import (InversionConfig, Inverter, area_downsample, lr_schedule, noise_regularizer,
                                 normalize_noise, psnr)
-from gaussjax.prior import make_prior
-from gaussjax.stylegan2 import PureGenerator
+from gaussjax.analysis.prior import make_prior
+from gaussjax.networks.stylegan2 import PureGenerator
 
 
 def w_statistics(fns, params, z_dim, n=2000):
@@ -134,7 +134,7 @@ def test_lpips_without_model_is_an_error(skip32):
 def test_lpips_term_equals_lpips_distance(skip32):
     from flax import nnx
 
-    from gaussjax.lpips import LPIPS
+    from gaussjax.networks.lpips import LPIPS
 
     G, fns, params, io, targets, w_mean, w_std = skip32
     lpips_fns, lpips_params = nnx.split(LPIPS(rngs=nnx.Rngs(0)))
@@ -149,8 +149,8 @@ def test_lpips_term_equals_lpips_distance(skip32):
 def test_targets_above_256px_are_area_downsampled_for_lpips():
     from flax import nnx
 
-    from gaussjax.lpips import LPIPS
-    from gaussjax.config import GeneratorConfig
+    from gaussjax.networks.lpips import LPIPS
+    from gaussjax.networks.config import GeneratorConfig
 
     lpips_fns, lpips_params = nnx.split(LPIPS(rngs=nnx.Rngs(0)))
     gen_cfg = GeneratorConfig(z_dim=8, w_dim=8, img_resolution=512, channel_max=8)
@@ -173,7 +173,7 @@ def test_single_channel_generator_inverts(fixture_dir, fixture_generator):
 
 
 def test_config_and_generator_mismatches_are_refused():
-    from gaussjax.config import GeneratorConfig
+    from gaussjax.networks.config import GeneratorConfig
 
     with pytest.raises(ValueError, match=">= 1"):
         InversionConfig(num_steps=0)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gaussjax import images, results
+from gaussjax.files import images, results
 from gaussjax.inversion import InversionConfig, InversionResult
 
 FAST = ["--steps=20", "--steps_per_dispatch=10", "--prior_samples=2000", "--batch_size=2"]

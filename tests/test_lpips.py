@@ -24,7 +24,7 @@ from flax import nnx
 
 from converters import vgg
 from converters.errors import ConversionError
-from gaussjax import lpips as gl
+from gaussjax.networks import lpips as gl
 
 # Odd sizes on purpose: 50 -> 25 -> 12 -> 6 -> 3 and 36 -> 18 -> 9 -> 4 -> 2 exercise the
 # max-pool flooring, and H != W catches transposed spatial axes.

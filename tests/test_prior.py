@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from converters.convert import convert
-from gaussjax import io
-from gaussjax.gaussianize import degaussianize, gaussianize
-from gaussjax.prior import (PRIOR_KEYS, GaussianPrior, MomentAccumulator, fit_generator_prior,
+from gaussjax.files import checkpoints
+from gaussjax.analysis.gaussianize import degaussianize, gaussianize
+from gaussjax.analysis.prior import (PRIOR_KEYS, GaussianPrior, MomentAccumulator, fit_generator_prior,
                             gaussianity_summary, load_prior, make_prior, prior_energy, save_prior)
-from gaussjax.stylegan2 import PureGenerator
+from gaussjax.networks.stylegan2 import PureGenerator
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -208,10 +208,10 @@ def test_load_prior_refuses_bad_files(tmp_path):
     with pytest.raises(ValueError, match="no such prior file"):
         load_prior(tmp_path / "missing.npz")
     (tmp_path / "junk.npz").write_bytes(b"not an npz at all")
-    with pytest.raises(ValueError, match="not a readable prior file"):
+    with pytest.raises(ValueError, match="cannot read as .npz"):
         load_prior(tmp_path / "junk.npz")
     np.save(tmp_path / "array.npy", np.zeros(3))
-    with pytest.raises(ValueError, match="not a readable prior file"):
+    with pytest.raises(ValueError, match="cannot read as .npz"):
         load_prior(tmp_path / "array.npy")
     np.savez(tmp_path / "partial.npz", mean=np.zeros(3))
     with pytest.raises(ValueError, match="missing keys"):
@@ -219,7 +219,7 @@ def test_load_prior_refuses_bad_files(tmp_path):
     good = tmp_path / "good.npz"
     save_prior(good, _small_stats(), "abcd")
     (tmp_path / "truncated.npz").write_bytes(good.read_bytes()[:300])
-    with pytest.raises(ValueError, match="not a readable prior file"):
+    with pytest.raises(ValueError, match="cannot read as .npz"):
         load_prior(tmp_path / "truncated.npz")
     with pytest.raises(ValueError, match="lack keys"):
         save_prior(tmp_path / "x.npz", {"mean": np.zeros(3)}, "abcd")
@@ -240,7 +240,7 @@ def test_cli_fits_and_writes_prior(fixture_dir, tmp_path):
     assert "samples/s" in result.stdout and "median |excess kurtosis|" in result.stdout
     with np.load(out) as data:
         assert set(data.files) == {*PRIOR_KEYS, "generator_fingerprint"}
-    fingerprint = io.read_generator_config(tmp_path / "gen")[1]["fingerprint"]
+    fingerprint = checkpoints.read_generator_config(tmp_path / "gen")[1]["fingerprint"]
     _, stats = load_prior(out, expected_fingerprint=fingerprint)
     assert (stats["num_samples"], stats["seed"]) == (1500, 1)
 

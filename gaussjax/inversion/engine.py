@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from gaussjax import latent_spaces
-from gaussjax.prior import prior_energy
+from gaussjax.inversion import spaces as latent_spaces
+from gaussjax.analysis.prior import prior_energy
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,16 +20,15 @@ import dataclasses
 import functools
 import io
 import pathlib
-import zipfile
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gaussjax.config import GeneratorConfig
-from gaussjax.gaussianize import gaussianize
-from gaussjax.io import write_bytes_atomic
+from gaussjax.networks.config import GeneratorConfig
+from gaussjax.analysis.gaussianize import gaussianize
+from gaussjax.files.safe_io import read_npz, write_bytes_atomic
 
 # Keys of a fitted prior (the dict returned by `fit_generator_prior` and stored by `save_prior`).
 PRIOR_KEYS = ("mean", "cov", "num_samples", "negative_slope", "seed", "class_idx", "w_std",
@@ -342,16 +341,7 @@ def _read_prior_file(path: pathlib.Path) -> dict:
     """The arrays of a prior npz (scalars as Python values), or a one-line ValueError."""
     if not path.is_file():
         raise ValueError(f"{path}: no such prior file (make one with experiments.fit_prior)")
-    try:
-        # Opened here, not by np.load, which leaks the handle when the zip directory is corrupt.
-        with path.open("rb") as f:
-            data = np.load(f, allow_pickle=False)
-            if not isinstance(data, np.lib.npyio.NpzFile):  # A plain .npy file loads as one array.
-                raise ValueError("not an npz archive")
-            with data:
-                stats = {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path}: not a readable prior file ({type(e).__name__}: {e})") from e
+    stats = read_npz(path)
     missing = [k for k in (*PRIOR_KEYS, FINGERPRINT_KEY) if k not in stats]
     if missing:
         raise ValueError(f"{path}: not a prior file, missing keys {missing}")

@@ -8,8 +8,8 @@ images exactly, so the true latents are known).
 import jax
 from flax import nnx
 
-from gaussjax.config import GeneratorConfig
-from gaussjax.stylegan2 import Generator
+from gaussjax.networks.config import GeneratorConfig
+from gaussjax.networks.stylegan2 import Generator
 
 DEMO_CONFIG = GeneratorConfig(z_dim=64, w_dim=64, img_resolution=32, img_channels=3, mapping_layers=8,
                               channel_base=1024, channel_max=64, architecture="skip")

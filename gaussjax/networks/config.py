@@ -83,6 +83,18 @@ class GeneratorConfig:
         return self.w_dim if self.mapping_layer_features is None else self.mapping_layer_features
 
     @property
+    def num_layers(self) -> int:
+        """Number of synthesis layers (modulated 3x3 convs), one noise input each."""
+        return len(self.noise_resolutions)
+
+    def layer_resolution(self, layer: int) -> int:
+        """Output resolution of synthesis layer `layer` (0: b4.conv1, 2k-1 / 2k: the k-th block)."""
+        return self.noise_resolutions[layer]
+
+    def layer_channels(self, layer: int) -> int:
+        return self.channels(self.noise_resolutions[layer])
+
+    @property
     def noise_resolutions(self) -> tuple[int, ...]:
         """Resolution of every noise input, in synthesis order: [4, 8, 8, 16, 16, ...]."""
         return (4,) + tuple(r for r in self.block_resolutions[1:] for _ in range(2))

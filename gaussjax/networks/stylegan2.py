@@ -8,14 +8,15 @@ cross-correlation orientation (the converter flips the official true-convolution
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gaussjax import ops
-from gaussjax.config import GeneratorConfig
+from gaussjax.networks import ops
+from gaussjax.networks.config import GeneratorConfig
 
 NOISE_MODES = ("const", "random", "none")
 
@@ -133,8 +134,28 @@ class ToRGBLayer(nnx.Module):
         return ops.bias_act(x, self.bias[...], clamp=self.conv_clamp).astype(jnp.float32)
 
 
+class SynthesisState(NamedTuple):
+    """What flows between synthesis layers; the synthesis network can stop and start at any layer.
+
+    Attributes:
+      x: [N, H, W, C] the activation after the layer.
+      img: [N, R, R, img_channels] float32 RGB accumulator of the skip architecture as of the last
+        finished block, or None (other architectures, or an accumulator restarted at the entry).
+      residual: [N, H, W, C] the resnet skip branch of the block input, after a resnet block's conv0
+        layer only (the block's conv1 adds it); None otherwise.
+    """
+
+    x: jax.Array
+    img: jax.Array | None = None
+    residual: jax.Array | None = None
+
+
 class SynthesisBlock(nnx.Module):
-    """One resolution: (const | conv0 up) -> conv1 -> [torgb]; resnet adds a 1x1 up skip."""
+    """One resolution: (const | conv0 up) -> conv1 -> [torgb]; resnet adds a 1x1 up skip.
+
+    A block is two synthesis layers (b4: the constant input and conv1), run by `conv0_step` and
+    `conv1_step` so the network can enter and leave between them.
+    """
 
     def __init__(self, res, cfg: GeneratorConfig, *, rngs):
         out_ch = cfg.channels(res)
@@ -154,24 +175,35 @@ class SynthesisBlock(nnx.Module):
         if self.has_torgb:
             self.torgb = ToRGBLayer(out_ch, cfg.img_channels, cfg.w_dim, cfg, rngs=rngs)
 
-    def __call__(self, x, img, ws, noises, dtype):
-        """ws: [N, 3, w_dim] (conv0, conv1, torgb; b4 uses rows 1-2 only); noises: (conv0, conv1)."""
-        if self.is_first:
-            x = jnp.broadcast_to(self.const[...].astype(dtype), (ws.shape[0],) + self.const.shape)
-            x = self.conv1(x, ws[:, 1], noises[1])
-        elif self.architecture == "resnet":
-            y = self._skip(x) * jnp.asarray(math.sqrt(0.5), dtype)
-            x = self.conv0(x, ws[:, 0], noises[0])
-            x = y + self.conv1(x, ws[:, 1], noises[1], gain=math.sqrt(0.5))
+    def input_state(self, batch, dtype, const_input=None) -> SynthesisState:
+        """b4's input: the learned constant, or `const_input` [N, 4, 4, C] in its place."""
+        if const_input is None:
+            x = jnp.broadcast_to(self.const[...].astype(dtype), (batch,) + self.const.shape)
         else:
-            x = self.conv0(x, ws[:, 0], noises[0])
-            x = self.conv1(x, ws[:, 1], noises[1])
+            _check_shape("const_input", const_input, self.const.shape)
+            x = jnp.asarray(const_input).astype(dtype)
+        return SynthesisState(x)
+
+    def conv0_step(self, state: SynthesisState, w, noise) -> SynthesisState:
+        """The upsampling layer. w: [N, w_dim]; noise: None or [.., H, W, 1]."""
+        residual = None
+        if self.architecture == "resnet":
+            residual = self._skip(state.x) * jnp.asarray(math.sqrt(0.5), state.x.dtype)
+        return SynthesisState(self.conv0(state.x, w, noise), state.img, residual)
+
+    def conv1_step(self, state: SynthesisState, w, w_rgb, noise) -> SynthesisState:
+        """The second layer, then the block's RGB output. w, w_rgb: [N, w_dim] (conv1, torgb)."""
+        if state.residual is not None:
+            x = state.residual + self.conv1(state.x, w, noise, gain=math.sqrt(0.5))
+        else:
+            x = self.conv1(state.x, w, noise)
+        img = state.img
         if img is not None:
             img = ops.upsample2d(img, ops.setup_filter(self.filter_taps))
         if self.has_torgb:
-            y = self.torgb(x, ws[:, 2])
+            y = self.torgb(x, w_rgb)
             img = y if img is None else img + y
-        return x, img
+        return SynthesisState(x, img)
 
     def _skip(self, x):
         kernel = self.skip[...] / math.sqrt(self.skip.shape[2])
@@ -179,15 +211,23 @@ class SynthesisBlock(nnx.Module):
 
 
 class SynthesisNetwork(nnx.Module):
-    """W+ codes [N, num_ws, w_dim] -> images [N, H, W, C] float32, nominal range [-1, 1]."""
+    """W+ codes [N, num_ws, w_dim] -> images [N, H, W, C] float32, nominal range [-1, 1].
+
+    Synthesis layer j (0 <= j < cfg.num_layers) is b4.conv1 for j = 0, then conv0 and conv1 of the
+    k-th block for j = 2k-1 and 2k: the order of `cfg.noise_resolutions`. Layer j's conv reads
+    ws[:, j]; the torgb after layer 2k reads ws[:, 2k+1] (shared with the next block's conv0, as
+    in the official code). The network can return the state after any layer (`stop_layer`) and
+    continue from a given state (`start_layer`, `start_state`).
+    """
 
     def __init__(self, cfg: GeneratorConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
         self.blocks = nnx.List([SynthesisBlock(res, cfg, rngs=rngs) for res in cfg.block_resolutions])
 
-    def __call__(self, ws, noise_mode="const", key=None, noise=None, dtype=jnp.float32):
+    def __call__(self, ws, noise_mode="const", key=None, noise=None, dtype=jnp.float32, *,
+                 const_input=None, start_layer=None, start_state=None, stop_layer=None):
         """Args:
-          ws: [N, num_ws, w_dim].
+          ws: [N, num_ws, w_dim]. Rows read only by skipped layers are ignored.
           noise_mode: 'const' (stored noise maps), 'random' (fresh maps from `key`, independent per
             layer) or 'none'. Ignored when `noise` is given.
           key: PRNG key for 'random'.
@@ -196,20 +236,36 @@ class SynthesisNetwork(nnx.Module):
             learned noise strength, as the official projector's optimised noise buffers are).
           dtype: compute dtype of activations (float32 reference; bfloat16 for accelerators). Styles,
             demodulation and the image skip path stay float32.
+          const_input: [N, 4, 4, C] replaces the learned 4x4 constant.
+          start_layer, start_state: run layers start_layer+1, ... from `start_state`, the state after
+            layer `start_layer` (a SynthesisState whose `img` None restarts the RGB accumulator).
+          stop_layer: return the SynthesisState after this layer instead of the image.
         Returns:
-          Images [N, img_resolution, img_resolution, img_channels] float32.
+          Images [N, img_resolution, img_resolution, img_channels] float32, or a SynthesisState.
         """
         cfg = self.cfg
         _check_shape("ws", ws, (cfg.num_ws, cfg.w_dim))
         ws = jnp.asarray(ws, jnp.float32)
         noises = self._noise_inputs(ws.shape[0], noise_mode, key, noise)
-        x = img = None
-        for i, block in enumerate(self.blocks):
-            # Block i >= 1 reads ws[2i-1 : 2i+2]; b4 reads ws[0:2] (padded to 3 rows at the front).
-            w_rows = jnp.pad(ws[:, :2], ((0, 0), (1, 0), (0, 0))) if i == 0 else ws[:, 2 * i - 1:2 * i + 2]
-            layer_noise = (None, noises[0]) if i == 0 else (noises[2 * i - 1], noises[2 * i])
-            x, img = block(x, img, w_rows, layer_noise, dtype)
-        return img
+        if (start_layer is None) != (start_state is None):
+            raise ValueError("start_layer and start_state go together")
+        first = 0 if start_layer is None else start_layer + 1
+        last = cfg.num_layers - 1 if stop_layer is None else stop_layer
+        if not -1 <= first - 1 <= last < cfg.num_layers:
+            raise ValueError(f"layers must satisfy start_layer < stop_layer < {cfg.num_layers}, "
+                             f"got {start_layer}, {stop_layer}")
+        state = start_state
+        if first == 0:
+            state = self.blocks[0].input_state(ws.shape[0], dtype, const_input)
+        for j in range(first, last + 1):
+            state = self._layer(j, state, ws, noises[j])
+        return state if stop_layer is not None else state.img
+
+    def _layer(self, j, state, ws, noise) -> SynthesisState:
+        block = self.blocks[(j + 1) // 2]
+        if j % 2 == 1:
+            return block.conv0_step(state, ws[:, j], noise)
+        return block.conv1_step(state, ws[:, j], ws[:, j + 1], noise)
 
     def _noise_inputs(self, batch, noise_mode, key, noise):
         cfg = self.cfg
@@ -304,9 +360,12 @@ class PureGenerator:
         """z [N, z_dim], c [N, c_dim] | None -> ws [N, num_ws, w_dim]."""
         return self.merge(params).mapping(z, c, truncation_psi, truncation_cutoff)
 
-    def synthesis(self, params, ws, noise_mode="const", key=None, noise=None, dtype=jnp.float32):
-        """ws [N, num_ws, w_dim] -> images [N, H, W, C] (see SynthesisNetwork.__call__)."""
-        return self.merge(params).synthesis(ws, noise_mode=noise_mode, key=key, noise=noise, dtype=dtype)
+    def synthesis(self, params, ws, noise_mode="const", key=None, noise=None, dtype=jnp.float32,
+                  **entry_exit):
+        """ws [N, num_ws, w_dim] -> images [N, H, W, C]; `entry_exit`: const_input, start_layer,
+        start_state, stop_layer (see SynthesisNetwork.__call__)."""
+        return self.merge(params).synthesis(ws, noise_mode=noise_mode, key=key, noise=noise, dtype=dtype,
+                                            **entry_exit)
 
     def __hash__(self):
         return hash(self.graphdef)

@@ -14,12 +14,11 @@ import json
 import math
 import os
 import pathlib
-import zipfile
 
 import numpy as np
 
-from gaussjax import images
-from gaussjax.io import write_bytes_atomic
+from gaussjax.files import images
+from gaussjax.files.safe_io import read_npz, write_bytes_atomic
 
 SUMMARY = "summary.jsonl"
 
@@ -118,11 +117,7 @@ def read_latents(path, cfg):
     Raises:
       ValueError: unreadable file, no `w`, or shapes that do not fit the generator.
     """
-    try:
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise ValueError(f"cannot read latents {path}: {e}") from e
+    arrays = read_npz(path)
     if "w" not in arrays:
         raise ValueError(f"{path} has no key 'w' (keys: {sorted(arrays)})")
     w = arrays["w"].astype(np.float32)

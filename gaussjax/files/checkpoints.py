@@ -1,4 +1,4 @@
-"""File I/O: Orbax checkpoints (behind `save_tree` / `load_tree`), generator directories, images.
+"""Orbax checkpoints (behind `save_tree` / `load_tree`) and generator directories.
 
 The Orbax V1 API (`orbax.checkpoint.v1`) is used in exactly two functions, so a future API switch is a
 one-file change.
@@ -9,7 +9,6 @@ import json
 import os
 import pathlib
 import shutil
-import tempfile
 import uuid
 
 import jax
@@ -17,8 +16,8 @@ import numpy as np
 from flax import nnx
 from orbax.checkpoint import v1 as ocp
 
-from gaussjax.config import GeneratorConfig
-from gaussjax.stylegan2 import Generator
+from gaussjax.networks.config import GeneratorConfig
+from gaussjax.networks.stylegan2 import Generator
 
 CONFIG_FILE = "config.json"
 WEIGHTS_DIR = "weights"
@@ -127,16 +126,3 @@ def load_generator_module(path) -> Generator:
     graphdef, abstract_state = nnx.split(model)
     state = load_tree(pathlib.Path(path) / WEIGHTS_DIR, abstract_state)
     return nnx.merge(graphdef, state)
-
-
-def write_bytes_atomic(path, data: bytes) -> None:
-    """Writes a file via a temporary sibling and rename, so a reader never sees half of it."""
-    path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise

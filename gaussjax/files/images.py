@@ -10,7 +10,7 @@ import jax
 import numpy as np
 from PIL import Image, ImageOps
 
-from gaussjax.io import write_bytes_atomic
+from gaussjax.files.safe_io import write_bytes_atomic
 
 
 def to_uint8(images) -> np.ndarray:

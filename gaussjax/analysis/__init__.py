@@ -1,0 +1,1 @@
+"""Latent-space statistics: Gaussianization and the Gaussian prior fitted on mapped latents."""

@@ -1,0 +1,1 @@
+"""Files: generator checkpoints, images, inversion results, and the safe read/write helpers."""

@@ -1,0 +1,77 @@
+"""File helpers every other module builds on: checked reads and atomic writes (a leaf module).
+
+Readers raise one-line errors that name the file (a `ValueError` subclass of the caller's choice),
+so command-line tools can print them as they are. Writers never leave a half-written file behind.
+"""
+
+import os
+import pathlib
+import tempfile
+
+import numpy as np
+
+
+class FileReadError(ValueError):
+    """A file that is missing, empty or unreadable; the message is one line and names the file."""
+
+
+def require_file(path, error: type[ValueError] = FileReadError) -> pathlib.Path:
+    """The path of an existing, non-empty regular file, or `error` saying what is wrong."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise error(f"{path}: no such file")
+    if path.is_dir():
+        raise error(f"{path}: is a directory, not a file")
+    if not path.is_file():
+        raise error(f"{path}: not a regular file")
+    if path.stat().st_size == 0:
+        raise error(f"{path}: the file is empty (0 bytes)")
+    return path
+
+
+def read_npz(path, error: type[ValueError] = FileReadError) -> dict[str, np.ndarray]:
+    """All arrays of an .npz archive; pickled objects are refused.
+
+    Raises:
+      error: missing/empty file, a plain .npy or any other non-npz content, a corrupt archive.
+    """
+    path = require_file(path, error)
+    try:
+        # Opened here, not by np.load, which leaks the handle when the zip directory is corrupt.
+        with path.open("rb") as f:
+            data = np.load(f, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("a single .npy array, not an .npz archive")
+            with data:
+                return {k: data[k] for k in data.files}
+    except Exception as e:  # zipfile, ValueError (incl. object arrays), OSError, EOFError
+        raise error(f"{path}: cannot read as .npz ({first_line(e)})") from e
+
+
+def first_line(e: BaseException) -> str:
+    """'TypeName: first line of the message' (library errors can span many lines)."""
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0][:200] if lines else ''}"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_bytes_atomic(path, data: bytes) -> None:
+    """Writes a file via a temporary sibling and rename, so a reader never sees half of it.
+
+    The file gets the usual permissions (0666 minus the umask), not mkstemp's private 0600.
+    """
+    path = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise

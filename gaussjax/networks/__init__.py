@@ -1,0 +1,1 @@
+"""Networks: the StyleGAN2 generator (NHWC NNX modules and their numerics) and LPIPS-VGG16."""
