@@ -13,7 +13,7 @@ depend on the rest of the batch. `steps_per_dispatch` steps run inside one `lax.
 
 import dataclasses
 import math
-from typing import NamedTuple
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +26,8 @@ from gaussjax.analysis.prior import prior_energy
 
 @dataclasses.dataclass(frozen=True)
 class InversionConfig:
-    """Hyperparameters. Defaults follow NVIDIA's projector.py where it has one (reference §3.1).
+    """Hyperparameters. Defaults follow NVIDIA's projector.py where it has one (reference §3.1);
+    a space brings its own (`for_space`), and explicit settings override those.
 
     `prior_weight` (λ) is not given by the paper ([NF] in papers.md): sweep it.
     """
@@ -36,6 +37,7 @@ class InversionConfig:
     steps_per_dispatch: int = 50
     optimizer: str = "adam"  # any optax optimiser taking `learning_rate`
     learning_rate: float = 0.1
+    lr_schedule: str = "official"  # "official" (ramp up, cosine ramp down) or "constant"
     lr_rampup: float = 0.05
     lr_rampdown: float = 0.25
     latent_noise_factor: float = 0.05
@@ -43,26 +45,50 @@ class InversionConfig:
     mse_weight: float = 1.0
     lpips_weight: float = 0.0
     prior_weight: float = 1e-5
+    feature_reg_weight: float = 10.0  # F spaces: mean((F - F0)^2)
     optimize_noise: bool = False
     noise_reg_weight: float = 1e5
     lpips_resolution: int = 256  # targets above this are area-downsampled for LPIPS, as official
+    # Options of the spaces that use them (see spaces.SpaceOptions).
+    truncation_psi: float = 1.0
+    truncation_cutoff: int | None = None
+    feature_layer: int | None = None
+    feature_init: str = "mean_latent"
+    class_idx: int | None = None  # conditional generators: the class Z spaces map with
+
+    @classmethod
+    def for_space(cls, space: str, **overrides) -> "InversionConfig":
+        """The config of `space`: its own defaults (spaces.space_defaults), then `overrides`."""
+        return cls(**{"space": space, **latent_spaces.space_defaults(space), **overrides})
 
     def __post_init__(self):
-        latent_spaces.get_space(self.space)  # raises for an unknown space
+        latent_spaces.check_space_name(self.space)
         if self.num_steps < 1 or self.steps_per_dispatch < 1:
             raise ValueError(f"num_steps and steps_per_dispatch must be >= 1, got {self.num_steps}, "
                              f"{self.steps_per_dispatch}")
-        weights = {"mse_weight": self.mse_weight, "lpips_weight": self.lpips_weight,
-                   "prior_weight": self.prior_weight, "noise_reg_weight": self.noise_reg_weight}
+        weights = {k: getattr(self, k) for k in LOSS_WEIGHTS.values()}
         negative = [k for k, v in weights.items() if v < 0]
         if negative:
             raise ValueError(f"loss weights must be >= 0: {negative}")
         if self.mse_weight == 0 and self.lpips_weight == 0:
             raise ValueError("no data term: mse_weight and lpips_weight are both 0")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if not 0 < self.truncation_psi <= 1:
+            raise ValueError(f"truncation_psi must be in (0, 1], got {self.truncation_psi}")
+
+
+LR_SCHEDULES = ("official", "constant")
+# Loss term -> the config field holding its weight.
+LOSS_WEIGHTS = {"mse": "mse_weight", "lpips": "lpips_weight", "prior": "prior_weight",
+                "noise_reg": "noise_reg_weight", "feature_reg": "feature_reg_weight"}
 
 
 def lr_schedule(cfg: InversionConfig):
-    """The official projector's schedule as an optax schedule: cosine ramp-down, linear ramp-up."""
+    """The official projector's schedule as an optax schedule (cosine ramp-down, linear ramp-up),
+    or a constant rate."""
+    if cfg.lr_schedule == "constant":
+        return optax.constant_schedule(cfg.learning_rate)
 
     def schedule(count):
         t = count / cfg.num_steps
@@ -85,9 +111,9 @@ def make_optimizer(cfg: InversionConfig) -> optax.GradientTransformation:
     return tx
 
 
-def latent_noise_scale(cfg: InversionConfig, t, w_std):
-    """w_std * factor * max(0, 1 - t / ramp)^2 (official)."""
-    return w_std * cfg.latent_noise_factor * jnp.square(jnp.maximum(0.0, 1.0 - t / cfg.latent_noise_ramp))
+def latent_noise_scale(cfg: InversionConfig, t, unit):
+    """unit * factor * max(0, 1 - t / ramp)^2 (official; unit: the space's spread, w_std for W)."""
+    return unit * cfg.latent_noise_factor * jnp.square(jnp.maximum(0.0, 1.0 - t / cfg.latent_noise_ramp))
 
 
 def noise_regularizer(noise_maps) -> jax.Array:
@@ -125,14 +151,29 @@ def psnr(mse):
     return 10.0 * jnp.log10(4.0 / jnp.maximum(mse, 1e-20))
 
 
-class InversionResult(NamedTuple):
-    """Batched results: ws [B, num_ws, w_dim], images [B, H, W, C], terms {name: [B]} (loss terms
-    and psnr), noise: the optimised noise maps, one [B, r, r] array per layer, or None."""
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["ws", "images", "terms", "noise", "latents"],
+                   meta_fields=[])
+@dataclasses.dataclass(frozen=True)
+class InversionResult:
+    """Batched results.
+
+    Attributes:
+      ws: [B, num_ws, w_dim] the W+ codes the images were rendered from.
+      images: [B, H, W, C].
+      terms: {name: [B]} loss terms, the total `loss` and `psnr`.
+      noise: the optimised noise maps, one [B, r, r] array per layer, or None.
+      latents: {name: [B, ...]} the space's own variables (z rows, F, ...), for `to_arrays`.
+    Unpacks as (ws, images, terms, noise).
+    """
 
     ws: jax.Array
     images: jax.Array
     terms: dict
     noise: list | None
+    latents: dict
+
+    def __iter__(self):
+        return iter((self.ws, self.images, self.terms, self.noise))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,20 +182,23 @@ class Statics:
 
     gen_fns: object  # PureGenerator
     lpips_fns: object | None  # nnx GraphDef of an LPIPS module, or None
-    context: latent_spaces.SpaceContext
+    space: latent_spaces.LatentSpace
     noise_resolutions: tuple[int, ...]
 
 
 class Inverter:
     """Inverts batches of images. All heavy work is in jitted pure functions:
 
-    features(lpips_params, targets) -> LPIPS target features; init(seeds) -> state; run(gen_params, lpips_params, prior, state, targets, target_feats) -> state
-    (steps_per_dispatch steps, state donated); evaluate(...) -> InversionResult.
+      features(lpips_params, targets) -> LPIPS target features [B, F];
+      init(gen_params, seeds, targets) -> state;
+      run(gen_params, lpips_params, prior, state, targets, target_feats) -> (state, losses [B]):
+        up to steps_per_dispatch steps (fewer in the last dispatch), state donated;
+      evaluate(...) -> InversionResult.
     `trace_counts` counts how often each was traced (a single compile is expected).
     """
 
     def __init__(self, gen_fns, gen_cfg, cfg: InversionConfig, w_mean, w_std, lpips_fns=None,
-                 optimizer: optax.GradientTransformation | None = None):
+                 optimizer: optax.GradientTransformation | None = None, class_label=None):
         if cfg.lpips_weight > 0 and lpips_fns is None:
             raise ValueError("lpips_weight > 0 needs an LPIPS model (pass --vgg=FILE)")
         if cfg.lpips_weight > 0 and min(gen_cfg.img_resolution, cfg.lpips_resolution) < 16:
@@ -162,11 +206,13 @@ class Inverter:
         if cfg.optimize_noise and not gen_cfg.use_noise:
             raise ValueError("optimize_noise: this generator has no noise inputs (use_noise=False)")
         self.cfg = cfg
-        self.space = latent_spaces.get_space(cfg.space)
+        context = latent_spaces.SpaceContext(
+            gen_fns, gen_cfg, jnp.asarray(w_mean, jnp.float32), float(w_std),
+            None if class_label is None else jnp.asarray(class_label, jnp.float32),
+            latent_spaces.SpaceOptions.from_config(cfg))
+        self.space = latent_spaces.make_space(cfg.space, context)
         self.tx = optimizer or make_optimizer(cfg)
-        self.w_std = float(w_std)
-        self.statics = Statics(gen_fns, lpips_fns, latent_spaces.SpaceContext(
-            gen_cfg.num_ws, gen_cfg.w_dim, jnp.asarray(w_mean, jnp.float32)), gen_cfg.noise_resolutions)
+        self.statics = Statics(gen_fns, lpips_fns, self.space, gen_cfg.noise_resolutions)
         self.trace_counts = {"init": 0, "run": 0, "evaluate": 0}
         self.init = jax.jit(self._init)
         self.run = jax.jit(self._run, donate_argnames=("state",))
@@ -174,42 +220,50 @@ class Inverter:
         self.features = jax.jit(self.target_features)
 
     # ---- per-image pieces -------------------------------------------------------------------------
-    def _init_one(self, key):
-        variables = {"latent": self.space.init(self.statics.context)}
+    def _init_one(self, gen_params, key, target):
+        latent, constants = self.space.init(gen_params, jax.random.fold_in(key, 1), target)
+        variables = {"latent": latent}
         if self.cfg.optimize_noise:
             keys = jax.random.split(key, len(self.statics.noise_resolutions))
             variables["noise"] = [jax.random.normal(k, (r, r)) for k, r in zip(keys, self.statics.noise_resolutions)]
-        return {"variables": variables, "opt_state": self.tx.init(variables), "key": key}
+        return {"variables": variables, "constants": constants, "opt_state": self.tx.init(variables), "key": key}
 
-    def _render(self, gen_params, variables, latent):
-        ws = self.space.to_ws(self.statics.context, latent)
-        image = self.statics.gen_fns.synthesis(gen_params, ws[None], noise=variables.get("noise"))[0]
-        return ws, image
+    def _render(self, gen_params, variables, constants, latent, key):
+        """One image: (ws [num_ws, w_dim], image [H, W, C]). key None: the deterministic render."""
+        inputs = self.space.synthesis_inputs(gen_params, latent, constants, key)
+        batched = jax.tree.map(lambda x: x[None], (inputs.ws, inputs.start_state, inputs.const_input))
+        image = self.statics.gen_fns.synthesis(
+            gen_params, batched[0], noise=variables.get("noise"), start_layer=inputs.start_layer,
+            start_state=batched[1], const_input=batched[2])[0]
+        return inputs.ws, image
 
-    def _terms(self, gen_params, lpips_params, prior, variables, latent, target, target_feats):
+    def _terms(self, gen_params, lpips_params, prior, image_state, latent, target, target_feats, key=None):
         """All loss terms of one image (scalars) and its rendered image."""
-        ws, image = self._render(gen_params, variables, latent)
+        variables, constants = image_state["variables"], image_state["constants"]
+        ws, image = self._render(gen_params, variables, constants, latent, key)
         terms = {"mse": jnp.mean(jnp.square(image - target))}
         if self.statics.lpips_fns is not None:
             lpips = nnx.merge(self.statics.lpips_fns, lpips_params)
             feats = lpips.features(area_downsample(image, self.cfg.lpips_resolution)[None])[0]
             terms["lpips"] = jnp.sum(jnp.square(feats - target_feats))
         if prior is not None:
-            terms["prior"] = prior_energy(prior, self.space.prior_rows(variables["latent"])[None])[0]
+            # Scored on the variables themselves, not on their ramp-perturbed copy.
+            rows = self.space.prior_rows(gen_params, variables["latent"])
+            terms["prior"] = prior_energy(prior, rows[None])[0]
         if self.cfg.optimize_noise:
             terms["noise_reg"] = noise_regularizer(variables["noise"])
-        weights = {"mse": self.cfg.mse_weight, "lpips": self.cfg.lpips_weight,
-                   "prior": self.cfg.prior_weight, "noise_reg": self.cfg.noise_reg_weight}
-        terms["loss"] = sum(weights[k] * v for k, v in terms.items())
+        terms.update(self.space.extra_terms(latent, constants))
+        terms["loss"] = sum(getattr(self.cfg, LOSS_WEIGHTS[k]) * v for k, v in terms.items())
         return terms, ws, image
 
     def _step_one(self, gen_params, lpips_params, prior, image_state, target, target_feats, step):
-        key, sub = jax.random.split(image_state["key"])
+        key, ramp_key, space_key = jax.random.split(image_state["key"], 3)
         t = step / self.cfg.num_steps
 
         def loss_fn(variables):
-            latent = self.space.perturb(variables["latent"], sub, latent_noise_scale(self.cfg, t, self.w_std))
-            terms, _, _ = self._terms(gen_params, lpips_params, prior, variables, latent, target, target_feats)
+            latent = self.space.perturb(variables["latent"], ramp_key, latent_noise_scale(self.cfg, t, self.space.noise_unit))
+            terms, _, _ = self._terms(gen_params, lpips_params, prior, {**image_state, "variables": variables},
+                                      latent, target, target_feats, space_key)
             return terms["loss"], terms
 
         (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(image_state["variables"])
@@ -217,13 +271,14 @@ class Inverter:
         variables = optax.apply_updates(image_state["variables"], updates)
         if self.cfg.optimize_noise:
             variables = {**variables, "noise": normalize_noise(variables["noise"])}
-        return {"variables": variables, "opt_state": opt_state, "key": key}, terms
+        return {**image_state, "variables": variables, "opt_state": opt_state, "key": key}, terms
 
     # ---- batched, jitted entry points -------------------------------------------------------------
-    def _init(self, seeds):
+    def _init(self, gen_params, seeds, targets):
         self.trace_counts["init"] += 1
         keys = jax.vmap(jax.random.key)(seeds)
-        return {"images": jax.vmap(self._init_one)(keys), "step": jnp.zeros((), jnp.int32)}
+        images = jax.vmap(self._init_one, in_axes=(None, 0, 0))(gen_params, keys, targets)
+        return {"images": images, "step": jnp.zeros((), jnp.int32)}
 
     def _run(self, gen_params, lpips_params, prior, state, targets, target_feats):
         self.trace_counts["run"] += 1
@@ -231,26 +286,24 @@ class Inverter:
 
         def body(_, carry):
             images, step, _ = carry
-            new_images, terms = step_batch(gen_params, lpips_params, prior, images, targets, target_feats, step)
-            # Steps past num_steps are no-ops, so every dispatch has the same shape (one compile).
-            active = step < self.cfg.num_steps
-            images = jax.tree.map(lambda new, old: jnp.where(active, new, old), new_images, images)
-            return images, step + active.astype(jnp.int32), terms["loss"]
+            images, terms = step_batch(gen_params, lpips_params, prior, images, targets, target_feats, step)
+            return images, step + 1, terms["loss"]
 
+        # A traced trip count: the last dispatch runs only the steps that are left, and every
+        # dispatch still has the same shapes (one compile).
+        num = jnp.clip(self.cfg.num_steps - state["step"], 0, self.cfg.steps_per_dispatch)
         loss0 = jnp.zeros(targets.shape[:1], jnp.float32)
-        images, step, loss = jax.lax.fori_loop(0, self.cfg.steps_per_dispatch, body,
-                                               (state["images"], state["step"], loss0))
+        images, step, loss = jax.lax.fori_loop(0, num, body, (state["images"], state["step"], loss0))
         return {"images": images, "step": step}, loss
 
     def _evaluate(self, gen_params, lpips_params, prior, state, targets, target_feats):
         self.trace_counts["evaluate"] += 1
 
         def one(image_state, target, feats):
-            variables = image_state["variables"]
-            terms, ws, image = self._terms(gen_params, lpips_params, prior, variables, variables["latent"],
-                                           target, feats)
+            latent = image_state["variables"]["latent"]
+            terms, ws, image = self._terms(gen_params, lpips_params, prior, image_state, latent, target, feats)
             terms["psnr"] = psnr(terms["mse"])
-            return InversionResult(ws, image, terms, variables.get("noise"))
+            return InversionResult(ws, image, terms, image_state["variables"].get("noise"), latent)
 
         return jax.vmap(one)(state["images"], targets, target_feats)
 
@@ -276,13 +329,12 @@ class Inverter:
           lpips_params: LPIPS state when the config uses LPIPS.
           progress: optional callback(steps_done, losses [B]).
         Returns:
-          InversionResult (ws [B, num_ws, w_dim], images [B, H, W, C], terms {name: [B]}, noise).
+          InversionResult (ws [B, num_ws, w_dim], images [B, H, W, C], terms {name: [B]}, noise, latents).
         """
         feats = self.features(lpips_params, targets)
-        state = self.init(seeds)
+        state = self.init(gen_params, seeds, targets)
         for _ in range(self.num_dispatches()):
             state, loss = self.run(gen_params, lpips_params, prior, state, targets, feats)
             if progress is not None:
                 progress(int(state["step"]), loss)
         return self.evaluate(gen_params, lpips_params, prior, state, targets, feats)
-
