@@ -60,7 +60,7 @@ def image_steps_per_second(G, batch: int, steps: int) -> float:
     res, ch = G.cfg.img_resolution, G.cfg.img_channels
     targets = np.random.RandomState(0).uniform(-1, 1, (batch, res, res, ch)).astype(np.float32)
     feats = inverter.target_features(None, targets)
-    state = inverter.init(np.arange(batch, dtype=np.int32))
+    state = inverter.init(params, np.arange(batch, dtype=np.int32), targets)
     state, loss = inverter.run(params, None, prior, state, targets, feats)
     jax.block_until_ready(loss)
     start = time.perf_counter()

@@ -6,9 +6,10 @@
 
 Writes seedNNNN.png per seed (or latentNNNN.png per row of --latents) and grid.png. z for seed s is
 np.random.RandomState(s).randn(1, z_dim), as in NVIDIA's generate.py, so seeds give the same images as
-the official code. --latents reads key `w` of shape [N, num_ws, w_dim] (the official projector's
-projected_w.npz format and gaussjax's inversion output); optimised noise maps saved beside it by
-experiments.invert --optimize_noise (`noise_00`, ...) are used instead of --noise_mode.
+the official code. --latents renders an experiments.invert result in its own space (W, W+, Z, Z+,
+F/...: the saved native latents), or key `w` [N, num_ws, w_dim] of any other file (the official
+projector's projected_w.npz); optimised noise maps saved beside it (`noise_00`, ...) are used
+instead of --noise_mode.
 """
 
 import pathlib
@@ -18,7 +19,8 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from gaussjax.files import checkpoints, images, results
+from gaussjax.files import checkpoints, images
+from gaussjax.inversion.saved import load_results, render_variables
 from gaussjax.networks.stylegan2 import NOISE_MODES, PureGenerator
 
 _GENERATOR = flags.DEFINE_string("generator", None, "Generator directory (made by converters.convert).")
@@ -44,13 +46,9 @@ def parse_seeds(spec: str) -> list[int]:
 
 def class_labels(cfg, class_idx, n):
     """One-hot labels [n, c_dim] for conditional generators, None otherwise."""
-    if cfg.c_dim == 0:
-        if class_idx is not None:
-            logging.warning("--class_idx ignored: the generator is unconditional")
-        return None
-    if class_idx is None or not 0 <= class_idx < cfg.c_dim:
-        raise ValueError(f"this generator is conditional: pass --class_idx in [0, {cfg.c_dim})")
-    return np.tile(np.eye(cfg.c_dim, dtype=np.float32)[class_idx], (n, 1))
+    if cfg.c_dim == 0 and class_idx is not None:
+        logging.warning("--class_idx ignored: the generator is unconditional")
+    return cfg.class_labels(class_idx, n)
 
 
 def main(argv):
@@ -62,8 +60,9 @@ def main(argv):
         cfg = generator.cfg
         fns, params = PureGenerator.split(generator)
         if _LATENTS.value:
-            ws, noise = results.read_latents(_LATENTS.value, cfg)
-            names = [f"latent{i:04d}" for i in range(len(ws))]
+            saved = load_results(_LATENTS.value, fns, cfg)
+            rendered = np.concatenate([images.to_uint8(render_variables(r, params, [r.variables])) for r in saved])
+            names = [f"latent{i:04d}" for i in range(len(saved))]
         else:
             noise = None
             seeds = parse_seeds(_SEEDS.value)
@@ -75,7 +74,10 @@ def main(argv):
         sys.exit(f"error: {e}")
     outdir = pathlib.Path(_OUTDIR.value)
     outdir.mkdir(parents=True, exist_ok=True)
-    imgs = images.render_uint8(fns, params, np.asarray(ws), _NOISE_MODE.value, jax.random.key(0), noise)
+    if _LATENTS.value:
+        imgs = rendered
+    else:
+        imgs = images.render_uint8(fns, params, np.asarray(ws), _NOISE_MODE.value, jax.random.key(0), noise)
     for name, img in zip(names, imgs):
         images.save_png(outdir / f"{name}.png", img)
     images.save_png(outdir / "grid.png", images.make_grid(imgs))

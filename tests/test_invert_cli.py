@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from gaussjax.files import images, results
-from gaussjax.inversion import InversionConfig, InversionResult
+from gaussjax.inversion import InversionConfig, InversionResult, Inverter
+from gaussjax.networks.demo import DEMO_CONFIG
 
 FAST = ["--steps=20", "--steps_per_dispatch=10", "--prior_samples=2000", "--batch_size=2"]
 
@@ -123,12 +124,14 @@ def test_non_finite_results_are_reported_not_saved(tmp_path):
     recon = np.zeros((2, 32, 32, 3), np.float32)
     cfg = InversionConfig(space="wplus", num_steps=5)
     noise = [np.ones((2, 4, 4), np.float32)]
-    assert results.save_batch(tmp_path, batch, InversionResult(ws, recon, terms, noise), cfg, 1.0) == 1
+    inverter = Inverter(None, DEMO_CONFIG, cfg, np.zeros(64), 1.0)
+    result = InversionResult(ws, recon, terms, noise, {"wplus": ws})
+    assert results.save_batch(tmp_path, batch, result, inverter, 1.0) == 1
     records = {r["name"]: r for r in results.read_summary(tmp_path)}
     assert records["bad"]["status"] == "nan" and records["bad"]["loss"] is None
     assert not (tmp_path / "bad.npz").exists() and (tmp_path / "good.npz").exists()
     with np.load(tmp_path / "good.npz") as good:
-        assert sorted(good.files) == ["noise_00", "w"] and good["w"].shape == (1, 8, 64)
+        assert sorted(good.files) == ["latent_wplus", "noise_00", "space", "w"] and good["w"].shape == (1, 8, 64)
     json.loads((tmp_path / results.SUMMARY).read_text().splitlines()[0])  # valid JSON despite NaN
 
 

@@ -211,14 +211,14 @@ class MomentAccumulator:
             return (m.m4 / m.count) / (np.diag(m.cross) / m.count) ** 2 - 3.0
 
 
-def _class_labels(keys: jax.Array, c_dim: int, class_idx: int | None) -> jax.Array | None:
+def _class_labels(keys: jax.Array, cfg: GeneratorConfig, class_idx: int | None) -> jax.Array | None:
     """One-hot labels [N, c_dim] (class_idx, or uniform per-sample draws when None); None if c_dim = 0."""
-    if c_dim == 0:
+    if cfg.c_dim == 0:
         return None
-    if class_idx is None:
-        classes = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, 1), (), 0, c_dim))(keys)
-    else:
-        classes = jnp.full((len(keys),), class_idx)
+    if class_idx is not None:
+        return jnp.asarray(cfg.class_labels(class_idx, len(keys)))
+    c_dim = cfg.c_dim
+    classes = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, 1), (), 0, c_dim))(keys)
     return jax.nn.one_hot(classes, c_dim, dtype=jnp.float32)
 
 
@@ -228,7 +228,7 @@ def _sample_chunk(params, key, start, *, fns, cfg: GeneratorConfig, chunk_size: 
     # One key per sample index, so sample i is the same whatever the chunking.
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(start + jnp.arange(chunk_size))
     z = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0), (cfg.z_dim,)))(keys)
-    w = fns.mapping(params, z, _class_labels(keys, cfg.c_dim, class_idx))[:, 0]
+    w = fns.mapping(params, z, _class_labels(keys, cfg, class_idx))[:, 0]
     return w, gaussianize(w, cfg.mapping_negative_slope)
 
 

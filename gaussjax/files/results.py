@@ -78,35 +78,47 @@ def save_result(outdir, name: str, arrays: dict[str, np.ndarray], image: np.ndar
     images.save_png(outdir / f"{name}.png", images.to_uint8(image[None])[0])
 
 
-def save_batch(outdir, batch: list[dict], result, cfg, seconds: float) -> int:
+def save_batch(outdir, batch: list[dict], result, inverter, seconds: float) -> int:
     """Saves the results of one batch; non-finite results are reported, never saved.
 
     Args:
       outdir: output directory.
       batch: targets, dicts with name, file and (generated targets) true_ws [num_ws, w_dim].
       result: an InversionResult of host arrays, rows matching `batch`.
-      cfg: the InversionConfig (recorded in each summary line).
+      inverter: the Inverter (its config is recorded in each summary line, its space saves the
+        native latents).
       seconds: wall time per image.
     Returns:
       The number of images saved.
     """
-    ws, recon, terms = result.ws, result.images, result.terms
+    cfg, space = inverter.cfg, inverter.space
     ok = 0
     for i, target in enumerate(batch):
         record = {"name": target["name"], "file": target["file"], "space": cfg.space, "steps": cfg.num_steps,
-                  "prior_weight": cfg.prior_weight, "seconds": round(seconds, 3),
-                  **{k: float(v[i]) for k, v in terms.items()}}
-        if not (np.all(np.isfinite(ws[i])) and np.isfinite(record["loss"])):
+                  "prior_weight": cfg.prior_weight, "loss_used": cfg.loss_label, "seconds": round(seconds, 3),
+                  **{k: float(v[i]) for k, v in result.terms.items()}}
+        if not (np.all(np.isfinite(result.ws[i])) and np.isfinite(record["loss"])):
             print(f"{target['name']}: non-finite loss or latent; not saved", flush=True)
             append_summary(outdir, {**record, "status": "nan"})
             continue
         if "true_ws" in target:
-            record["latent_mse"] = float(np.mean(np.square(ws[i] - target["true_ws"])))
-        noise = {f"noise_{j:02d}": n[i] for j, n in enumerate(result.noise or [])}
-        save_result(outdir, target["name"], {"w": ws[i][None].astype(np.float32), **noise}, recon[i])
+            record["latent_mse"] = float(np.mean(np.square(result.ws[i] - target["true_ws"])))
+        latents = {k: v[i] for k, v in result.latents.items()}
+        arrays = result_arrays(result.ws[i], [n[i] for n in result.noise or []], space.record(),
+                               space.to_arrays(latents, None))
+        save_result(outdir, target["name"], arrays, result.images[i])
         append_summary(outdir, {**record, "status": "ok"})
         ok += 1
     return ok
+
+
+def result_arrays(ws, noise, space_record: dict, latents: dict) -> dict[str, np.ndarray]:
+    """The arrays of NAME.npz: `w` [1, num_ws, w_dim], `noise_NN`, the space's name and options
+    (`space`, a JSON string) and its native variables as `latent_<name>` [1, ...]."""
+    arrays = {"w": np.asarray(ws, np.float32)[None], "space": np.asarray(json.dumps(space_record, sort_keys=True))}
+    arrays.update({f"noise_{j:02d}": np.asarray(n, np.float32) for j, n in enumerate(noise)})
+    arrays.update({f"latent_{k}": np.asarray(v, np.float32)[None] for k, v in latents.items()})
+    return arrays
 
 
 def read_latents(path, cfg):
@@ -123,9 +135,33 @@ def read_latents(path, cfg):
     w = arrays["w"].astype(np.float32)
     if w.ndim != 3 or w.shape[1:] != (cfg.num_ws, cfg.w_dim):
         raise ValueError(f"{path}: w has shape {w.shape}, the generator needs [N, {cfg.num_ws}, {cfg.w_dim}]")
+    return w, _noise_maps(path, arrays, cfg)
+
+
+def _noise_maps(path, arrays, cfg):
     if "noise_00" not in arrays:
-        return w, None
+        return None
     noise = [arrays.get(f"noise_{j:02d}") for j in range(len(cfg.noise_resolutions))]
     if any(n is None or n.shape != (r, r) for n, r in zip(noise, cfg.noise_resolutions)):
         raise ValueError(f"{path}: noise maps do not match the generator's {len(cfg.noise_resolutions)} layers")
-    return w, noise
+    return noise
+
+
+def read_native_latents(path) -> tuple[dict | None, dict]:
+    """The space record and native variables of a gaussjax result (`result_arrays`).
+
+    Returns:
+      (space record dict, or None for a file with `w` only such as the official projected_w.npz;
+       {name: array without the batch axis}).
+    Raises:
+      ValueError: unreadable file or a corrupt space record.
+    """
+    arrays = read_npz(path)
+    if "space" not in arrays:
+        return None, {}
+    try:
+        record = json.loads(str(arrays["space"]))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: corrupt space record ({e})") from e
+    latents = {k[len("latent_"):]: v[0] for k, v in arrays.items() if k.startswith("latent_")}
+    return record, latents

@@ -56,6 +56,11 @@ class InversionConfig:
     feature_init: str = "mean_latent"
     class_idx: int | None = None  # conditional generators: the class Z spaces map with
 
+    @property
+    def loss_label(self) -> str:
+        """The data terms in use, e.g. 'mse+lpips'."""
+        return "+".join(k for k, w in (("mse", self.mse_weight), ("lpips", self.lpips_weight)) if w > 0)
+
     @classmethod
     def for_space(cls, space: str, **overrides) -> "InversionConfig":
         """The config of `space`: its own defaults (spaces.space_defaults), then `overrides`."""
@@ -228,19 +233,10 @@ class Inverter:
             variables["noise"] = [jax.random.normal(k, (r, r)) for k, r in zip(keys, self.statics.noise_resolutions)]
         return {"variables": variables, "constants": constants, "opt_state": self.tx.init(variables), "key": key}
 
-    def _render(self, gen_params, variables, constants, latent, key):
-        """One image: (ws [num_ws, w_dim], image [H, W, C]). key None: the deterministic render."""
-        inputs = self.space.synthesis_inputs(gen_params, latent, constants, key)
-        batched = jax.tree.map(lambda x: x[None], (inputs.ws, inputs.start_state, inputs.const_input))
-        image = self.statics.gen_fns.synthesis(
-            gen_params, batched[0], noise=variables.get("noise"), start_layer=inputs.start_layer,
-            start_state=batched[1], const_input=batched[2])[0]
-        return inputs.ws, image
-
     def _terms(self, gen_params, lpips_params, prior, image_state, latent, target, target_feats, key=None):
         """All loss terms of one image (scalars) and its rendered image."""
         variables, constants = image_state["variables"], image_state["constants"]
-        ws, image = self._render(gen_params, variables, constants, latent, key)
+        ws, image = latent_spaces.render(self.space, gen_params, latent, constants, key, variables.get("noise"))
         terms = {"mse": jnp.mean(jnp.square(image - target))}
         if self.statics.lpips_fns is not None:
             lpips = nnx.merge(self.statics.lpips_fns, lpips_params)
@@ -269,6 +265,7 @@ class Inverter:
         (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(image_state["variables"])
         updates, opt_state = self.tx.update(grads, image_state["opt_state"], image_state["variables"])
         variables = optax.apply_updates(image_state["variables"], updates)
+        variables = {**variables, "latent": self.space.project(variables["latent"])}
         if self.cfg.optimize_noise:
             variables = {**variables, "noise": normalize_noise(variables["noise"])}
         return {**image_state, "variables": variables, "opt_state": opt_state, "key": key}, terms

@@ -111,6 +111,10 @@ class LatentSpace:
         """name -> scalar; each is weighted by the InversionConfig field `<name>_weight`."""
         return {}
 
+    def project(self, variables):
+        """Applied after every optimiser step (e.g. back onto a constraint set); default: nothing."""
+        return variables
+
     def perturb(self, variables, key, scale):
         """The latent-noise ramp: N(0, scale^2) on every leaf of `variables` (scale is a fraction of
         `noise_unit`)."""
@@ -130,6 +134,44 @@ class LatentSpace:
         return {k: jnp.asarray(arrays[k]) for k in self.variable_keys}, {}
 
     variable_keys: tuple[str, ...] = ()
+
+    def record(self) -> dict:
+        """The space's name and options as saved in result files (see `restore_space`)."""
+        label = self.ctx.class_label
+        return {"name": self.name, **dataclasses.asdict(self.ctx.options),
+                "class_idx": None if label is None else int(np.argmax(np.asarray(label)))}
+
+
+def render(space: LatentSpace, gen_params, variables, constants=None, key=None, noise=None):
+    """One image from a space's variables: (ws [num_ws, w_dim], image [H, W, C] float32).
+
+    Args:
+      space: the space the variables belong to.
+      gen_params: generator state.
+      variables: the space's variables for one image (no batch axis).
+      constants: per-image constants from `init` ({} when rendering a saved result).
+      key: the per-step PRNG key during optimisation; None for the deterministic render.
+      noise: optional per-layer noise maps [res, res] (optimised ones), else the stored constants.
+    """
+    inputs = space.synthesis_inputs(gen_params, variables, constants or {}, key)
+    ws, state, const = jax.tree.map(lambda x: x[None], (inputs.ws, inputs.start_state, inputs.const_input))
+    image = space.ctx.gen_fns.synthesis(gen_params, ws, noise=noise, start_layer=inputs.start_layer,
+                                        start_state=state, const_input=const)[0]
+    return inputs.ws, image
+
+
+def restore_space(record: dict, gen_fns, gen_cfg) -> LatentSpace:
+    """The space of a saved result, from its `record()`; enough to render and edit its variables."""
+    record = dict(record)
+    name, class_idx = record.pop("name"), record.pop("class_idx", None)
+    label = None if class_idx is None else jnp.asarray(gen_cfg.class_labels(class_idx, 1)[0])
+    ctx = SpaceContext(gen_fns, gen_cfg, jnp.zeros((gen_cfg.w_dim,)), 1.0, label, SpaceOptions(**record))
+    return make_space(name, ctx)
+
+
+def to_sphere(z):
+    """[..., D] rows onto the sphere of radius sqrt(D): the mapping network's input PixelNorm."""
+    return z * jax.lax.rsqrt(jnp.mean(jnp.square(z), axis=-1, keepdims=True) + 1e-8)
 
 
 def _add_noise(tree, key, std):
@@ -189,8 +231,7 @@ class ZPlusSpace(LatentSpace):
 
     def init(self, gen_params, key, target):
         cfg = self.ctx.gen_cfg
-        z = jax.random.normal(key, (cfg.z_dim,))
-        z = z * jax.lax.rsqrt(jnp.mean(jnp.square(z)) + 1e-8)
+        z = to_sphere(jax.random.normal(key, (cfg.z_dim,)))
         rows = cfg.num_ws if self.rows_per_code is None else self.rows_per_code
         return {self.name: jnp.broadcast_to(z, (rows, cfg.z_dim))}, {}
 
@@ -209,6 +250,11 @@ class ZPlusSpace(LatentSpace):
     @property
     def noise_unit(self):
         return 1.0  # z ~ N(0, I)
+
+    def project(self, variables):
+        """Rows back onto the sphere of radius sqrt(z_dim). Renders are unchanged (the mapping's
+        PixelNorm sees the same direction); the optimiser's steps keep their scale."""
+        return {**variables, self.name: to_sphere(variables[self.name])}
 
     def prior_rows(self, gen_params, variables):
         return self.mapped_rows(gen_params, variables[self.name])
@@ -286,6 +332,12 @@ class WithFeatures(LatentSpace):
         f0 = constants["f0"]
         sq = [jnp.sum(jnp.square(variables[k] - f0[k])) for k in f0]
         return {"feature_reg": sum(sq) / sum(f0[k].size for k in f0)}
+
+    def record(self):
+        return {**super().record(), "feature_layer": self.feature_layer}
+
+    def project(self, variables):
+        return {**variables, **self.latent.project({k: variables[k] for k in self.latent.variable_keys})}
 
     def perturb(self, variables, key, scale):
         """The ramp (off by default) moves the latent only, not F."""

@@ -5,6 +5,8 @@ import json
 import math
 from typing import Any
 
+import numpy as np
+
 ARCHITECTURES = ("skip", "orig", "resnet")
 ACTIVATIONS = ("linear", "relu", "lrelu", "tanh", "sigmoid", "elu", "selu", "softplus", "swish")
 
@@ -103,6 +105,18 @@ class GeneratorConfig:
     def mapping_negative_slope(self) -> float:
         """Slope of the mapping network's last activation on negative inputs (1 when it is linear there)."""
         return {"lrelu": 0.2, "relu": 0.0}.get(self.mapping_activation, 1.0)
+
+    def class_labels(self, class_idx: int | None, n: int):
+        """One-hot labels [n, c_dim] float32 of class `class_idx`; None for unconditional generators.
+
+        Raises:
+          ValueError: a conditional generator and no class index, or one out of range.
+        """
+        if self.c_dim == 0:
+            return None
+        if class_idx is None or not 0 <= class_idx < self.c_dim:
+            raise ValueError(f"this generator is conditional: pass a class index (--class_idx) in [0, {self.c_dim})")
+        return np.tile(np.eye(self.c_dim, dtype=np.float32)[class_idx], (n, 1))
 
     # Conversions.
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,321 @@
+"""The inversion run: targets -> batches -> engine -> crash-safe result files. No flags here, so
+every launcher (experiments.invert and the paper's experiments) runs inversions the same way.
+
+    spec = RunSpec(outdir=pathlib.Path("out"), config=InversionConfig.for_space("f_zplus"),
+                   generator="models/ffhq", images="photos/*.jpg")
+    summary = run(spec)          # resumable: rerun the same spec to continue
+
+What `run` does, in order: validate everything it can before writing anything; load the generator,
+the prior (a file, the cache beside the generator, or a fresh fit that is then cached) and LPIPS;
+refuse an output folder that holds results of other settings (`run.json`); list the targets still
+to do (files, or images rendered from seeded latents); invert them in fixed-size batches, sharded
+over every device of every process; write NAME.npz / NAME.png and a summary line per image.
+"""
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+import time
+import zlib
+from typing import Callable
+
+import jax
+import numpy as np
+from flax import nnx
+
+from gaussjax.analysis import prior as prior_lib
+from gaussjax.files import checkpoints, images, results
+from gaussjax.files.safe_io import write_bytes_atomic
+from gaussjax.inversion import sharding
+from gaussjax.inversion.engine import InversionConfig, Inverter, make_optimizer
+from gaussjax.networks.demo import DEMO_NOTICE, demo_generator
+from gaussjax.networks.stylegan2 import PureGenerator
+
+# Spaces with one latent vector for every layer: generated targets for them come from one z.
+SINGLE_CODE_SPACES = ("w", "z", "f_w", "f_z")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """Everything a run needs. `config` is the resolved InversionConfig (space defaults applied).
+
+    Attributes:
+      outdir: results folder (resumable).
+      config: the inversion hyperparameters.
+      generator: generator directory, None for the built-in demo generator.
+      prior: prior.npz, None to use the cached one or fit and cache one.
+      images: directory, glob or file of targets; None for images rendered from seeded latents.
+      num_generated: number of rendered targets when `images` is None.
+      seed: seed of rendered targets and of a prior fit.
+      prior_samples: mapping samples when a prior has to be fitted.
+      batch_size: global batch (over all devices and processes).
+      vgg, lpips_lin: LPIPS weight files (see converters.vgg.load_lpips).
+      lpips_explicit: the user asked for LPIPS; without `vgg` that is an error. Otherwise (a space's
+        default loss) the LPIPS term is dropped with a notice and the summary records the loss used.
+      log: where progress lines go (process 0 only).
+    """
+
+    outdir: pathlib.Path
+    config: InversionConfig
+    generator: str | None = None
+    prior: str | None = None
+    images: str | None = None
+    num_generated: int = 4
+    seed: int = 0
+    prior_samples: int = 10000
+    batch_size: int = 8
+    vgg: str | None = None
+    lpips_lin: str | None = None
+    lpips_explicit: bool = False
+    log: Callable[[str], None] = print
+
+
+@dataclasses.dataclass
+class RunSummary:
+    """inverted: images inverted by this call; finished: results in outdir; total: targets."""
+
+    inverted: int
+    finished: int
+    total: int
+
+
+def resolve_lpips(spec: RunSpec) -> RunSpec:
+    """Drops a space's default LPIPS term when no VGG weights were given (one notice); an explicit
+    request for LPIPS without weights is an error."""
+    cfg = spec.config
+    if cfg.lpips_weight == 0 or spec.vgg:
+        return spec
+    if spec.lpips_explicit:
+        raise ValueError("--loss with lpips needs --vgg=FILE (NVIDIA vgg16.pt or a torchvision vgg16 state "
+                         "dict); pretrained VGG weights are not bundled")
+    if cfg.mse_weight == 0:
+        raise ValueError(f"space {cfg.space} uses LPIPS only: pass --vgg=FILE")
+    spec.log(f"note: no --vgg weights, so the {cfg.space} space's LPIPS term (weight {cfg.lpips_weight:g}) "
+             f"is dropped; the loss is {dataclasses.replace(cfg, lpips_weight=0.0).loss_label}")
+    return dataclasses.replace(spec, config=dataclasses.replace(cfg, lpips_weight=0.0))
+
+
+def load_lpips(spec: RunSpec):
+    """(graphdef, params) of the LPIPS model, or (None, None) when the loss does not use it."""
+    if spec.config.lpips_weight == 0:
+        return None, None
+    from converters import vgg  # the weight readers live with the other converters
+
+    return nnx.split(vgg.load_lpips(spec.vgg, spec.lpips_lin))
+
+
+def load_generator(spec: RunSpec):
+    """(Generator, its directory or None for the demo generator)."""
+    if spec.generator is None:
+        spec.log(DEMO_NOTICE)
+        return demo_generator(), None
+    return checkpoints.load_generator_module(spec.generator), pathlib.Path(spec.generator)
+
+
+def obtain_prior(spec: RunSpec, fns, params, generator, fingerprint, gen_dir):
+    """Loads spec.prior, or the cached prior beside the generator, or fits and caches one.
+
+    A cached prior fitted with other prior_samples / seed is refitted, not silently reused.
+    """
+    if spec.prior:
+        return prior_lib.load_prior(spec.prior, expected_fingerprint=fingerprint)
+    cache = (gen_dir or spec.outdir) / "prior.npz"
+    if cache.exists():
+        prior, stats = prior_lib.load_prior(cache, expected_fingerprint=fingerprint)
+        if (stats["num_samples"], stats["seed"]) == (spec.prior_samples, spec.seed):
+            spec.log(f"using cached prior {cache}")
+            return prior, stats
+        spec.log(f"cached prior {cache} was fitted with {stats['num_samples']} samples, seed {stats['seed']}: "
+                 "refitting")
+    spec.log(f"no --prior: fitting one from {spec.prior_samples} samples (seed {spec.seed}); caching it at {cache}")
+    stats = prior_lib.fit_generator_prior(fns, params, generator.cfg, num_samples=spec.prior_samples, seed=spec.seed)
+    if jax.process_index() == 0:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        prior_lib.save_prior(cache, stats, fingerprint)
+    return prior_lib.make_prior(stats["mean"], stats["cov"], stats["negative_slope"]), stats
+
+
+def image_seed(name: str) -> int:
+    """Per-image PRNG seed from its name: results do not depend on batch composition or order."""
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
+
+def file_targets(spec: RunSpec):
+    """Input files still to do, as {name, file}; pixels are read batch by batch (`load_pixels`)."""
+    paths = images.image_files(spec.images)
+    if not paths:
+        raise ValueError(f"--images={spec.images} matches no image files")
+    done = results.finished_names(spec.outdir)
+    targets = [{"name": n, "file": str(p)} for n, p in zip(images.output_names(paths), paths) if n not in done]
+    return targets, len(paths)
+
+
+def load_pixels(target, gen_cfg, outdir):
+    """float32 [H, W, C] in [-1, 1] for a target; None (recorded in the summary) if unreadable.
+
+    Unreadable files are tried again on every run, so a file fixed later is picked up.
+    """
+    if "pixels" in target:
+        return target["pixels"]
+    try:
+        return images.to_float(images.load_image(target["file"], gen_cfg.img_resolution, gen_cfg.img_channels))
+    except ValueError as e:
+        print(f"skipping {target['file']}: {e}", flush=True)
+        results.append_summary(outdir, {**target, "status": "unreadable", "reason": str(e)})
+        return None
+
+
+def generated_targets(spec: RunSpec, fns, params, gen_cfg):
+    """Targets rendered from seeded latents: one z for single-code spaces, one z per layer (styles
+    mixed) otherwise. Each keeps its true W+ code, so the latent error can be reported."""
+    done = results.finished_names(spec.outdir)
+    rows = 1 if spec.config.space in SINGLE_CODE_SPACES else gen_cfg.num_ws
+    out = []
+    for i in range(spec.num_generated):
+        rs = np.random.RandomState(spec.seed * 100003 + i)
+        z = rs.randn(rows, gen_cfg.z_dim).astype(np.float32)
+        class_idx = spec.config.class_idx if spec.config.class_idx is not None else rs.randint(max(gen_cfg.c_dim, 1))
+        ws = np.asarray(fns.mapping(params, z, gen_cfg.class_labels(class_idx, rows)))  # [rows, num_ws, w_dim]
+        true_ws = ws[0] if rows == 1 else ws[np.arange(gen_cfg.num_ws), np.arange(gen_cfg.num_ws)]
+        name = f"generated{i:04d}"
+        if name in done:
+            continue
+        pixels = np.asarray(fns.synthesis(params, true_ws[None]))[0]
+        out.append({"name": name, "file": None, "pixels": pixels, "true_ws": true_ws})
+    return out, spec.num_generated
+
+
+class Progress:
+    """One status line per dispatch with image-steps/s (a progress bar that logs well to files)."""
+
+    def __init__(self, total_images, steps, log):
+        self.total, self.steps, self.log = total_images, steps, log
+        self.done_images, self.image_steps = 0, 0
+        self.t0 = time.perf_counter()
+
+    def batch_callback(self, batch_images):
+        start = time.perf_counter()
+
+        def callback(step, loss):
+            rate = (self.image_steps + batch_images * step) / max(time.perf_counter() - self.t0, 1e-9)
+            bar = "#" * int(20 * step / self.steps)
+            self.log(f"[{bar:<20}] images {self.done_images}/{self.total}  step {step}/{self.steps}  "
+                     f"loss {float(np.mean(loss)):.4g}  {rate:.1f} image-steps/s  ({time.perf_counter() - start:.0f}s)")
+
+        return callback
+
+    def finish_batch(self, batch_images):
+        self.done_images += batch_images
+        self.image_steps += batch_images * self.steps
+
+
+def run_batches(spec: RunSpec, targets, inverter, gen_params, prior, lpips_params, mesh, gen_cfg):
+    """Inverts this process's share of `targets` in fixed-size batches; returns how many were saved.
+
+    Images are read batch by batch. Short batches are padded (one compile serves all), and every
+    process runs the same number of batches, padding with a dummy target when its share runs out:
+    the batch is one global array, so all processes must take part in every step.
+    """
+    per_process = sharding.local_batch_size(min(spec.batch_size, len(targets)))
+    mine = targets[jax.process_index()::jax.process_count()]
+    num_batches = -(-len(targets) // (per_process * jax.process_count()))
+    progress = Progress(len(mine), inverter.cfg.num_steps, spec.log)
+    image_shape = (gen_cfg.img_resolution, gen_cfg.img_resolution, gen_cfg.img_channels)
+    ok = 0
+    for start in range(0, num_batches * per_process, per_process):
+        loaded = [(t, load_pixels(t, gen_cfg, spec.outdir)) for t in mine[start:start + per_process]]
+        batch = [t for t, pixels in loaded if pixels is not None]
+        pixels = [p for _, p in loaded if p is not None] or [np.zeros(image_shape, np.float32)]
+        names = [t["name"] for t in batch] or ["padding"]
+        # Pad by repeating the last image: one compiled shape serves every batch.
+        pixels = np.stack(pixels + [pixels[-1]] * (per_process - len(pixels))).astype(np.float32)
+        seeds = np.asarray([image_seed(n) for n in names + [names[-1]] * (per_process - len(names))], np.int32)
+        t0 = time.perf_counter()
+        result = inverter.invert(gen_params, *sharding.shard_batch(mesh, (pixels, seeds)), prior=prior,
+                                 lpips_params=lpips_params, progress=progress.batch_callback(len(batch)))
+        if not batch:
+            continue
+        result = jax.tree.map(lambda x: sharding.local_rows(x)[:len(batch)], result)
+        ok += results.save_batch(spec.outdir, batch, result, inverter, (time.perf_counter() - t0) / len(batch))
+        progress.finish_batch(len(batch))
+    return ok
+
+
+def check_run_settings(outdir: pathlib.Path, settings: dict) -> None:
+    """Records the settings of the first run in OUTDIR/run.json; a resume with others is refused
+    (finished images would otherwise silently mix two experiments)."""
+    path = outdir / "run.json"
+    if path.exists():
+        previous = json.loads(path.read_text())
+        changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+        if changed:
+            raise ValueError(f"{outdir} holds results of a run with other settings ({', '.join(changed)}); "
+                             f"use a new --outdir or the same flags")
+    elif jax.process_index() == 0:
+        write_bytes_atomic(path, (json.dumps(settings, indent=2, sort_keys=True) + "\n").encode())
+
+
+def run_settings(spec: RunSpec, fingerprint: str, stats) -> dict:
+    """What determines the results (not batch size or steps per dispatch, which do not)."""
+    settings = {k: v for k, v in dataclasses.asdict(spec.config).items() if k != "steps_per_dispatch"}
+    prior_id = hashlib.sha256(np.asarray(stats["cov"], np.float64).tobytes()).hexdigest()[:16]
+    return {**settings, "generator": fingerprint, "prior": prior_id, "seed": spec.seed, "images": spec.images,
+            "num_generated": None if spec.images else spec.num_generated}
+
+
+def check_spec(spec: RunSpec) -> None:
+    for name in ("batch_size", "num_generated"):
+        if getattr(spec, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(spec, name)}")
+    if spec.prior_samples < 2:
+        raise ValueError(f"--prior_samples must be >= 2, got {spec.prior_samples}")
+
+
+def prepare(spec: RunSpec):
+    """Everything before the optimisation; raises ValueError/OSError for bad input.
+
+    Returns:
+      (spec with LPIPS resolved, generator, params, prior, lpips_params, inverter, targets, total).
+    """
+    check_spec(spec)
+    spec = resolve_lpips(spec)
+    cfg = spec.config
+    optimizer = make_optimizer(cfg)  # an unknown optimiser fails here, before any heavy work
+    lpips_fns, lpips_params = load_lpips(spec)
+    generator, gen_dir = load_generator(spec)
+    fns, params = PureGenerator.split(generator)
+    class_label = None
+    if cfg.class_idx is not None:
+        class_label = generator.cfg.class_labels(cfg.class_idx, 1)[0]
+    fingerprint = checkpoints.generator_fingerprint(generator)  # hashes every weight: once per run
+    prior, stats = obtain_prior(spec, fns, params, generator, fingerprint, gen_dir)
+    inverter = Inverter(fns, generator.cfg, cfg, stats["mean_w"], stats["w_std"], lpips_fns=lpips_fns,
+                        optimizer=optimizer, class_label=class_label)
+    spec.outdir.mkdir(parents=True, exist_ok=True)
+    check_run_settings(spec.outdir, run_settings(spec, fingerprint, stats))
+    if spec.images:
+        targets, total = file_targets(spec)
+    else:
+        targets, total = generated_targets(spec, fns, params, generator.cfg)
+    return spec, generator, params, prior, lpips_params, inverter, targets, total
+
+
+def run(spec: RunSpec) -> RunSummary:
+    """Inverts every target of `spec` not yet finished in spec.outdir (see the module docstring).
+
+    Raises:
+      ValueError, OSError: bad settings or files, before any result is written.
+    """
+    spec, generator, params, prior, lpips_params, inverter, targets, total = prepare(spec)
+    cfg = inverter.cfg
+    spec.log(f"{total} images: {total - len(targets)} already done, {len(targets)} to invert in {cfg.space} "
+             f"({cfg.num_steps} steps, λ={cfg.prior_weight}, loss {cfg.loss_label}) on {jax.device_count()} "
+             "device(s)")
+    mesh = sharding.data_mesh()
+    inverted = 0
+    if targets:
+        inverted = run_batches(spec, targets, inverter, sharding.replicate(mesh, params),
+                               sharding.replicate(mesh, prior if cfg.prior_weight > 0 else None),
+                               lpips_params, mesh, generator.cfg)
+    return RunSummary(inverted, len(results.finished_names(spec.outdir)), total)
