@@ -203,3 +203,31 @@ def test_bad_flags_give_one_line_errors(tmp_path, flag):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ") or "FATAL Flags parsing error" in result.stderr
+
+
+@pytest.mark.parametrize("space", ["zplus", "f_zplus"])
+def test_resume_after_sigkill_in_z_and_f_spaces(tmp_path, space):
+    """The Z and F families save other variables than W+ (z rows, F): a resumed run still equals an
+    uninterrupted one, and the LPIPS term of F/Z+'s default loss is dropped without --vgg."""
+    flags = ["--num_generated=3", f"--space={space}", "--steps=6", "--steps_per_dispatch=3", "--batch_size=1"]
+    reference = run_invert(tmp_path / "ref", *flags)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    if space == "f_zplus":
+        assert "LPIPS term (weight 10) is dropped" in reference.stdout
+        assert {r["loss_used"] for r in results.read_summary(tmp_path / "ref")} == {"mse"}
+    outdir = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "experiments.invert", f"--outdir={outdir}", *FAST, *flags]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not results.finished_names(outdir):
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 0 < len(results.finished_names(outdir)) <= 3
+    resumed = run_invert(outdir, *flags)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    native = "latent_f" if space == "f_zplus" else "latent_zplus"
+    for i in range(3):
+        with np.load(outdir / f"generated{i:04d}.npz") as a, np.load(tmp_path / "ref" / f"generated{i:04d}.npz") as b:
+            np.testing.assert_allclose(a["w"], b["w"], atol=1e-5)
+            np.testing.assert_allclose(a[native], b[native], atol=1e-5)
