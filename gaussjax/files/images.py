@@ -123,3 +123,14 @@ def render_uint8(fns, params, ws, noise_mode, key, noise=None) -> np.ndarray:
     synth = jax.jit(fns.synthesis, static_argnames="noise_mode")
     keys = jax.random.split(key, len(ws))
     return np.concatenate([to_uint8(synth(params, w[None], noise_mode, k, noise)) for w, k in zip(ws, keys)])
+
+
+def save_gif(path, frames_uint8, duration_ms: int = 100) -> None:
+    """Writes frames [K, H, W, C] uint8 (C = 1 or 3) as a looping animated GIF, atomically."""
+    frames = np.asarray(frames_uint8)
+    if frames.ndim != 4 or frames.shape[-1] not in (1, 3) or len(frames) == 0:
+        raise ValueError(f"frames must be [K, H, W, 1|3] with K >= 1, got {frames.shape}")
+    pils = [Image.fromarray(f[..., 0] if f.shape[-1] == 1 else f) for f in frames]
+    buf = _io.BytesIO()
+    pils[0].save(buf, format="GIF", save_all=True, append_images=pils[1:], duration=duration_ms, loop=0)
+    write_bytes_atomic(path, buf.getvalue())
