@@ -27,11 +27,19 @@ from gaussjax.networks.config import GeneratorConfig
 
 _SRC = flags.DEFINE_string("src", None, "Source file: .pkl, .pt/.pth or .npz.")
 _DST = flags.DEFINE_string("dst", None, "Destination generator directory.")
-_NETWORK = flags.DEFINE_enum("network", "G_ema", ["G_ema", "G"], "Which network of a snapshot to convert.")
+_NETWORK = flags.DEFINE_enum(
+    "network", "G_ema", ["G_ema", "G"], "Which network of a snapshot to convert."
+)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --dst.")
-_CONV_CLAMP = flags.DEFINE_float("conv_clamp", None, "State dicts only: conv_clamp of the network "
-                                 "(256 for stylegan2-ada-pytorch training runs; unset = none).")
-_MAPPING_LR = flags.DEFINE_float("mapping_lr_multiplier", 0.01, "State dicts only: mapping lr multiplier.")
+_CONV_CLAMP = flags.DEFINE_float(
+    "conv_clamp",
+    None,
+    "State dicts only: conv_clamp of the network "
+    "(256 for stylegan2-ada-pytorch training runs; unset = none).",
+)
+_MAPPING_LR = flags.DEFINE_float(
+    "mapping_lr_multiplier", 0.01, "State dicts only: mapping lr multiplier."
+)
 
 _PICKLE_MAGIC = b"\x80"
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -48,7 +56,13 @@ def read_source(path: pathlib.Path, network: str, conv_clamp, mapping_lr_multipl
     head = _head(path)
     if path.suffix == ".npz":
         sd = files.read_npz(path)
-        return official.infer_config(sd, conv_clamp=conv_clamp, mapping_lr_multiplier=mapping_lr_multiplier), sd, "state-dict-npz"
+        return (
+            official.infer_config(
+                sd, conv_clamp=conv_clamp, mapping_lr_multiplier=mapping_lr_multiplier
+            ),
+            sd,
+            "state-dict-npz",
+        )
     if head.startswith(_ZIP_MAGIC) or path.suffix in (".pt", ".pth"):
         return _from_torch_file(path, network, conv_clamp, mapping_lr_multiplier)
     if not head.startswith(_PICKLE_MAGIC) and path.suffix != ".pkl":
@@ -68,21 +82,31 @@ def _from_torch_file(path, network, conv_clamp, mapping_lr_multiplier):
     if "g_ema" in obj or "g" in obj:  # rosinality checkpoint
         key = {"G_ema": "g_ema", "G": "g"}[network]
         if key not in obj:
-            raise ConversionError(f"{path}: no network '{key}' in this rosinality checkpoint (it holds: {', '.join(obj)})")
+            raise ConversionError(
+                f"{path}: no network '{key}' in this rosinality checkpoint (it holds: {', '.join(obj)})"
+            )
         if obj.get("latent_avg") is None:
-            logging.warning("%s has no latent_avg: w_avg is set to zero, so truncation is meaningless", path)
+            logging.warning(
+                "%s has no latent_avg: w_avg is set to zero, so truncation is meaningless", path
+            )
         sd = rosinality.official_state_dict(obj[key], obj.get("latent_avg"))
         fmt = "rosinality"
     else:
         sd = obj[network] if isinstance(obj.get(network), dict) else obj
         if "mapping.fc0.weight" not in sd:
-            raise ConversionError(f"{path}: not a StyleGAN2 generator state dict (no mapping.fc0.weight)")
+            raise ConversionError(
+                f"{path}: not a StyleGAN2 generator state dict (no mapping.fc0.weight)"
+            )
         fmt = "state-dict-pt"
-    cfg = official.infer_config(sd, conv_clamp=conv_clamp, mapping_lr_multiplier=mapping_lr_multiplier)
+    cfg = official.infer_config(
+        sd, conv_clamp=conv_clamp, mapping_lr_multiplier=mapping_lr_multiplier
+    )
     return cfg, sd, fmt
 
 
-def convert(src, dst, network="G_ema", overwrite=False, conv_clamp=None, mapping_lr_multiplier=0.01):
+def convert(
+    src, dst, network="G_ema", overwrite=False, conv_clamp=None, mapping_lr_multiplier=0.01
+):
     """Converts `src` into the generator directory `dst`. Returns the Generator.
 
     Raises:
@@ -92,8 +116,12 @@ def convert(src, dst, network="G_ema", overwrite=False, conv_clamp=None, mapping
     checkpoints.check_destination(dst, overwrite)  # before the (possibly long) conversion
     cfg, sd, fmt = read_source(src, network, conv_clamp, mapping_lr_multiplier)
     generator = official.generator_from_state_dict(sd, cfg)
-    source = {"file": src.name, "sha256": hashlib.sha256(src.read_bytes()).hexdigest(),
-              "format": fmt, "network": network}
+    source = {
+        "file": src.name,
+        "sha256": hashlib.sha256(src.read_bytes()).hexdigest(),
+        "format": fmt,
+        "network": network,
+    }
     checkpoints.save_generator(dst, generator, metadata={"source": source}, overwrite=overwrite)
     return generator
 
@@ -103,13 +131,21 @@ def main(argv):
     if not _SRC.value or not _DST.value:
         sys.exit("error: --src and --dst are required")
     try:
-        generator = convert(_SRC.value, _DST.value, _NETWORK.value, _OVERWRITE.value,
-                            _CONV_CLAMP.value, _MAPPING_LR.value)
+        generator = convert(
+            _SRC.value,
+            _DST.value,
+            _NETWORK.value,
+            _OVERWRITE.value,
+            _CONV_CLAMP.value,
+            _MAPPING_LR.value,
+        )
     except (ConversionError, FileExistsError) as e:
         sys.exit(f"error: {e}")
     cfg = generator.cfg
-    print(f"wrote {_DST.value}: {cfg.img_resolution}px {cfg.architecture}, z {cfg.z_dim} / w {cfg.w_dim} / "
-          f"c {cfg.c_dim}, {cfg.num_ws} ws, fingerprint {checkpoints.read_generator_config(_DST.value)[1]['fingerprint']}")
+    print(
+        f"wrote {_DST.value}: {cfg.img_resolution}px {cfg.architecture}, z {cfg.z_dim} / w {cfg.w_dim} / "
+        f"c {cfg.c_dim}, {cfg.num_ws} ws, fingerprint {checkpoints.read_generator_config(_DST.value)[1]['fingerprint']}"
+    )
 
 
 if __name__ == "__main__":

@@ -33,7 +33,9 @@ def read_torch(path):
     try:
         import torch  # Optional dependency: only needed for .pt/.pth files.
     except ImportError as e:
-        raise ConversionError(f"{path}: reading .pt/.pth files needs torch (pip install 'gaussjax[torch]')") from e
+        raise ConversionError(
+            f"{path}: reading .pt/.pth files needs torch (pip install 'gaussjax[torch]')"
+        ) from e
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for corrupt or unsafe files.

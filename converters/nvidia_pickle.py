@@ -42,45 +42,60 @@ _LEGACY_PROTOCOL = 1001
 _MAX_DEPTH = 64  # real generators are 4 levels deep; bounds recursion on crafted files
 _MAX_INNER_PICKLE = 16 << 20  # a storage's data.pkl is ~100 bytes; caps zip bombs
 
-_GENERATOR_CLASSES = frozenset({
-    'Generator', 'MappingNetwork', 'SynthesisNetwork', 'SynthesisBlock',
-    'SynthesisLayer', 'ToRGBLayer', 'FullyConnectedLayer', 'Conv2dLayer',
-})
-_STYLEGAN3_CLASS = 'SynthesisInput'
+_GENERATOR_CLASSES = frozenset(
+    {
+        "Generator",
+        "MappingNetwork",
+        "SynthesisNetwork",
+        "SynthesisBlock",
+        "SynthesisLayer",
+        "ToRGBLayer",
+        "FullyConnectedLayer",
+        "Conv2dLayer",
+    }
+)
+_STYLEGAN3_CLASS = "SynthesisInput"
 
 # torch storage class name -> numpy dtype of its raw bytes (byte order applied later).
 _STORAGE_DTYPES = {
-    'FloatStorage': 'f4', 'DoubleStorage': 'f8', 'HalfStorage': 'f2',
-    'BFloat16Storage': 'u2',  # numpy has no bfloat16: decoded by bit shifting
-    'LongStorage': 'i8', 'IntStorage': 'i4', 'ShortStorage': 'i2',
-    'ByteStorage': 'u1', 'CharStorage': 'i1', 'BoolStorage': '?',
-    'UntypedStorage': 'u1',  # raw bytes; torch.save of an untyped storage
+    "FloatStorage": "f4",
+    "DoubleStorage": "f8",
+    "HalfStorage": "f2",
+    "BFloat16Storage": "u2",  # numpy has no bfloat16: decoded by bit shifting
+    "LongStorage": "i8",
+    "IntStorage": "i4",
+    "ShortStorage": "i2",
+    "ByteStorage": "u1",
+    "CharStorage": "i1",
+    "BoolStorage": "?",
+    "UntypedStorage": "u1",  # raw bytes; torch.save of an untyped storage
 }
 
 # Globals the outer snapshot pickle may reference -> name of the replacement.
 _OUTER_GLOBALS = {
-    ('torch_utils.persistence', '_reconstruct_persistent_obj'): '_reconstruct_persistent_obj',
-    ('torch._utils', '_rebuild_tensor_v2'): '_rebuild_tensor_v2',
-    ('torch._utils', '_rebuild_parameter'): '_rebuild_parameter',
-    ('torch._utils', '_rebuild_parameter_with_state'): '_rebuild_parameter',
-    ('torch.storage', '_load_from_bytes'): '_load_from_bytes',
-    ('collections', 'OrderedDict'): 'OrderedDict',
-    ('builtins', 'set'): 'set',
-    ('__builtin__', 'set'): 'set',  # what protocol <= 2 writes (Python 2 naming)
-    ('dnnlib.util', 'EasyDict'): 'EasyDict',
-    ('numpy', 'dtype'): 'dtype',
-    ('numpy', 'ndarray'): 'ndarray',
-    ('numpy.core.multiarray', 'scalar'): 'scalar',
-    ('numpy._core.multiarray', 'scalar'): 'scalar',
-    ('numpy.core.multiarray', '_reconstruct'): '_reconstruct',
-    ('numpy._core.multiarray', '_reconstruct'): '_reconstruct',
+    ("torch_utils.persistence", "_reconstruct_persistent_obj"): "_reconstruct_persistent_obj",
+    ("torch._utils", "_rebuild_tensor_v2"): "_rebuild_tensor_v2",
+    ("torch._utils", "_rebuild_parameter"): "_rebuild_parameter",
+    ("torch._utils", "_rebuild_parameter_with_state"): "_rebuild_parameter",
+    ("torch.storage", "_load_from_bytes"): "_load_from_bytes",
+    ("collections", "OrderedDict"): "OrderedDict",
+    ("builtins", "set"): "set",
+    ("__builtin__", "set"): "set",  # what protocol <= 2 writes (Python 2 naming)
+    ("dnnlib.util", "EasyDict"): "EasyDict",
+    ("numpy", "dtype"): "dtype",
+    ("numpy", "ndarray"): "ndarray",
+    ("numpy.core.multiarray", "scalar"): "scalar",
+    ("numpy._core.multiarray", "scalar"): "scalar",
+    ("numpy.core.multiarray", "_reconstruct"): "_reconstruct",
+    ("numpy._core.multiarray", "_reconstruct"): "_reconstruct",
 }
 
-KNOWN_GLOBALS = frozenset(f'{module}.{name}' for module, name in _OUTER_GLOBALS)
+KNOWN_GLOBALS = frozenset(f"{module}.{name}" for module, name in _OUTER_GLOBALS)
 """Every global a StyleGAN2 network pickle may reference; anything else is refused."""
 
 KNOWN_STORAGE_GLOBALS = frozenset(
-    [f'torch.{name}' for name in _STORAGE_DTYPES] + ['torch.storage.UntypedStorage'])
+    [f"torch.{name}" for name in _STORAGE_DTYPES] + ["torch.storage.UntypedStorage"]
+)
 """Globals allowed inside the torch.save stream of a single tensor storage."""
 
 
@@ -91,7 +106,7 @@ class _EasyDict(dict):
 class _PersistentRecord:
     """Inert result of ``_reconstruct_persistent_obj``: class name and module state."""
 
-    __slots__ = ('class_name', 'state')
+    __slots__ = ("class_name", "state")
 
     def __init__(self, class_name, state):
         self.class_name = class_name
@@ -101,7 +116,7 @@ class _PersistentRecord:
 class _Storage:
     """A decoded tensor storage: a flat numpy array (floats already float32)."""
 
-    __slots__ = ('array',)
+    __slots__ = ("array",)
 
     def __init__(self, array):
         self.array = array
@@ -110,7 +125,7 @@ class _Storage:
 class _StorageType:
     """Marker for a torch storage class global (e.g. ``torch.FloatStorage``)."""
 
-    __slots__ = ('name',)
+    __slots__ = ("name",)
 
     def __init__(self, name):
         self.name = name
@@ -119,7 +134,7 @@ class _StorageType:
 class _StorageRef:
     """A persistent id of an inner torch.save stream, resolved once bytes are known."""
 
-    __slots__ = ('type_name', 'key', 'numel', 'view')
+    __slots__ = ("type_name", "key", "numel", "view")
 
     def __init__(self, type_name, key, numel, view):
         self.type_name, self.key, self.numel, self.view = type_name, key, numel, view
@@ -136,8 +151,8 @@ def _clean(text, limit=200):
         The text with non-printable characters (newlines included) replaced by '?'.
     """
     text = str(text)
-    text = ''.join(c if c.isprintable() else '?' for c in text)
-    return text if len(text) <= limit else text[:limit] + '...'
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _refuse_global(path, module, name):
@@ -153,7 +168,8 @@ def _refuse_global(path, module, name):
     """
     return ConversionError(
         f"refusing to load {path}: it references the global '{_clean(module)}.{_clean(name)}', "
-        'which is not on the whitelist of a StyleGAN2 network pickle')
+        "which is not on the whitelist of a StyleGAN2 network pickle"
+    )
 
 
 def _is_int(value):
@@ -172,15 +188,15 @@ def _decode_storage(raw, type_name, byteorder):
     Returns:
         A 1-D array; floating types are converted to float32, integers kept.
     """
-    endian = '<' if byteorder == 'little' else '>'
-    if type_name == 'BFloat16Storage':
+    endian = "<" if byteorder == "little" else ">"
+    if type_name == "BFloat16Storage":
         # bfloat16 is the upper half of a float32: shift the bits into place.
-        bits = np.frombuffer(raw, np.dtype(endian + 'u2')).astype(np.uint32) << 16
+        bits = np.frombuffer(raw, np.dtype(endian + "u2")).astype(np.uint32) << 16
         return bits.view(np.float32)
     array = np.frombuffer(raw, np.dtype(_STORAGE_DTYPES[type_name]).newbyteorder(endian))
-    if array.dtype.kind == 'f':
+    if array.dtype.kind == "f":
         return array.astype(np.float32)
-    return array.astype(array.dtype.newbyteorder('='))
+    return array.astype(array.dtype.newbyteorder("="))
 
 
 class _StorageUnpickler(pickle.Unpickler):
@@ -196,25 +212,26 @@ class _StorageUnpickler(pickle.Unpickler):
         self.refs = {}
 
     def find_class(self, module, name):
-        if module == 'torch' and name in _STORAGE_DTYPES:
+        if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(name)
-        if module == 'torch.storage' and name == 'UntypedStorage':
+        if module == "torch.storage" and name == "UntypedStorage":
             return _StorageType(name)
         raise _refuse_global(self._path, module, name)
 
     def persistent_load(self, pid):
         # Legacy ids have 6 fields (last: view metadata), zip ids have 5.
-        if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == 'storage'):
-            raise ConversionError(f'{self._path}: unexpected persistent id in a tensor storage')
+        if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"):
+            raise ConversionError(f"{self._path}: unexpected persistent id in a tensor storage")
         _, stype, key, _location, numel = pid[:5]
         valid = isinstance(stype, _StorageType) and isinstance(key, str) and _is_int(numel)
         if not valid or numel < 0:
-            raise ConversionError(f'{self._path}: malformed storage record in a tensor storage')
+            raise ConversionError(f"{self._path}: malformed storage record in a tensor storage")
         ref = _StorageRef(stype.name, key, numel, pid[5] if len(pid) == 6 else None)
         known = self.refs.setdefault(key, ref)
         if known.type_name != ref.type_name:
             raise ConversionError(
-                f'{self._path}: storage {_clean(key)!r} is declared with two types')
+                f"{self._path}: storage {_clean(key)!r} is declared with two types"
+            )
         return ref
 
 
@@ -231,13 +248,13 @@ def _resolve_storage(root, raw_by_key, byteorder, path):
         The flat numpy array of the storage.
     """
     if not isinstance(root, _StorageRef):
-        raise ConversionError(f'{path}: a tensor storage stream does not hold a storage')
+        raise ConversionError(f"{path}: a tensor storage stream does not hold a storage")
     array = _decode_storage(raw_by_key[root.key], root.type_name, byteorder)
     if root.view is not None:  # legacy torch (< 1.0) storage views: (key, offset, size)
         _key, offset, size = root.view
         if not (_is_int(offset) and _is_int(size) and 0 <= offset and offset + size <= array.size):
-            raise ConversionError(f'{path}: a tensor storage view is out of bounds')
-        array = array[offset:offset + size]
+            raise ConversionError(f"{path}: a tensor storage view is out of bounds")
+        array = array[offset : offset + size]
     return array
 
 
@@ -263,25 +280,25 @@ def _parse_legacy_storage(blob, path):
     stream = io.BytesIO(blob)
     unpickler = _StorageUnpickler(stream, path)
     if unpickler.load() != _LEGACY_MAGIC or unpickler.load() != _LEGACY_PROTOCOL:
-        raise ConversionError(f'{path}: a tensor storage is not in torch.save format')
+        raise ConversionError(f"{path}: a tensor storage is not in torch.save format")
     sys_info = unpickler.load()
-    little = sys_info.get('little_endian', True) if isinstance(sys_info, dict) else True
-    byteorder = 'little' if little else 'big'
+    little = sys_info.get("little_endian", True) if isinstance(sys_info, dict) else True
+    byteorder = "little" if little else "big"
     root = unpickler.load()
     keys = unpickler.load()
     if not isinstance(keys, list):
-        raise ConversionError(f'{path}: a tensor storage has no key list')
+        raise ConversionError(f"{path}: a tensor storage has no key list")
     raw_by_key = {}
     for key in keys:
         ref = unpickler.refs.get(key) if isinstance(key, str) else None
         header = stream.read(8)
         if ref is None or len(header) != 8:
-            raise ConversionError(f'{path}: a tensor storage is truncated or inconsistent')
-        (count,) = struct.unpack('<q' if little else '>q', header)
+            raise ConversionError(f"{path}: a tensor storage is truncated or inconsistent")
+        (count,) = struct.unpack("<q" if little else ">q", header)
         nbytes = count * _itemsize(ref.type_name)
-        raw_by_key[key] = stream.read(nbytes) if count >= 0 else b''
+        raw_by_key[key] = stream.read(nbytes) if count >= 0 else b""
         if count < ref.numel or len(raw_by_key[key]) != nbytes:
-            raise ConversionError(f'{path}: a tensor storage is truncated')
+            raise ConversionError(f"{path}: a tensor storage is truncated")
     return _resolve_storage(root, raw_by_key, byteorder, path)
 
 
@@ -300,9 +317,9 @@ def _read_zip_member(archive, name, size, path):
     try:
         info = archive.getinfo(name)
     except KeyError:
-        raise ConversionError(f'{path}: a tensor storage archive lacks {_clean(name)!r}') from None
+        raise ConversionError(f"{path}: a tensor storage archive lacks {_clean(name)!r}") from None
     if info.file_size < size:
-        raise ConversionError(f'{path}: a tensor storage archive member is truncated')
+        raise ConversionError(f"{path}: a tensor storage archive member is truncated")
     with archive.open(info) as member:  # reading a bounded amount defuses zip bombs
         return member.read(size)
 
@@ -322,31 +339,33 @@ def _parse_zip_storage(blob, path):
     """
     with zipfile.ZipFile(io.BytesIO(blob)) as archive:
         names = archive.namelist()
-        pickles = [n for n in names if n == 'data.pkl' or n.endswith('/data.pkl')]
+        pickles = [n for n in names if n == "data.pkl" or n.endswith("/data.pkl")]
         if len(pickles) != 1:
-            raise ConversionError(f'{path}: a tensor storage archive has no single data.pkl')
-        prefix = pickles[0][:-len('data.pkl')]
-        byteorder = 'little'  # torch's assumption for archives without the record
-        if prefix + 'byteorder' in names:
-            size = min(archive.getinfo(prefix + 'byteorder').file_size, 16)
-            raw = _read_zip_member(archive, prefix + 'byteorder', size, path)
-            byteorder = raw.decode('ascii', 'replace').strip()
-        if byteorder not in ('little', 'big'):
-            raise ConversionError(f'{path}: a tensor storage has unknown byte order')
+            raise ConversionError(f"{path}: a tensor storage archive has no single data.pkl")
+        prefix = pickles[0][: -len("data.pkl")]
+        byteorder = "little"  # torch's assumption for archives without the record
+        if prefix + "byteorder" in names:
+            size = min(archive.getinfo(prefix + "byteorder").file_size, 16)
+            raw = _read_zip_member(archive, prefix + "byteorder", size, path)
+            byteorder = raw.decode("ascii", "replace").strip()
+        if byteorder not in ("little", "big"):
+            raise ConversionError(f"{path}: a tensor storage has unknown byte order")
         size = archive.getinfo(pickles[0]).file_size
         if size > _MAX_INNER_PICKLE:
-            raise ConversionError(f'{path}: a tensor storage archive is implausibly large')
+            raise ConversionError(f"{path}: a tensor storage archive is implausibly large")
         main = _read_zip_member(archive, pickles[0], size, path)
         unpickler = _StorageUnpickler(io.BytesIO(main), path)
         root = unpickler.load()
         raw_by_key = {
-            key: _read_zip_member(archive, f'{prefix}data/{key}',
-                                  ref.numel * _itemsize(ref.type_name), path)
-            for key, ref in unpickler.refs.items()}
+            key: _read_zip_member(
+                archive, f"{prefix}data/{key}", ref.numel * _itemsize(ref.type_name), path
+            )
+            for key, ref in unpickler.refs.items()
+        }
     return _resolve_storage(root, raw_by_key, byteorder, path)
 
 
-def _parse_storage_bytes(blob, path='<storage>'):
+def _parse_storage_bytes(blob, path="<storage>"):
     """Decodes the torch.save byte stream of one storage, without torch.
 
     Args:
@@ -361,14 +380,15 @@ def _parse_storage_bytes(blob, path='<storage>'):
         ConversionError: for anything malformed or not whitelisted.
     """
     try:
-        if blob[:4] == b'PK\x03\x04':  # torch >= 1.6 default serialization
+        if blob[:4] == b"PK\x03\x04":  # torch >= 1.6 default serialization
             return _parse_zip_storage(blob, path)
         return _parse_legacy_storage(blob, path)
     except ConversionError:
         raise
     except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file
         raise ConversionError(
-            f'{path}: a tensor storage is corrupt ({type(exc).__name__}: {_clean(exc)})') from None
+            f"{path}: a tensor storage is corrupt ({type(exc).__name__}: {_clean(exc)})"
+        ) from None
 
 
 def _strided_copy(flat, offset, size, stride, path):
@@ -384,11 +404,16 @@ def _strided_copy(flat, offset, size, stride, path):
     Returns:
         A C-contiguous copy with the given shape.
     """
-    valid = (_is_int(offset) and offset >= 0 and isinstance(size, tuple)
-             and isinstance(stride, tuple) and len(size) == len(stride)
-             and all(_is_int(v) and v >= 0 for v in size + stride))
+    valid = (
+        _is_int(offset)
+        and offset >= 0
+        and isinstance(size, tuple)
+        and isinstance(stride, tuple)
+        and len(size) == len(stride)
+        and all(_is_int(v) and v >= 0 for v in size + stride)
+    )
     if not valid:
-        raise ConversionError(f'{path}: malformed tensor shape or stride')
+        raise ConversionError(f"{path}: malformed tensor shape or stride")
     numel = math.prod(size)
     if numel == 0:
         return np.zeros(size, flat.dtype)
@@ -396,10 +421,10 @@ def _strided_copy(flat, offset, size, stride, path):
     # Checked before as_strided, which would otherwise read outside the buffer. Tensors
     # larger than their storage (stride-0 expansions) never occur in a snapshot.
     if last >= flat.size or numel > flat.size:
-        raise ConversionError(f'{path}: a tensor reaches outside its storage')
+        raise ConversionError(f"{path}: a tensor reaches outside its storage")
     view = np.lib.stride_tricks.as_strided(
-        flat[offset:], shape=size, strides=tuple(s * flat.itemsize for s in stride),
-        writeable=False)
+        flat[offset:], shape=size, strides=tuple(s * flat.itemsize for s in stride), writeable=False
+    )
     return np.array(view)
 
 
@@ -427,38 +452,40 @@ class _NetworkUnpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         # Network pickles are plain pickles; persistent ids mean a torch.save file.
         raise ConversionError(
-            f'{self._path} uses persistent ids (a torch.save checkpoint?), not a network pickle')
+            f"{self._path} uses persistent ids (a torch.save checkpoint?), not a network pickle"
+        )
 
     def _reconstruct_persistent_obj(self, meta):
         """Replaces torch_utils.persistence's loader; never executes ``module_src``."""
         if not isinstance(meta, dict):
-            raise ConversionError(f'{self._path}: malformed persistent object record')
-        version = meta.get('version')
+            raise ConversionError(f"{self._path}: malformed persistent object record")
+        version = meta.get("version")
         if not _is_int(version) or version != _PERSISTENCE_VERSION:
             raise ConversionError(
-                f'{self._path} uses torch_utils.persistence format version {_clean(version)}; '
-                f'only version {_PERSISTENCE_VERSION} (stylegan2-ada-pytorch, stylegan3) '
-                'is supported')
-        if meta.get('type') != 'class' or not isinstance(meta.get('class_name'), str):
-            raise ConversionError(f'{self._path}: unsupported persistent object record')
-        return _PersistentRecord(meta['class_name'], meta.get('state'))
+                f"{self._path} uses torch_utils.persistence format version {_clean(version)}; "
+                f"only version {_PERSISTENCE_VERSION} (stylegan2-ada-pytorch, stylegan3) "
+                "is supported"
+            )
+        if meta.get("type") != "class" or not isinstance(meta.get("class_name"), str):
+            raise ConversionError(f"{self._path}: unsupported persistent object record")
+        return _PersistentRecord(meta["class_name"], meta.get("state"))
 
     def _rebuild_tensor_v2(self, storage, offset, size, stride, *_unused):
         """Replaces torch's tensor rebuild (requires_grad, hooks, metadata ignored)."""
         if not isinstance(storage, _Storage):
-            raise ConversionError(f'{self._path}: a tensor has no valid storage')
+            raise ConversionError(f"{self._path}: a tensor has no valid storage")
         return _strided_copy(storage.array, offset, size, stride, self._path)
 
     def _rebuild_parameter(self, data, *_unused):
         """Replaces torch's Parameter rebuild (with or without state): the tensor itself."""
         if not isinstance(data, np.ndarray):
-            raise ConversionError(f'{self._path}: a parameter holds no tensor')
+            raise ConversionError(f"{self._path}: a parameter holds no tensor")
         return data
 
     def _load_from_bytes(self, data):
         """Replaces torch.storage._load_from_bytes with the torch-free parser."""
         if not isinstance(data, (bytes, bytearray)):
-            raise ConversionError(f'{self._path}: a tensor storage is not a byte string')
+            raise ConversionError(f"{self._path}: a tensor storage is not a byte string")
         return _Storage(_parse_storage_bytes(bytes(data), self._path))
 
 
@@ -469,14 +496,16 @@ def _check_header(head, path):
         head: the first bytes of the file.
         path: the file being read (for messages).
     """
-    if head.startswith(b'PK\x03\x04'):
+    if head.startswith(b"PK\x03\x04"):
         raise ConversionError(
-            f'{path} is a zip archive (a torch.save checkpoint?), not a StyleGAN2 network pickle')
+            f"{path} is a zip archive (a torch.save checkpoint?), not a StyleGAN2 network pickle"
+        )
     # pickle.dump in Python 3 always writes a PROTO opcode (0x80) and a version 2..5.
     if len(head) < 2 or head[0] != 0x80 or not 2 <= head[1] <= 5:
         raise ConversionError(
-            f'{path} is not a network pickle (it starts with {head[:8]!r}; '
-            'expected a protocol 2-5 pickle)')
+            f"{path} is not a network pickle (it starts with {head[:8]!r}; "
+            "expected a protocol 2-5 pickle)"
+        )
 
 
 def _load_snapshot(path):
@@ -490,7 +519,7 @@ def _load_snapshot(path):
     """
     require_file(path)
     try:
-        with open(path, 'rb') as file:
+        with open(path, "rb") as file:
             _check_header(file.read(8), path)
             file.seek(0)
             return _NetworkUnpickler(file, path).load()
@@ -498,15 +527,15 @@ def _load_snapshot(path):
         raise
     except OSError as exc:
         reason = _clean(exc.strerror or exc)
-        raise ConversionError(f'cannot read network pickle {path}: {reason}') from None
+        raise ConversionError(f"cannot read network pickle {path}: {reason}") from None
     except EOFError:
-        raise ConversionError(f'{path} is truncated: the pickle stream ends early') from None
+        raise ConversionError(f"{path} is truncated: the pickle stream ends early") from None
     except pickle.UnpicklingError as exc:
-        reason = 'is truncated' if 'truncated' in str(exc) else 'is corrupt'
-        raise ConversionError(f'{path} {reason}: {_clean(exc)}') from None
+        reason = "is truncated" if "truncated" in str(exc) else "is corrupt"
+        raise ConversionError(f"{path} {reason}: {_clean(exc)}") from None
     except Exception as exc:  # noqa: BLE001 - crafted pickles can fail in any way
         raise ConversionError(
-            f'{path} is not a valid StyleGAN2 network pickle ({type(exc).__name__}: {_clean(exc)})'
+            f"{path} is not a valid StyleGAN2 network pickle ({type(exc).__name__}: {_clean(exc)})"
         ) from None
 
 
@@ -523,21 +552,24 @@ def _select_network(top, network, path):
     """
     if not isinstance(top, dict):
         raise ConversionError(
-            f'{path} is not a StyleGAN2 snapshot: its top level is a {type(top).__name__}, '
-            "not a dict like {'G': ..., 'D': ..., 'G_ema': ...}")
+            f"{path} is not a StyleGAN2 snapshot: its top level is a {type(top).__name__}, "
+            "not a dict like {'G': ..., 'D': ..., 'G_ema': ...}"
+        )
     if network not in top:
-        available = ', '.join(sorted(_clean(key) for key in top)) or 'nothing'
-        raise ConversionError(f'no network {network!r} in {path} (it holds: {available})')
+        available = ", ".join(sorted(_clean(key) for key in top)) or "nothing"
+        raise ConversionError(f"no network {network!r} in {path} (it holds: {available})")
     record = top[network]
     if record is None:
-        raise ConversionError(f'network {network!r} in {path} is empty (None)')
+        raise ConversionError(f"network {network!r} in {path} is empty (None)")
     if not isinstance(record, _PersistentRecord):
-        kind = 'a dict' if isinstance(record, dict) else f'a {type(record).__name__}'
+        kind = "a dict" if isinstance(record, dict) else f"a {type(record).__name__}"
         raise ConversionError(
-            f'{network!r} in {path} is {kind}, not a persistent StyleGAN2 network')
-    if record.class_name != 'Generator':
+            f"{network!r} in {path} is {kind}, not a persistent StyleGAN2 network"
+        )
+    if record.class_name != "Generator":
         raise ConversionError(
-            f'network {network!r} in {path} is a {_clean(record.class_name)}, not a Generator')
+            f"network {network!r} in {path} is a {_clean(record.class_name)}, not a Generator"
+        )
     return record
 
 
@@ -557,7 +589,8 @@ def _state_dict_of(record, key, path, where):
     value = state.get(key) if isinstance(state, dict) else None
     if not isinstance(value, dict):
         raise ConversionError(
-            f'{path}: module {where} ({_clean(record.class_name)}) has no valid {key} state')
+            f"{path}: module {where} ({_clean(record.class_name)}) has no valid {key} state"
+        )
     return value
 
 
@@ -574,16 +607,17 @@ def _iter_records(record, path, where, depth=0):
         Pairs of dotted module name and record, parents before children.
     """
     if depth > _MAX_DEPTH:
-        raise ConversionError(f'{path}: the module tree is implausibly deep')
+        raise ConversionError(f"{path}: the module tree is implausibly deep")
     yield where, record
-    for name, child in _state_dict_of(record, '_modules', path, where or '<root>').items():
+    for name, child in _state_dict_of(record, "_modules", path, where or "<root>").items():
         if child is None:  # torch skips None submodules as well
             continue
-        dotted = f'{where}.{name}' if where else str(name)
+        dotted = f"{where}.{name}" if where else str(name)
         if not isinstance(child, _PersistentRecord):
             raise ConversionError(
-                f'{path}: submodule {_clean(dotted)} is a {type(child).__name__}, '
-                'not a persistent StyleGAN2 module')
+                f"{path}: submodule {_clean(dotted)} is a {type(child).__name__}, "
+                "not a persistent StyleGAN2 module"
+            )
         yield from _iter_records(child, path, dotted, depth + 1)
 
 
@@ -599,14 +633,16 @@ def _check_classes(records, network, path):
     for where, record in records:
         if record.class_name == _STYLEGAN3_CLASS:
             raise ConversionError(
-                f'network {network!r} in {path} is a StyleGAN3 alias-free synthesis network '
-                f'(class {_STYLEGAN3_CLASS} at {_clean(where)}), which gaussjax does not support; '
-                'only StyleGAN2 generators')
+                f"network {network!r} in {path} is a StyleGAN3 alias-free synthesis network "
+                f"(class {_STYLEGAN3_CLASS} at {_clean(where)}), which gaussjax does not support; "
+                "only StyleGAN2 generators"
+            )
     for where, record in records:
         if record.class_name not in _GENERATOR_CLASSES:
             raise ConversionError(
-                f'network {network!r} in {path} contains the class {_clean(record.class_name)!r} '
-                f'(at {_clean(where) or "the top"}), which is not a StyleGAN2 generator class')
+                f"network {network!r} in {path} contains the class {_clean(record.class_name)!r} "
+                f"(at {_clean(where) or 'the top'}), which is not a StyleGAN2 generator class"
+            )
 
 
 def _as_output(value, name, path):
@@ -620,9 +656,9 @@ def _as_output(value, name, path):
     Returns:
         The numpy array.
     """
-    if not isinstance(value, np.ndarray) or value.dtype.kind not in 'biuf':
-        raise ConversionError(f'{path}: {_clean(name)} is not a numeric tensor')
-    return value.astype(np.float32, copy=False) if value.dtype.kind == 'f' else value
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
+        raise ConversionError(f"{path}: {_clean(name)} is not a numeric tensor")
+    return value.astype(np.float32, copy=False) if value.dtype.kind == "f" else value
 
 
 def _collect_state(records, path):
@@ -638,14 +674,14 @@ def _collect_state(records, path):
     """
     state_dict = {}
     for where, record in records:
-        prefix = f'{where}.' if where else ''
-        skip = record.state.get('_non_persistent_buffers_set')
+        prefix = f"{where}." if where else ""
+        skip = record.state.get("_non_persistent_buffers_set")
         skip = set() if skip is None else skip
         if not isinstance(skip, (set, frozenset)):
-            raise ConversionError(f'{path}: module {where or "<root>"} has a malformed buffer set')
-        for key in ('_parameters', '_buffers'):
-            for name, value in _state_dict_of(record, key, path, where or '<root>').items():
-                if value is None or (key == '_buffers' and name in skip):
+            raise ConversionError(f"{path}: module {where or '<root>'} has a malformed buffer set")
+        for key in ("_parameters", "_buffers"):
+            for name, value in _state_dict_of(record, key, path, where or "<root>").items():
+                if value is None or (key == "_buffers" and name in skip):
                     continue
                 dotted = prefix + str(name)
                 state_dict[dotted] = _as_output(value, dotted, path)
@@ -664,7 +700,7 @@ def _to_plain(value, path, depth=0):
         The same structure with every dict a plain ``dict`` (lists/tuples kept).
     """
     if depth > _MAX_DEPTH:
-        raise ConversionError(f'{path}: the recorded constructor kwargs are implausibly deep')
+        raise ConversionError(f"{path}: the recorded constructor kwargs are implausibly deep")
     if isinstance(value, dict):
         return {key: _to_plain(item, path, depth + 1) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
@@ -684,18 +720,19 @@ def _init_kwargs(record, network, path):
         The kwargs as plain (nested) dicts.
     """
     state = record.state
-    args = state.get('_init_args', ())
-    kwargs = state.get('_init_kwargs')
+    args = state.get("_init_args", ())
+    kwargs = state.get("_init_kwargs")
     if not isinstance(args, (tuple, list)) or len(args) != 0:
         raise ConversionError(
-            f'network {network!r} in {path} was built with positional arguments, '
-            'which are not supported')
+            f"network {network!r} in {path} was built with positional arguments, "
+            "which are not supported"
+        )
     if not isinstance(kwargs, dict):
-        raise ConversionError(f'network {network!r} in {path} has no recorded constructor kwargs')
+        raise ConversionError(f"network {network!r} in {path} has no recorded constructor kwargs")
     return _to_plain(kwargs, path)
 
 
-def read_network_pickle(path: str, network: str = 'G_ema') -> tuple[dict, dict[str, np.ndarray]]:
+def read_network_pickle(path: str, network: str = "G_ema") -> tuple[dict, dict[str, np.ndarray]]:
     """Reads one network of a stylegan2-ada-pytorch snapshot pickle, safely.
 
     Nothing in the file is executed and torch is not needed.
@@ -714,6 +751,6 @@ def read_network_pickle(path: str, network: str = 'G_ema') -> tuple[dict, dict[s
     """
     path = os.fspath(path)
     record = _select_network(_load_snapshot(path), network, path)
-    records = list(_iter_records(record, path, ''))
+    records = list(_iter_records(record, path, ""))
     _check_classes(records, network, path)
     return _init_kwargs(record, network, path), _collect_state(records, path)

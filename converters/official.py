@@ -60,11 +60,19 @@ def key_map(cfg: GeneratorConfig) -> dict[str, tuple[tuple, Callable]]:
         if res == 4:
             out[f"{src}.const"] = (dst + ("const",), _transpose(1, 2, 0))
         else:
-            out.update(_layer_entries(f"{src}.conv0", dst + ("conv0",), up=True, use_noise=cfg.use_noise))
-        out.update(_layer_entries(f"{src}.conv1", dst + ("conv1",), up=False, use_noise=cfg.use_noise))
+            out.update(
+                _layer_entries(f"{src}.conv0", dst + ("conv0",), up=True, use_noise=cfg.use_noise)
+            )
+        out.update(
+            _layer_entries(f"{src}.conv1", dst + ("conv1",), up=False, use_noise=cfg.use_noise)
+        )
         if cfg.architecture == "skip" or res == cfg.img_resolution:
-            for name, fn in (("weight", _CONV), ("bias", _IDENTITY), ("affine.weight", _DENSE),
-                             ("affine.bias", _IDENTITY)):
+            for name, fn in (
+                ("weight", _CONV),
+                ("bias", _IDENTITY),
+                ("affine.weight", _DENSE),
+                ("affine.bias", _IDENTITY),
+            ):
                 out[f"{src}.torgb.{name}"] = (dst + ("torgb",) + tuple(name.split(".")), fn)
         if cfg.architecture == "resnet" and res > 4:
             out[f"{src}.skip.weight"] = (dst + ("skip",), _CONV)
@@ -95,22 +103,30 @@ def generator_from_state_dict(state_dict: dict[str, np.ndarray], cfg: GeneratorC
     unused = sorted(set(state_dict) - set(mapping) - set(buffers))
     missing = sorted(set(mapping) - set(state_dict))
     if unused or missing:
-        raise ConversionError(f"state dict does not match the generator config: "
-                              f"unused source keys {short_list(unused)}, missing keys {short_list(missing)}")
+        raise ConversionError(
+            f"state dict does not match the generator config: "
+            f"unused source keys {short_list(unused)}, missing keys {short_list(missing)}"
+        )
     for key, expected in buffers.items():
         if key in state_dict and not np.allclose(state_dict[key], expected, atol=1e-6):
-            raise ConversionError(f"{key} differs from the FIR filter {list(cfg.resample_filter)} "
-                                  f"of the config; set resample_filter to match")
+            raise ConversionError(
+                f"{key} differs from the FIR filter {list(cfg.resample_filter)} "
+                f"of the config; set resample_filter to match"
+            )
     graphdef, state = nnx.split(checkpoints.abstract_generator(cfg))
     flat = dict(nnx.to_flat_state(state))
     filled = {}
     for key, (path, transform) in mapping.items():
         if path not in flat:
-            raise ConversionError(f"internal key map error: {key} -> {path} is not a generator parameter")
+            raise ConversionError(
+                f"internal key map error: {key} -> {path} is not a generator parameter"
+            )
         value = np.array(transform(np.asarray(state_dict[key], np.float32)), order="C")
         if value.shape != flat[path].shape:
-            raise ConversionError(f"{key}: shape {value.shape} (after layout change) does not fit "
-                                  f"{'/'.join(map(str, path))} of shape {flat[path].shape}")
+            raise ConversionError(
+                f"{key}: shape {value.shape} (after layout change) does not fit "
+                f"{'/'.join(map(str, path))} of shape {flat[path].shape}"
+            )
         filled[path] = flat[path].replace(value)
     unfilled = sorted("/".join(map(str, p)) for p in set(flat) - set(filled))
     if unfilled:
@@ -118,8 +134,13 @@ def generator_from_state_dict(state_dict: dict[str, np.ndarray], cfg: GeneratorC
     return nnx.merge(graphdef, nnx.from_flat_state(filled))
 
 
-def infer_config(state_dict: dict[str, np.ndarray], *, conv_clamp=None, mapping_lr_multiplier=0.01,
-                 resample_filter=(1, 3, 3, 1)) -> GeneratorConfig:
+def infer_config(
+    state_dict: dict[str, np.ndarray],
+    *,
+    conv_clamp=None,
+    mapping_lr_multiplier=0.01,
+    resample_filter=(1, 3, 3, 1),
+) -> GeneratorConfig:
     """Reads a GeneratorConfig off the shapes of an official state dict.
 
     Shapes cannot tell `conv_clamp`, the mapping learning-rate multiplier (its storage convention
@@ -128,16 +149,24 @@ def infer_config(state_dict: dict[str, np.ndarray], *, conv_clamp=None, mapping_
     try:
         return _infer_config(state_dict, conv_clamp, mapping_lr_multiplier, tuple(resample_filter))
     except (KeyError, IndexError, ValueError) as e:
-        raise ConversionError(f"cannot infer a StyleGAN2 generator config from this state dict: {e}") from e
+        raise ConversionError(
+            f"cannot infer a StyleGAN2 generator config from this state dict: {e}"
+        ) from e
 
 
 def _infer_config(sd, conv_clamp, lr_multiplier, resample_filter):
-    resolutions = sorted(int(k.split(".")[1][1:]) for k in sd if k.startswith("synthesis.b") and k.endswith(".conv1.weight"))
+    resolutions = sorted(
+        int(k.split(".")[1][1:])
+        for k in sd
+        if k.startswith("synthesis.b") and k.endswith(".conv1.weight")
+    )
     if not resolutions:
         raise KeyError("no synthesis.b*.conv1.weight keys")
     top = resolutions[-1]
     mapping_layers = sum(1 for k in sd if k.startswith("mapping.fc") and k.endswith(".weight"))
-    c_dim, embed = (sd["mapping.embed.weight"].shape[::-1] if "mapping.embed.weight" in sd else (0, 0))
+    c_dim, embed = (
+        sd["mapping.embed.weight"].shape[::-1] if "mapping.embed.weight" in sd else (0, 0)
+    )
     channels = tuple(int(sd[f"synthesis.b{r}.conv1.weight"].shape[0]) for r in resolutions)
     if "synthesis.b4.torgb.weight" in sd or top == 4:
         architecture = "skip"
@@ -146,11 +175,18 @@ def _infer_config(sd, conv_clamp, lr_multiplier, resample_filter):
     else:
         architecture = "orig"
     kwargs = dict(
-        z_dim=int(sd["mapping.fc0.weight"].shape[1]) - embed, c_dim=int(c_dim), w_dim=int(sd["mapping.w_avg"].shape[0]),
-        img_resolution=top, img_channels=int(sd[f"synthesis.b{top}.torgb.weight"].shape[0]),
-        mapping_layers=mapping_layers, mapping_lr_multiplier=lr_multiplier, conv_clamp=conv_clamp,
-        architecture=architecture, resample_filter=resample_filter,
-        use_noise="synthesis.b4.conv1.noise_const" in sd)
+        z_dim=int(sd["mapping.fc0.weight"].shape[1]) - embed,
+        c_dim=int(c_dim),
+        w_dim=int(sd["mapping.w_avg"].shape[0]),
+        img_resolution=top,
+        img_channels=int(sd[f"synthesis.b{top}.torgb.weight"].shape[0]),
+        mapping_layers=mapping_layers,
+        mapping_lr_multiplier=lr_multiplier,
+        conv_clamp=conv_clamp,
+        architecture=architecture,
+        resample_filter=resample_filter,
+        use_noise="synthesis.b4.conv1.noise_const" in sd,
+    )
     w_dim = kwargs["w_dim"]
     if c_dim and embed != w_dim:
         kwargs["mapping_embed_features"] = int(embed)

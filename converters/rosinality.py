@@ -39,8 +39,11 @@ def _torgb(src, dst):
 
 def rename_map(num_mapping_layers: int, resolution: int) -> dict:
     """rosinality key -> (official key, transform) for a `Generator(size=resolution, n_mlp=...)`."""
-    out = {f"style.{k + 1}.{p}": (f"mapping.fc{k}.{p}", np.asarray)
-           for k in range(num_mapping_layers) for p in ("weight", "bias")}
+    out = {
+        f"style.{k + 1}.{p}": (f"mapping.fc{k}.{p}", np.asarray)
+        for k in range(num_mapping_layers)
+        for p in ("weight", "bias")
+    }
     out["input.input"] = ("synthesis.b4.const", _squeeze0)
     out.update(_layer("conv1", "synthesis.b4.conv1"))
     out.update(_torgb("to_rgb1", "synthesis.b4.torgb"))
@@ -51,17 +54,23 @@ def rename_map(num_mapping_layers: int, resolution: int) -> dict:
         out.update(_layer(f"convs.{2 * i + 1}", f"synthesis.b{res}.conv1"))
         out.update(_torgb(f"to_rgbs.{i}", f"synthesis.b{res}.torgb"))
         for j, conv in ((2 * i + 1, "conv0"), (2 * i + 2, "conv1")):
-            out[f"noises.noise_{j}"] = (f"synthesis.b{res}.{conv}.noise_const", lambda a: a.reshape(a.shape[-2:]))
+            out[f"noises.noise_{j}"] = (
+                f"synthesis.b{res}.{conv}.noise_const",
+                lambda a: a.reshape(a.shape[-2:]),
+            )
     return out
 
 
 def _fir_kernel_keys(resolution: int) -> list[str]:
     n = int(math.log2(resolution)) - 2
-    return [f"convs.{2 * i}.conv.blur.kernel" for i in range(n)] + [f"to_rgbs.{i}.upsample.kernel" for i in range(n)]
+    return [f"convs.{2 * i}.conv.blur.kernel" for i in range(n)] + [
+        f"to_rgbs.{i}.upsample.kernel" for i in range(n)
+    ]
 
 
-def official_state_dict(g_ema: dict[str, np.ndarray], latent_avg: np.ndarray | None,
-                        resample_filter=(1, 3, 3, 1)) -> dict[str, np.ndarray]:
+def official_state_dict(
+    g_ema: dict[str, np.ndarray], latent_avg: np.ndarray | None, resample_filter=(1, 3, 3, 1)
+) -> dict[str, np.ndarray]:
     """Renames a rosinality `g_ema` state dict (plus `latent_avg` as `mapping.w_avg`) to official keys.
 
     Without `latent_avg` (training checkpoints) `w_avg` is zero and truncation is meaningless; the
@@ -72,7 +81,9 @@ def official_state_dict(g_ema: dict[str, np.ndarray], latent_avg: np.ndarray | N
     """
     num_mapping = sum(1 for k in g_ema if k.startswith("style.") and k.endswith(".weight"))
     if "input.input" not in g_ema or num_mapping == 0:
-        raise ConversionError("not a rosinality generator state dict (no input.input / style.* keys)")
+        raise ConversionError(
+            "not a rosinality generator state dict (no input.input / style.* keys)"
+        )
     num_noise = sum(1 for k in g_ema if k.startswith("noises.noise_"))  # 2 * log2(resolution) - 3
     resolution = 2 ** ((num_noise + 3) // 2)
     renames = rename_map(num_mapping, resolution)
@@ -80,13 +91,23 @@ def official_state_dict(g_ema: dict[str, np.ndarray], latent_avg: np.ndarray | N
     unused = sorted(set(g_ema) - set(renames) - set(fir))
     missing = sorted(set(renames) - set(g_ema))
     if unused or missing:
-        raise ConversionError(f"rosinality state dict has unexpected keys {unused[:8]} and lacks {missing[:8]}")
-    expected = 4 * ops.setup_filter(resample_filter)  # rosinality stores the FIR kernel times up**2.
+        raise ConversionError(
+            f"rosinality state dict has unexpected keys {unused[:8]} and lacks {missing[:8]}"
+        )
+    expected = 4 * ops.setup_filter(
+        resample_filter
+    )  # rosinality stores the FIR kernel times up**2.
     for key in fir:
         if not np.allclose(g_ema[key], expected, atol=1e-6):
             raise ConversionError(f"{key} is not the FIR filter {list(resample_filter)} times 4")
-    out = {dst: np.asarray(fn(np.asarray(g_ema[src], np.float32)), np.float32) for src, (dst, fn) in renames.items()}
+    out = {
+        dst: np.asarray(fn(np.asarray(g_ema[src], np.float32)), np.float32)
+        for src, (dst, fn) in renames.items()
+    }
     w_dim = out["mapping.fc0.weight"].shape[1]
-    out["mapping.w_avg"] = (np.zeros(w_dim, np.float32) if latent_avg is None
-                            else np.asarray(latent_avg, np.float32).reshape(w_dim))
+    out["mapping.w_avg"] = (
+        np.zeros(w_dim, np.float32)
+        if latent_avg is None
+        else np.asarray(latent_avg, np.float32).reshape(w_dim)
+    )
     return out

@@ -84,8 +84,10 @@ def _check_keys(state: Mapping, key_map: KeyMap, ignored: tuple[str, ...], sourc
     unused = sorted(set(state) - set(key_map) - set(ignored))
     missing = sorted(set(key_map) - set(state))
     if unused or missing:
-        raise ConversionError(f"{source} keys do not match: unexpected {short_list(unused)}, "
-                              f"missing {short_list(missing)}")
+        raise ConversionError(
+            f"{source} keys do not match: unexpected {short_list(unused)}, "
+            f"missing {short_list(missing)}"
+        )
 
 
 def _abstract_flat_state() -> dict[tuple, nnx.Variable]:
@@ -102,12 +104,15 @@ def _convert(state: Mapping, key_map: KeyMap, ignored: tuple[str, ...], source: 
     for key, (path, transform) in key_map.items():
         value = np.ascontiguousarray(transform(np.asarray(state[key], np.float32)))
         if value.shape != flat[path].shape:
-            raise ConversionError(f"{source} {key}: shape {value.shape} after layout change does "
-                                  f"not fit {'/'.join(map(str, path))} of shape {flat[path].shape}")
+            raise ConversionError(
+                f"{source} {key}: shape {value.shape} after layout change does "
+                f"not fit {'/'.join(map(str, path))} of shape {flat[path].shape}"
+            )
         if path[0] == "lin" and value.min() < 0:
             # features() takes sqrt(lin); the lpips package clamps these to >= 0 when training.
-            raise ConversionError(f"{source} {key}: LPIPS lin weights must be >= 0, "
-                                  f"min is {value.min()}")
+            raise ConversionError(
+                f"{source} {key}: LPIPS lin weights must be >= 0, min is {value.min()}"
+            )
         filled[path] = flat[path].replace(jnp.asarray(value))
     unfilled = sorted("/".join(map(str, p)) for p in set(flat) - set(filled))
     if unfilled:
@@ -115,8 +120,9 @@ def _convert(state: Mapping, key_map: KeyMap, ignored: tuple[str, ...], source: 
     return nnx.from_flat_state(filled)
 
 
-def lpips_params_from_torch(vgg_state: Mapping[str, np.ndarray],
-                            lin_state: Mapping[str, np.ndarray]) -> nnx.State:
+def lpips_params_from_torch(
+    vgg_state: Mapping[str, np.ndarray], lin_state: Mapping[str, np.ndarray]
+) -> nnx.State:
     """LPIPS parameters from a torchvision vgg16 state dict and lpips lin weights.
 
     Args:
@@ -168,7 +174,9 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
     path = Path(path)  # read_npz / read_torch check the file
     state = read_npz(path) if path.suffix == ".npz" else read_torch(path)
     if not isinstance(state, Mapping) or not all(isinstance(v, np.ndarray) for v in state.values()):
-        raise ConversionError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
+        raise ConversionError(
+            f"{path}: expected a state dict of tensors, got {type(state).__name__}"
+        )
     return {str(k): np.asarray(v, np.float32) for k, v in state.items()}
 
 
@@ -184,8 +192,10 @@ def lpips_params_from_nvidia_vgg16(path) -> nnx.State:
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:  # torch raises RuntimeError/ValueError variants for non-archives.
-        raise ConversionError(f"{path}: not a TorchScript archive ({first_line(e)}); "
-                              f"a torchvision vgg16 state dict needs lin_path") from e
+        raise ConversionError(
+            f"{path}: not a TorchScript archive ({first_line(e)}); "
+            f"a torchvision vgg16 state dict needs lin_path"
+        ) from e
     state = {k: v.detach().to(torch.float32).numpy() for k, v in module.state_dict().items()}
     return lpips_params_from_nvidia_state(state)
 

@@ -1,7 +1,7 @@
 """Inversion throughput (image-steps/s) for the fixture generators and an FFHQ-256-shaped generator.
 
-    python -m experiments.benchmark [--batch_sizes=1,8] [--steps=20] [--ffhq256] [--fixtures=../shared/fixtures/stylegan2]
-        [--out=benchmark.md]
+    python -m experiments.benchmark [--batch_sizes=1,8] [--steps=20] [--ffhq256] \
+        [--fixtures=../shared/fixtures/stylegan2] [--out=benchmark.md]
 
 W+ inversion with the MSE loss and the prior (λ = 1e-5). Times exclude compilation (one warm-up
 dispatch first). The FFHQ-256 generator has the official config shape (channel_base 16384,
@@ -19,20 +19,31 @@ from absl import app, flags
 from flax import nnx
 
 from converters import official
+from gaussjax.analysis.prior import make_prior
+from gaussjax.inversion import InversionConfig, Inverter
 from gaussjax.networks.config import GeneratorConfig
 from gaussjax.networks.demo import demo_generator
-from gaussjax.inversion import InversionConfig, Inverter
-from gaussjax.analysis.prior import make_prior
 from gaussjax.networks.stylegan2 import Generator, PureGenerator
 
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "8"], "Batch sizes to time.")
-_STEPS = flags.DEFINE_integer("steps", 20, "Timed optimisation steps per measurement (one dispatch).")
+_STEPS = flags.DEFINE_integer(
+    "steps", 20, "Timed optimisation steps per measurement (one dispatch)."
+)
 _FFHQ = flags.DEFINE_bool("ffhq256", True, "Include the FFHQ-256-shaped generator (slow on CPU).")
-_FIXTURES = flags.DEFINE_string("fixtures", "../shared/fixtures/stylegan2", "Fixture directory (optional).")
+_FIXTURES = flags.DEFINE_string(
+    "fixtures", "../shared/fixtures/stylegan2", "Fixture directory (optional)."
+)
 _OUT = flags.DEFINE_string("out", None, "Also write the markdown table here.")
 
-FFHQ256 = GeneratorConfig(z_dim=512, w_dim=512, img_resolution=256, channel_base=16384, channel_max=512,
-                          mapping_layers=8, conv_clamp=256)
+FFHQ256 = GeneratorConfig(
+    z_dim=512,
+    w_dim=512,
+    img_resolution=256,
+    channel_base=16384,
+    channel_max=512,
+    mapping_layers=8,
+    conv_clamp=256,
+)
 
 
 def generators():
@@ -41,7 +52,9 @@ def generators():
     directory = pathlib.Path(_FIXTURES.value)
     for name in ("skip32", "cond64_resnet", "orig16_gray"):
         if (directory / f"{name}.json").exists():
-            cfg = GeneratorConfig.from_official_kwargs(json.loads((directory / f"{name}.json").read_text())["G_kwargs"])
+            cfg = GeneratorConfig.from_official_kwargs(
+                json.loads((directory / f"{name}.json").read_text())["G_kwargs"]
+            )
             with np.load(directory / f"{name}_G_ema_state.npz") as data:
                 out.append((name, official.generator_from_state_dict(dict(data), cfg)))
     if not out:
@@ -54,7 +67,9 @@ def generators():
 def image_steps_per_second(G, batch: int, steps: int) -> float:
     """Times one dispatch of `steps` W+ MSE steps after a warm-up dispatch (compilation)."""
     fns, params = PureGenerator.split(G)
-    cfg = InversionConfig(space="wplus", num_steps=10 * steps, steps_per_dispatch=steps, prior_weight=1e-5)
+    cfg = InversionConfig(
+        space="wplus", num_steps=10 * steps, steps_per_dispatch=steps, prior_weight=1e-5
+    )
     prior = make_prior(np.zeros(G.cfg.w_dim), np.eye(G.cfg.w_dim), 0.2)
     inverter = Inverter(fns, G.cfg, cfg, np.zeros(G.cfg.w_dim, np.float32), 1.0)
     res, ch = G.cfg.img_resolution, G.cfg.img_channels
@@ -72,9 +87,13 @@ def image_steps_per_second(G, batch: int, steps: int) -> float:
 def main(argv):
     del argv
     device = jax.devices()[0]
-    lines = [f"Inversion throughput, W+ / MSE + prior, {jax.device_count()} x {device.device_kind} "
-             f"({device.platform}), jax {jax.__version__}", "",
-             "| generator | resolution | batch | image-steps/s |", "|---|---|---|---|"]
+    lines = [
+        f"Inversion throughput, W+ / MSE + prior, {jax.device_count()} x {device.device_kind} "
+        f"({device.platform}), jax {jax.__version__}",
+        "",
+        "| generator | resolution | batch | image-steps/s |",
+        "|---|---|---|---|",
+    ]
     print("\n".join(lines), flush=True)
     for name, G in generators():
         for batch in map(int, _BATCH_SIZES.value):

@@ -25,13 +25,19 @@ from gaussjax.inversion.saved import load_results, render_variables
 from gaussjax.networks.demo import demo_generator
 from gaussjax.networks.stylegan2 import PureGenerator
 
-_GENERATOR = flags.DEFINE_string("generator", None, "Generator directory; default: built-in demo generator.")
+_GENERATOR = flags.DEFINE_string(
+    "generator", None, "Generator directory; default: built-in demo generator."
+)
 _RESULT = flags.DEFINE_string("result", None, "An experiments.invert result (NAME.npz).")
 _OUTDIR = flags.DEFINE_string("outdir", None, "Output directory.")
 _DIRECTION = flags.DEFINE_string("direction", None, ".npy direction ([D] or the latent's shape).")
 _COMPONENT = flags.DEFINE_integer("component", None, "Principal direction index (0 = largest).")
-_DISTANCES = flags.DEFINE_string("distances", "-2:2:11", "start:stop:count (units of the direction).")
-_INTERPOLATE_TO = flags.DEFINE_string("interpolate_to", None, "Second result: interpolate instead of edit.")
+_DISTANCES = flags.DEFINE_string(
+    "distances", "-2:2:11", "start:stop:count (units of the direction)."
+)
+_INTERPOLATE_TO = flags.DEFINE_string(
+    "interpolate_to", None, "Second result: interpolate instead of edit."
+)
 _FRAMES = flags.DEFINE_integer("frames", 9, "Interpolation frames.")
 _SAMPLES = flags.DEFINE_integer("pca_samples", 10000, "Mapping samples for --component.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the PCA samples.")
@@ -74,18 +80,28 @@ def main(argv):
     if not _RESULT.value or not _OUTDIR.value:
         sys.exit("error: --result and --outdir are required")
     try:
-        generator = checkpoints.load_generator_module(_GENERATOR.value) if _GENERATOR.value else demo_generator()
+        generator = (
+            checkpoints.load_generator_module(_GENERATOR.value)
+            if _GENERATOR.value
+            else demo_generator()
+        )
         fns, params = PureGenerator.split(generator)
         saved = load_results(_RESULT.value, fns, generator.cfg)[0]
         if _INTERPOLATE_TO.value:
             other = load_results(_INTERPOLATE_TO.value, fns, generator.cfg)[0]
             if other.space.name != saved.space.name:
-                raise ValueError(f"cannot interpolate a {saved.space.name} result with a {other.space.name} one")
-            path = editing.interpolation_path(saved.variables, other.variables, np.linspace(0, 1, _FRAMES.value))
+                raise ValueError(
+                    f"cannot interpolate a {saved.space.name} result with a {other.space.name} one"
+                )
+            path = editing.interpolation_path(
+                saved.variables, other.variables, np.linspace(0, 1, _FRAMES.value)
+            )
             suffix = "interp"
         else:
             direction = load_direction(saved, fns, params, generator.cfg)
-            path = editing.edit_path(saved.space, saved.variables, direction, parse_distances(_DISTANCES.value))
+            path = editing.edit_path(
+                saved.space, saved.variables, direction, parse_distances(_DISTANCES.value)
+            )
             suffix = "edit"
     except (ValueError, FileNotFoundError, OSError) as e:
         sys.exit(f"error: {e}")
@@ -95,7 +111,9 @@ def main(argv):
     name = f"{pathlib.Path(_RESULT.value).stem}_{suffix}"
     images.save_png(outdir / f"{name}.png", images.make_grid(frames, columns=len(frames)))
     images.save_gif(outdir / f"{name}.gif", frames, _DURATION.value)
-    print(f"wrote {name}.png ({len(frames)} frames, {saved.space.name} space) and {name}.gif to {outdir}")
+    print(
+        f"wrote {name}.png ({len(frames)} frames, {saved.space.name} space) and {name}.gif to {outdir}"
+    )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ from gaussjax.analysis import prior
 from gaussjax.files import checkpoints
 from gaussjax.networks.stylegan2 import PureGenerator
 
-_GENERATOR = flags.DEFINE_string("generator", None, "Generator directory (made by converters.convert).")
+_GENERATOR = flags.DEFINE_string(
+    "generator", None, "Generator directory (made by converters.convert)."
+)
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 100_000, "Number of mapping samples.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed for z (and the classes of a marginal prior).")
 _OUT = flags.DEFINE_string("out", None, "Output npz file.")
@@ -38,7 +40,10 @@ def progress_printer(min_interval_s: float = 2.0):
         if done < total and now - last[0] < min_interval_s:
             return
         last[0] = now
-        print(f"  {done}/{total} samples  ({done / max(now - start, 1e-9):,.0f} samples/s)", flush=True)
+        print(
+            f"  {done}/{total} samples  ({done / max(now - start, 1e-9):,.0f} samples/s)",
+            flush=True,
+        )
 
     return report
 
@@ -47,8 +52,10 @@ def describe_conditioning(cfg, class_idx) -> str:
     if cfg.c_dim == 0:
         return "unconditional generator"
     if class_idx is None:
-        return (f"conditional generator ({cfg.c_dim} classes), no --class_idx: fitting the marginal "
-                "over classes drawn uniformly at random")
+        return (
+            f"conditional generator ({cfg.c_dim} classes), no --class_idx: fitting the marginal "
+            "over classes drawn uniformly at random"
+        )
     return f"conditional generator ({cfg.c_dim} classes): fitting class {class_idx}"
 
 
@@ -76,17 +83,28 @@ def main(argv):
     cfg = generator.cfg
     # Computed from the weights, as experiments.invert does, so the two can never disagree.
     fingerprint = checkpoints.generator_fingerprint(generator)
-    print(f"generator {_GENERATOR.value} (fingerprint {fingerprint}): {describe_conditioning(cfg, _CLASS_IDX.value)}")
+    print(
+        f"generator {_GENERATOR.value} (fingerprint {fingerprint}): {describe_conditioning(cfg, _CLASS_IDX.value)}"
+    )
     fns, params = PureGenerator.split(generator)
     try:
-        stats = prior.fit_generator_prior(fns, params, cfg, num_samples=_NUM_SAMPLES.value, seed=_SEED.value,
-                                          chunk_size=_CHUNK_SIZE.value, class_idx=_CLASS_IDX.value,
-                                          progress=progress_printer())
+        stats = prior.fit_generator_prior(
+            fns,
+            params,
+            cfg,
+            num_samples=_NUM_SAMPLES.value,
+            seed=_SEED.value,
+            chunk_size=_CHUNK_SIZE.value,
+            class_idx=_CLASS_IDX.value,
+            progress=progress_printer(),
+        )
     except ValueError as e:
         sys.exit(f"error: {e}")
     print(prior.gaussianity_summary(stats))
     prior.save_prior(out, stats, fingerprint)
-    print(f"wrote {out}: mean [{cfg.w_dim}], cov [{cfg.w_dim}, {cfg.w_dim}] of v over {stats['num_samples']} samples")
+    print(
+        f"wrote {out}: mean [{cfg.w_dim}], cov [{cfg.w_dim}, {cfg.w_dim}] of v over {stats['num_samples']} samples"
+    )
 
 
 if __name__ == "__main__":

@@ -23,9 +23,13 @@ from gaussjax.files import checkpoints, images
 from gaussjax.inversion.saved import load_results, render_variables
 from gaussjax.networks.stylegan2 import NOISE_MODES, PureGenerator
 
-_GENERATOR = flags.DEFINE_string("generator", None, "Generator directory (made by converters.convert).")
+_GENERATOR = flags.DEFINE_string(
+    "generator", None, "Generator directory (made by converters.convert)."
+)
 _SEEDS = flags.DEFINE_string("seeds", None, "Seeds, e.g. '0-7' or '1,5,10-12'.")
-_LATENTS = flags.DEFINE_string("latents", None, "npz with key 'w' [N, num_ws, w_dim] to render instead of seeds.")
+_LATENTS = flags.DEFINE_string(
+    "latents", None, "npz with key 'w' [N, num_ws, w_dim] to render instead of seeds."
+)
 _CLASS_IDX = flags.DEFINE_integer("class_idx", None, "Class label for conditional generators.")
 _PSI = flags.DEFINE_float("truncation_psi", 1.0, "Truncation psi (1 = off).")
 _CUTOFF = flags.DEFINE_integer("truncation_cutoff", None, "Truncate only the first N ws.")
@@ -53,7 +57,11 @@ def class_labels(cfg, class_idx, n):
 
 def main(argv):
     del argv
-    if not _GENERATOR.value or not _OUTDIR.value or (_SEEDS.value is None) == (_LATENTS.value is None):
+    if (
+        not _GENERATOR.value
+        or not _OUTDIR.value
+        or (_SEEDS.value is None) == (_LATENTS.value is None)
+    ):
         sys.exit("error: pass --generator, --outdir and exactly one of --seeds / --latents")
     try:
         generator = checkpoints.load_generator_module(_GENERATOR.value)
@@ -61,14 +69,20 @@ def main(argv):
         fns, params = PureGenerator.split(generator)
         if _LATENTS.value:
             saved = load_results(_LATENTS.value, fns, cfg)
-            rendered = np.concatenate([images.to_uint8(render_variables(r, params, [r.variables])) for r in saved])
+            rendered = np.concatenate(
+                [images.to_uint8(render_variables(r, params, [r.variables])) for r in saved]
+            )
             names = [f"latent{i:04d}" for i in range(len(saved))]
         else:
             noise = None
             seeds = parse_seeds(_SEEDS.value)
-            z = np.concatenate([np.random.RandomState(s).randn(1, cfg.z_dim) for s in seeds]).astype(np.float32)
+            z = np.concatenate(
+                [np.random.RandomState(s).randn(1, cfg.z_dim) for s in seeds]
+            ).astype(np.float32)
             c = class_labels(cfg, _CLASS_IDX.value, len(seeds))
-            ws = jax.jit(fns.mapping, static_argnums=(3, 4))(params, z, c, _PSI.value, _CUTOFF.value)
+            ws = jax.jit(fns.mapping, static_argnums=(3, 4))(
+                params, z, c, _PSI.value, _CUTOFF.value
+            )
             names = [f"seed{s:04d}" for s in seeds]
     except (ValueError, FileNotFoundError, OSError) as e:
         sys.exit(f"error: {e}")
@@ -77,7 +91,9 @@ def main(argv):
     if _LATENTS.value:
         imgs = rendered
     else:
-        imgs = images.render_uint8(fns, params, np.asarray(ws), _NOISE_MODE.value, jax.random.key(0), noise)
+        imgs = images.render_uint8(
+            fns, params, np.asarray(ws), _NOISE_MODE.value, jax.random.key(0), noise
+        )
     for name, img in zip(names, imgs):
         images.save_png(outdir / f"{name}.png", img)
     images.save_png(outdir / "grid.png", images.make_grid(imgs))

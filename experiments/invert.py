@@ -26,47 +26,102 @@ from gaussjax.inversion.engine import InversionConfig
 from gaussjax.inversion.spaces import SPACES
 
 _OUTDIR = flags.DEFINE_string("outdir", None, "Output directory (resumable).")
-_GENERATOR = flags.DEFINE_string("generator", None, "Generator directory; default: built-in demo generator.")
-_PRIOR = flags.DEFINE_string("prior", None, "prior.npz from experiments.fit_prior; default: fit and cache.")
-_IMAGES = flags.DEFINE_string("images", None, "Directory, glob or file; default: generated targets.")
+_GENERATOR = flags.DEFINE_string(
+    "generator", None, "Generator directory; default: built-in demo generator."
+)
+_PRIOR = flags.DEFINE_string(
+    "prior", None, "prior.npz from experiments.fit_prior; default: fit and cache."
+)
+_IMAGES = flags.DEFINE_string(
+    "images", None, "Directory, glob or file; default: generated targets."
+)
 _SPACE = flags.DEFINE_enum("space", "wplus", list(SPACES), "Latent space.")
-_NUM_GENERATED = flags.DEFINE_integer("num_generated", 4, "Generated targets when --images is absent.")
+_NUM_GENERATED = flags.DEFINE_integer(
+    "num_generated", 4, "Generated targets when --images is absent."
+)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of generated targets and of the prior fit.")
-_PRIOR_SAMPLES = flags.DEFINE_integer("prior_samples", 10000, "Samples when a prior has to be fitted.")
-_BATCH = flags.DEFINE_integer("batch_size", 8, "Images inverted together (global, over all devices).")
-_LOSS = flags.DEFINE_enum("loss", None, ["mse", "lpips", "mse+lpips"], "Data term(s); default: the space's.")
-_VGG = flags.DEFINE_string("vgg", None, "LPIPS weights: NVIDIA vgg16.pt, or torchvision vgg16 state dict.")
-_LPIPS_LIN = flags.DEFINE_string("lpips_lin", None, "LPIPS v0.1 lin weights (with a torchvision --vgg).")
-_MULTIHOST = flags.DEFINE_bool("multihost", False, "Run as one of several processes: jax.distributed.initialize() "
-                                "(cluster autodetection unless the three flags below are given).")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.")
+_PRIOR_SAMPLES = flags.DEFINE_integer(
+    "prior_samples", 10000, "Samples when a prior has to be fitted."
+)
+_BATCH = flags.DEFINE_integer(
+    "batch_size", 8, "Images inverted together (global, over all devices)."
+)
+_LOSS = flags.DEFINE_enum(
+    "loss", None, ["mse", "lpips", "mse+lpips"], "Data term(s); default: the space's."
+)
+_VGG = flags.DEFINE_string(
+    "vgg", None, "LPIPS weights: NVIDIA vgg16.pt, or torchvision vgg16 state dict."
+)
+_LPIPS_LIN = flags.DEFINE_string(
+    "lpips_lin", None, "LPIPS v0.1 lin weights (with a torchvision --vgg)."
+)
+_MULTIHOST = flags.DEFINE_bool(
+    "multihost",
+    False,
+    "Run as one of several processes: jax.distributed.initialize() "
+    "(cluster autodetection unless the three flags below are given).",
+)
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "Multi-host: host:port of process 0."
+)
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
 
 # Flags that set an InversionConfig field of the same meaning; unset ones keep the space's default.
 _CONFIG_FLAGS = {
     "steps": ("num_steps", flags.DEFINE_integer("steps", None, "Optimisation steps per image.")),
-    "steps_per_dispatch": ("steps_per_dispatch", flags.DEFINE_integer("steps_per_dispatch", None,
-                                                                      "Steps per device call.")),
-    "prior_weight": ("prior_weight", flags.DEFINE_float("prior_weight", None, "λ; 0 turns the prior off.")),
+    "steps_per_dispatch": (
+        "steps_per_dispatch",
+        flags.DEFINE_integer("steps_per_dispatch", None, "Steps per device call."),
+    ),
+    "prior_weight": (
+        "prior_weight",
+        flags.DEFINE_float("prior_weight", None, "λ; 0 turns the prior off."),
+    ),
     "lpips_weight": ("lpips_weight", flags.DEFINE_float("lpips_weight", None, "Weight of LPIPS.")),
-    "learning_rate": ("learning_rate", flags.DEFINE_float("learning_rate", None, "(Peak) learning rate.")),
-    "lr_schedule": ("lr_schedule", flags.DEFINE_enum("lr_schedule", None, ["official", "constant"],
-                                                     "Learning-rate schedule.")),
+    "learning_rate": (
+        "learning_rate",
+        flags.DEFINE_float("learning_rate", None, "(Peak) learning rate."),
+    ),
+    "lr_schedule": (
+        "lr_schedule",
+        flags.DEFINE_enum("lr_schedule", None, ["official", "constant"], "Learning-rate schedule."),
+    ),
     "optimizer": ("optimizer", flags.DEFINE_string("optimizer", None, "optax optimiser name.")),
-    "latent_noise_factor": ("latent_noise_factor", flags.DEFINE_float(
-        "latent_noise_factor", None, "Latent-noise ramp strength (0 turns it off).")),
-    "optimize_noise": ("optimize_noise", flags.DEFINE_bool("optimize_noise", None,
-                                                           "Also optimise the noise maps (official reg).")),
-    "truncation_psi": ("truncation_psi", flags.DEFINE_float("truncation_psi", None,
-                                                            "Z/Z+ spaces: truncation psi of the mapped rows.")),
-    "truncation_cutoff": ("truncation_cutoff", flags.DEFINE_integer("truncation_cutoff", None,
-                                                                    "Z/Z+ spaces: truncate rows < cutoff only.")),
-    "feature_layer": ("feature_layer", flags.DEFINE_integer("feature_layer", None,
-                                                            "F spaces: layer whose output is F.")),
-    "feature_reg_weight": ("feature_reg_weight", flags.DEFINE_float("feature_reg_weight", None,
-                                                                    "F spaces: weight of mean((F - F0)^2).")),
-    "class_idx": ("class_idx", flags.DEFINE_integer("class_idx", None, "Conditional generators: the class.")),
+    "latent_noise_factor": (
+        "latent_noise_factor",
+        flags.DEFINE_float(
+            "latent_noise_factor", None, "Latent-noise ramp strength (0 turns it off)."
+        ),
+    ),
+    "optimize_noise": (
+        "optimize_noise",
+        flags.DEFINE_bool("optimize_noise", None, "Also optimise the noise maps (official reg)."),
+    ),
+    "truncation_psi": (
+        "truncation_psi",
+        flags.DEFINE_float(
+            "truncation_psi", None, "Z/Z+ spaces: truncation psi of the mapped rows."
+        ),
+    ),
+    "truncation_cutoff": (
+        "truncation_cutoff",
+        flags.DEFINE_integer(
+            "truncation_cutoff", None, "Z/Z+ spaces: truncate rows < cutoff only."
+        ),
+    ),
+    "feature_layer": (
+        "feature_layer",
+        flags.DEFINE_integer("feature_layer", None, "F spaces: layer whose output is F."),
+    ),
+    "feature_reg_weight": (
+        "feature_reg_weight",
+        flags.DEFINE_float("feature_reg_weight", None, "F spaces: weight of mean((F - F0)^2)."),
+    ),
+    "class_idx": (
+        "class_idx",
+        flags.DEFINE_integer("class_idx", None, "Conditional generators: the class."),
+    ),
 }
 
 
@@ -78,7 +133,9 @@ def config_from_flags() -> InversionConfig:
         if "lpips" not in _LOSS.value:
             overrides["lpips_weight"] = 0.0
         elif "lpips_weight" not in overrides:
-            overrides["lpips_weight"] = max(InversionConfig.for_space(_SPACE.value).lpips_weight, 1.0)
+            overrides["lpips_weight"] = max(
+                InversionConfig.for_space(_SPACE.value).lpips_weight, 1.0
+            )
     return InversionConfig.for_space(_SPACE.value, **overrides)
 
 
@@ -90,8 +147,11 @@ def log(msg):
 def start_distributed():
     """Joins the other processes; on CPU the collectives go through gloo."""
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
-                               process_id=_PROCESS_ID.value)
+    jax.distributed.initialize(
+        coordinator_address=_COORDINATOR.value,
+        num_processes=_NUM_PROCESSES.value,
+        process_id=_PROCESS_ID.value,
+    )
 
 
 def main(argv):
@@ -102,15 +162,27 @@ def main(argv):
         sys.exit("error: --outdir is required")
     try:
         spec = pipeline.RunSpec(
-            outdir=pathlib.Path(_OUTDIR.value), config=config_from_flags(), generator=_GENERATOR.value,
-            prior=_PRIOR.value, images=_IMAGES.value, num_generated=_NUM_GENERATED.value, seed=_SEED.value,
-            prior_samples=_PRIOR_SAMPLES.value, batch_size=_BATCH.value, vgg=_VGG.value,
-            lpips_lin=_LPIPS_LIN.value, lpips_explicit=bool(_LOSS.value and "lpips" in _LOSS.value), log=log)
+            outdir=pathlib.Path(_OUTDIR.value),
+            config=config_from_flags(),
+            generator=_GENERATOR.value,
+            prior=_PRIOR.value,
+            images=_IMAGES.value,
+            num_generated=_NUM_GENERATED.value,
+            seed=_SEED.value,
+            prior_samples=_PRIOR_SAMPLES.value,
+            batch_size=_BATCH.value,
+            vgg=_VGG.value,
+            lpips_lin=_LPIPS_LIN.value,
+            lpips_explicit=bool(_LOSS.value and "lpips" in _LOSS.value),
+            log=log,
+        )
         summary = pipeline.run(spec)
     except (ValueError, FileNotFoundError, OSError) as e:
         sys.exit(f"error: {e}")
-    log(f"inverted {summary.inverted} now, {summary.finished}/{summary.total} finished in total; "
-        f"results in {_OUTDIR.value}")
+    log(
+        f"inverted {summary.inverted} now, {summary.finished}/{summary.total} finished in total; "
+        f"results in {_OUTDIR.value}"
+    )
     if summary.finished == 0:
         sys.exit("error: no image could be inverted (see summary.jsonl)")
 

@@ -92,7 +92,11 @@ def zspace_principal_directions(z, w, k: int):
     coords = centred @ components.T  # [N, k]
     regression, *_ = np.linalg.lstsq(coords, z - z.mean(axis=0), rcond=None)  # [k, D_z]
     directions = regression / np.linalg.norm(regression, axis=1, keepdims=True)
-    return directions.astype(np.float32), coords.std(axis=0).astype(np.float32), components.astype(np.float32)
+    return (
+        directions.astype(np.float32),
+        coords.std(axis=0).astype(np.float32),
+        components.astype(np.float32),
+    )
 
 
 def edit_path(space, variables: dict, direction, distances, num_substeps: int = 1000) -> list[dict]:
@@ -120,10 +124,14 @@ def interpolation_path(variables_a: dict, variables_b: dict, ts) -> list[dict]:
     """From result a to result b (same space): slerp of Z/Z+ rows, lerp of W/W+ codes and of F."""
     key = latent_key(variables_a)
     if set(variables_a) != set(variables_b):
-        raise ValueError(f"results of different spaces: {sorted(variables_a)} vs {sorted(variables_b)}")
+        raise ValueError(
+            f"results of different spaces: {sorted(variables_a)} vs {sorted(variables_b)}"
+        )
     a, b = np.asarray(variables_a[key]), np.asarray(variables_b[key])
     if key in SPHERE_KEYS:
-        path = slerp_rows(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]), ts).reshape((-1,) + a.shape)
+        path = slerp_rows(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]), ts).reshape(
+            (-1,) + a.shape
+        )
     else:
         path = lerp(a, b, ts)
     others = {k: lerp(variables_a[k], variables_b[k], ts) for k in variables_a if k != key}
@@ -140,7 +148,9 @@ def latent_key(variables: dict) -> str:
     """The name of the editable latent among a result's variables (z, zplus, w or wplus)."""
     keys = [k for k in SPHERE_KEYS + LINEAR_KEYS if k in variables]
     if len(keys) != 1:
-        raise ValueError(f"cannot edit variables {sorted(variables)}: expected one of {SPHERE_KEYS + LINEAR_KEYS}")
+        raise ValueError(
+            f"cannot edit variables {sorted(variables)}: expected one of {SPHERE_KEYS + LINEAR_KEYS}"
+        )
     return keys[0]
 
 
@@ -149,7 +159,13 @@ def _check_edit_args(rows, direction, distances):
     direction = np.asarray(direction, np.float32)
     distances = np.atleast_1d(np.asarray(distances, np.float32))
     if direction.shape not in (rows.shape[-1:], rows.shape):
-        raise ValueError(f"direction of shape {direction.shape} does not fit latents of shape {rows.shape}")
-    if not (np.all(np.isfinite(rows)) and np.all(np.isfinite(direction)) and np.all(np.isfinite(distances))):
+        raise ValueError(
+            f"direction of shape {direction.shape} does not fit latents of shape {rows.shape}"
+        )
+    if not (
+        np.all(np.isfinite(rows))
+        and np.all(np.isfinite(direction))
+        and np.all(np.isfinite(distances))
+    ):
         raise ValueError("latents, direction and distances must be finite")
     return rows, direction, distances

@@ -9,8 +9,9 @@ import pytest
 # Must run before any JAX backend starts: sharding tests use 4 CPU devices.
 jax.config.update("jax_num_cpu_devices", 4)
 
-from converters import official  # noqa: E402
 from fixtures_path import stylegan2_fixture_dir  # noqa: E402
+
+from converters import official  # noqa: E402
 from gaussjax.networks.config import GeneratorConfig  # noqa: E402
 
 OFFICIAL_FIXTURES = ("skip32", "cond64_resnet", "orig16_gray")
@@ -37,7 +38,9 @@ def fixture_generator(fixture_dir):
         if name not in _GENERATORS:
             with np.load(fixture_dir / f"{name}_G_ema_state.npz") as data:
                 state_dict = dict(data)
-            _GENERATORS[name] = official.generator_from_state_dict(state_dict, fixture_config(fixture_dir, name))
+            _GENERATORS[name] = official.generator_from_state_dict(
+                state_dict, fixture_config(fixture_dir, name)
+            )
         return _GENERATORS[name]
 
     return build

@@ -18,15 +18,22 @@ from gaussjax.files import checkpoints
 @pytest.mark.parametrize("name", OFFICIAL_FIXTURES)
 def test_pickle_and_state_dict_paths_reproduce_official_images(fixture_dir, tmp_path, name):
     convert_lib.convert(fixture_dir / f"{name}.pkl", tmp_path / "from_pkl")
-    convert_lib.convert(fixture_dir / f"{name}_G_ema_state.npz", tmp_path / "from_npz",
-                        conv_clamp=256 if name != "skip32" else None)
+    convert_lib.convert(
+        fixture_dir / f"{name}_G_ema_state.npz",
+        tmp_path / "from_npz",
+        conv_clamp=256 if name != "skip32" else None,
+    )
     G = load_generator(tmp_path / "from_pkl")
     io_arrays = load_io(fixture_dir, name)
-    np.testing.assert_allclose(G.synthesis(io_arrays["ws"]), nhwc(io_arrays["img_const"]), atol=TOL, rtol=0)
+    np.testing.assert_allclose(
+        G.synthesis(io_arrays["ws"]), nhwc(io_arrays["img_const"]), atol=TOL, rtol=0
+    )
     # Same weights either way (num_fp16_res is not visible in a state dict, so compare weights only).
     pkl_doc = checkpoints.read_generator_config(tmp_path / "from_pkl")[1]
     npz_G = load_generator(tmp_path / "from_npz")
-    np.testing.assert_allclose(npz_G.synthesis(io_arrays["ws"]), G.synthesis(io_arrays["ws"]), atol=0, rtol=0)
+    np.testing.assert_allclose(
+        npz_G.synthesis(io_arrays["ws"]), G.synthesis(io_arrays["ws"]), atol=0, rtol=0
+    )
     assert pkl_doc["source"]["format"] == "nvidia-pickle"
 
 
@@ -36,8 +43,12 @@ def test_torch_state_dict_file(fixture_dir, tmp_path):
         torch.save({k: torch.from_numpy(data[k]) for k in data.files}, tmp_path / "G_ema.pt")
     convert_lib.convert(tmp_path / "G_ema.pt", tmp_path / "gen")
     io_arrays = load_io(fixture_dir, "skip32")
-    np.testing.assert_allclose(load_generator(tmp_path / "gen").synthesis(io_arrays["ws"]),
-                               nhwc(io_arrays["img_const"]), atol=TOL, rtol=0)
+    np.testing.assert_allclose(
+        load_generator(tmp_path / "gen").synthesis(io_arrays["ws"]),
+        nhwc(io_arrays["img_const"]),
+        atol=TOL,
+        rtol=0,
+    )
 
 
 def test_rosinality_checkpoint(fixture_dir, tmp_path):
@@ -48,16 +59,24 @@ def test_rosinality_checkpoint(fixture_dir, tmp_path):
     ws = G.mapping(ref["z"])
     np.testing.assert_allclose(ws[:, 0], ref["w"], atol=TOL, rtol=0)
     np.testing.assert_allclose(G.synthesis(ws), nhwc(ref["img_const"]), atol=TOL, rtol=0)
-    np.testing.assert_allclose(G(ref["z"], truncation_psi=0.7), nhwc(ref["img_psi07_const"]), atol=TOL, rtol=0)
-    np.testing.assert_allclose(G.synthesis(ref["wplus"]), nhwc(ref["img_wplus_const"]), atol=TOL, rtol=0)
+    np.testing.assert_allclose(
+        G(ref["z"], truncation_psi=0.7), nhwc(ref["img_psi07_const"]), atol=TOL, rtol=0
+    )
+    np.testing.assert_allclose(
+        G.synthesis(ref["wplus"]), nhwc(ref["img_wplus_const"]), atol=TOL, rtol=0
+    )
 
 
 def test_network_choice_g_vs_g_ema(fixture_dir, tmp_path):
     ref = load_io(fixture_dir, "skip32")
     convert_lib.convert(fixture_dir / "skip32.pkl", tmp_path / "g", network="G")
     convert_lib.convert(fixture_dir / "skip32.pkl", tmp_path / "g_ema")
-    err_g = np.abs(load_generator(tmp_path / "g").synthesis(ref["ws"]) - nhwc(ref["img_const"])).max()
-    err_ema = np.abs(load_generator(tmp_path / "g_ema").synthesis(ref["ws"]) - nhwc(ref["img_const"])).max()
+    err_g = np.abs(
+        load_generator(tmp_path / "g").synthesis(ref["ws"]) - nhwc(ref["img_const"])
+    ).max()
+    err_ema = np.abs(
+        load_generator(tmp_path / "g_ema").synthesis(ref["ws"]) - nhwc(ref["img_const"])
+    ).max()
     assert err_ema <= TOL < err_g
 
 
@@ -65,7 +84,9 @@ def test_converting_twice_is_identical_and_dst_is_protected(fixture_dir, tmp_pat
     src = fixture_dir / "orig16_gray.pkl"
     convert_lib.convert(src, tmp_path / "a")
     convert_lib.convert(src, tmp_path / "b")
-    assert (tmp_path / "a" / "config.json").read_bytes() == (tmp_path / "b" / "config.json").read_bytes()
+    assert (tmp_path / "a" / "config.json").read_bytes() == (
+        tmp_path / "b" / "config.json"
+    ).read_bytes()
     with pytest.raises(FileExistsError, match="--overwrite"):
         convert_lib.convert(src, tmp_path / "a")
     convert_lib.convert(fixture_dir / "skip32.pkl", tmp_path / "a", overwrite=True)
@@ -90,9 +111,15 @@ def test_failed_write_leaves_no_destination(fixture_dir, tmp_path, monkeypatch):
 
 def _write_bad_inputs(directory, fixture_dir):
     pkl = (fixture_dir / "orig16_gray.pkl").read_bytes()
-    files = {"empty.pkl": b"", "truncated.pkl": pkl[: len(pkl) // 2], "text.pkl": b"hello, not a pickle\n",
-             "list.pkl": pickle.dumps([1, 2, 3]), "no_g_ema.pkl": pickle.dumps({"D": None}),
-             "corrupt.pt": b"PK\x03\x04garbage", "corrupt.npz": b"PK\x03\x04garbage"}
+    files = {
+        "empty.pkl": b"",
+        "truncated.pkl": pkl[: len(pkl) // 2],
+        "text.pkl": b"hello, not a pickle\n",
+        "list.pkl": pickle.dumps([1, 2, 3]),
+        "no_g_ema.pkl": pickle.dumps({"D": None}),
+        "corrupt.pt": b"PK\x03\x04garbage",
+        "corrupt.npz": b"PK\x03\x04garbage",
+    }
     for name, data in files.items():
         (directory / name).write_bytes(data)
     return sorted(files) + ["missing.pkl"]
@@ -110,8 +137,18 @@ def test_bad_inputs_raise_one_line_errors_and_write_nothing(fixture_dir, tmp_pat
 
 
 def test_cli_exit_code_and_message(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "converters.convert", f"--src={tmp_path / 'nope.pkl'}",
-                             f"--dst={tmp_path / 'out'}"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "converters.convert",
+            f"--src={tmp_path / 'nope.pkl'}",
+            f"--dst={tmp_path / 'out'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "no such file" in result.stderr

@@ -17,7 +17,9 @@ def _rows(seed, shape=(3, 16)):
 
 def test_sphere_walk_closed_form_and_stays_on_the_sphere():
     z = editing.to_sphere_np(_rows(0))
-    tangent = _rows(1) - np.sum(_rows(1) * z, axis=-1, keepdims=True) / 16 * z  # orthogonal to each row
+    tangent = (
+        _rows(1) - np.sum(_rows(1) * z, axis=-1, keepdims=True) / 16 * z
+    )  # orthogonal to each row
     tangent /= np.linalg.norm(tangent, axis=-1, keepdims=True)
     path = editing.sphere_walk(z, tangent, [0.0, 1.0, -2.0], num_substeps=2000)
     np.testing.assert_allclose(np.linalg.norm(path, axis=-1), 4.0, rtol=1e-5)  # sqrt(16)
@@ -45,7 +47,9 @@ def test_linear_paths_and_interpolation():
     w, d = _rows(4, (2, 8)), _rows(5, (8,))
     np.testing.assert_allclose(editing.linear_path(w, d, [0.5])[0], w + 0.5 * d, rtol=1e-6)
     np.testing.assert_allclose(editing.lerp(w, 3 * w, [0.5])[0], 2 * w, rtol=1e-6)
-    path = editing.interpolation_path({"wplus": w, "f": np.zeros(4)}, {"wplus": -w, "f": np.ones(4)}, [0.25])
+    path = editing.interpolation_path(
+        {"wplus": w, "f": np.zeros(4)}, {"wplus": -w, "f": np.ones(4)}, [0.25]
+    )
     np.testing.assert_allclose(path[0]["wplus"], 0.5 * w, rtol=1e-6)
     np.testing.assert_allclose(path[0]["f"], 0.25)
 
@@ -83,23 +87,50 @@ def test_gif_round_trip(tmp_path, channels):
 
 
 def test_edit_launcher_walks_a_zplus_result_and_interpolates(tmp_path):
-    run = lambda *a: subprocess.run([sys.executable, "-m", *a], capture_output=True, text=True, timeout=600)  # noqa: E731
-    inv = run("experiments.invert", f"--outdir={tmp_path / 'inv'}", "--space=f_zplus", "--steps=3",
-              "--num_generated=2", "--prior_samples=500")
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", *a], capture_output=True, text=True, timeout=600
+    )  # noqa: E731
+    inv = run(
+        "experiments.invert",
+        f"--outdir={tmp_path / 'inv'}",
+        "--space=f_zplus",
+        "--steps=3",
+        "--num_generated=2",
+        "--prior_samples=500",
+    )
     assert inv.returncode == 0, inv.stderr[-2000:]
-    edit = run("experiments.edit", f"--result={tmp_path / 'inv' / 'generated0000.npz'}", "--component=0",
-               "--distances=-1:1:3", f"--outdir={tmp_path / 'edit'}")
+    edit = run(
+        "experiments.edit",
+        f"--result={tmp_path / 'inv' / 'generated0000.npz'}",
+        "--component=0",
+        "--distances=-1:1:3",
+        f"--outdir={tmp_path / 'edit'}",
+    )
     assert edit.returncode == 0, edit.stderr[-2000:]
     with Image.open(tmp_path / "edit" / "generated0000_edit.gif") as gif:
         assert gif.n_frames == 3
     strip = np.asarray(Image.open(tmp_path / "edit" / "generated0000_edit.png"))
     assert strip.shape == (32, 96, 3)
     middle = strip[:, 32:64]  # distance 0: the inversion result itself
-    np.testing.assert_array_equal(middle, np.asarray(Image.open(tmp_path / "inv" / "generated0000.png")))
-    interp = run("experiments.edit", f"--result={tmp_path / 'inv' / 'generated0000.npz'}", "--frames=4",
-                 f"--interpolate_to={tmp_path / 'inv' / 'generated0001.npz'}", f"--outdir={tmp_path / 'edit'}")
+    np.testing.assert_array_equal(
+        middle, np.asarray(Image.open(tmp_path / "inv" / "generated0000.png"))
+    )
+    interp = run(
+        "experiments.edit",
+        f"--result={tmp_path / 'inv' / 'generated0000.npz'}",
+        "--frames=4",
+        f"--interpolate_to={tmp_path / 'inv' / 'generated0001.npz'}",
+        f"--outdir={tmp_path / 'edit'}",
+    )
     assert interp.returncode == 0, interp.stderr[-2000:]
     strip = np.asarray(Image.open(tmp_path / "edit" / "generated0000_interp.png"))
-    np.testing.assert_array_equal(strip[:, -32:], np.asarray(Image.open(tmp_path / "inv" / "generated0001.png")))
-    bad = run("experiments.edit", f"--result={tmp_path / 'missing.npz'}", "--component=0", f"--outdir={tmp_path}")
+    np.testing.assert_array_equal(
+        strip[:, -32:], np.asarray(Image.open(tmp_path / "inv" / "generated0001.png"))
+    )
+    bad = run(
+        "experiments.edit",
+        f"--result={tmp_path / 'missing.npz'}",
+        "--component=0",
+        f"--outdir={tmp_path}",
+    )
     assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1].startswith("error: ")

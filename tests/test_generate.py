@@ -16,28 +16,46 @@ from gaussjax.networks.stylegan2 import PureGenerator
 
 
 def generate(*flags):
-    return subprocess.run([sys.executable, "-m", "experiments.generate", *flags], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.generate", *flags],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_latents_render_to_the_official_images_and_seeds_write_a_grid(fixture_dir, tmp_path):
     convert(fixture_dir / "skip32.pkl", tmp_path / "gen")
     ref = load_io(fixture_dir, "skip32")
     np.savez(tmp_path / "projected_w.npz", w=ref["wplus"])
-    result = generate(f"--generator={tmp_path / 'gen'}", f"--latents={tmp_path / 'projected_w.npz'}",
-                      f"--outdir={tmp_path / 'lat'}")
+    result = generate(
+        f"--generator={tmp_path / 'gen'}",
+        f"--latents={tmp_path / 'projected_w.npz'}",
+        f"--outdir={tmp_path / 'lat'}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     expected = images.to_uint8(nhwc(ref["img_wplus_const"]))
     for i in range(4):
         png = np.asarray(Image.open(tmp_path / "lat" / f"latent{i:04d}.png"))
         assert np.abs(png.astype(int) - expected[i].astype(int)).max() <= 1  # rounding at .5 only
-    result = generate(f"--generator={tmp_path / 'gen'}", "--seeds=0-1,2", "--truncation_psi=0.7",
-                      f"--outdir={tmp_path / 'seeds'}")
+    result = generate(
+        f"--generator={tmp_path / 'gen'}",
+        "--seeds=0-1,2",
+        "--truncation_psi=0.7",
+        f"--outdir={tmp_path / 'seeds'}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert sorted(p.name for p in (tmp_path / "seeds").iterdir()) == ["grid.png", "seed0000.png", "seed0001.png",
-                                                                      "seed0002.png"]
-    bad = generate(f"--generator={tmp_path / 'gen'}", f"--latents={fixture_dir / 'cond64_resnet_io.npz'}",
-                   f"--outdir={tmp_path / 'bad'}")
+    assert sorted(p.name for p in (tmp_path / "seeds").iterdir()) == [
+        "grid.png",
+        "seed0000.png",
+        "seed0001.png",
+        "seed0002.png",
+    ]
+    bad = generate(
+        f"--generator={tmp_path / 'gen'}",
+        f"--latents={fixture_dir / 'cond64_resnet_io.npz'}",
+        f"--outdir={tmp_path / 'bad'}",
+    )
     assert bad.returncode != 0 and "has no key 'w'" in bad.stderr
     bad = generate(f"--generator={tmp_path / 'gen'}", "--seeds=a-b", f"--outdir={tmp_path / 'bad'}")
     assert bad.returncode != 0 and "bad seed range" in bad.stderr
@@ -48,7 +66,10 @@ def test_optimised_noise_maps_in_a_latents_file_are_used(fixture_dir, tmp_path):
     G = load_generator(tmp_path / "gen")
     fns, params = PureGenerator.split(G)
     ref = load_io(fixture_dir, "orig16_gray")
-    noise = {f"noise_{j:02d}": np.full((r, r), 0.5, np.float32) for j, r in enumerate(G.cfg.noise_resolutions)}
+    noise = {
+        f"noise_{j:02d}": np.full((r, r), 0.5, np.float32)
+        for j, r in enumerate(G.cfg.noise_resolutions)
+    }
     np.savez(tmp_path / "w.npz", w=ref["ws"][:1], **noise)
     ws, maps = results.read_latents(tmp_path / "w.npz", G.cfg)
     rendered = images.render_uint8(fns, params, ws, "const", jax.random.key(0), maps)

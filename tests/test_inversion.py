@@ -8,10 +8,17 @@ import numpy as np
 import pytest
 from test_stylegan2 import load_io
 
-from gaussjax.inversion import sharding
-from gaussjax.inversion import (InversionConfig, Inverter, area_downsample, lr_schedule, noise_regularizer,
-                                normalize_noise, psnr)
 from gaussjax.analysis.prior import make_prior
+from gaussjax.inversion import (
+    InversionConfig,
+    Inverter,
+    area_downsample,
+    lr_schedule,
+    noise_regularizer,
+    normalize_noise,
+    psnr,
+    sharding,
+)
 from gaussjax.networks.stylegan2 import PureGenerator
 
 
@@ -40,8 +47,9 @@ def test_inverts_own_images_in_w_to_30db_and_compiles_once(skip32):
     ws, images, terms, noise = inverter.invert(params, targets[:3], np.arange(3, dtype=np.int32))
     assert noise is None
     assert np.all(np.asarray(terms["psnr"]) >= 30.0), terms["psnr"]
-    np.testing.assert_allclose(terms["psnr"], psnr(np.mean(np.square(images - targets[:3]), axis=(1, 2, 3))),
-                               rtol=1e-4)
+    np.testing.assert_allclose(
+        terms["psnr"], psnr(np.mean(np.square(images - targets[:3]), axis=(1, 2, 3))), rtol=1e-4
+    )
     assert ws.shape == (3, G.cfg.num_ws, G.cfg.w_dim)
     np.testing.assert_allclose(ws[:, 0], ws[:, -1])  # W: one vector repeated
     inverter.invert(params, targets[1:4], np.arange(3, dtype=np.int32))  # same shapes: no retrace
@@ -49,15 +57,21 @@ def test_inverts_own_images_in_w_to_30db_and_compiles_once(skip32):
 
 
 def _short_run(G, fns, params, w_mean, w_std, targets, seeds, **overrides):
-    cfg = InversionConfig(**{"space": "wplus", "num_steps": 20, "steps_per_dispatch": 10, **overrides})
+    cfg = InversionConfig(
+        **{"space": "wplus", "num_steps": 20, "steps_per_dispatch": 10, **overrides}
+    )
     prior = make_prior(np.zeros(G.cfg.w_dim), np.eye(G.cfg.w_dim), 0.2)
-    return Inverter(fns, G.cfg, cfg, w_mean, w_std).invert(params, targets, np.asarray(seeds, np.int32), prior=prior)
+    return Inverter(fns, G.cfg, cfg, w_mean, w_std).invert(
+        params, targets, np.asarray(seeds, np.int32), prior=prior
+    )
 
 
 def test_result_does_not_depend_on_batch_companions(skip32):
     G, fns, params, io, targets, w_mean, w_std = skip32
     a = _short_run(G, fns, params, w_mean, w_std, targets[[0, 1]], [7, 8], optimize_noise=True)
-    b = _short_run(G, fns, params, w_mean, w_std, targets[[2, 0, 3]], [9, 7, 10], optimize_noise=True)
+    b = _short_run(
+        G, fns, params, w_mean, w_std, targets[[2, 0, 3]], [9, 7, 10], optimize_noise=True
+    )
     np.testing.assert_allclose(a.ws[0], b.ws[1], atol=1e-5)
     np.testing.assert_allclose(a.noise[-1][0], b.noise[-1][1], atol=1e-5)
     np.testing.assert_allclose(a.terms["loss"][0], b.terms["loss"][1], rtol=1e-4)
@@ -72,10 +86,13 @@ def test_sharded_over_4_devices_equals_single_device(skip32):
     assert len(pixels.sharding.device_set) == 4
     cfg = InversionConfig(space="wplus", num_steps=20, steps_per_dispatch=10)
     prior = sharding.replicate(mesh, make_prior(np.zeros(G.cfg.w_dim), np.eye(G.cfg.w_dim), 0.2))
-    sharded = Inverter(fns, G.cfg, cfg, w_mean, w_std).invert(sharding.replicate(mesh, params), pixels, seeds,
-                                                               prior=prior)
+    sharded = Inverter(fns, G.cfg, cfg, w_mean, w_std).invert(
+        sharding.replicate(mesh, params), pixels, seeds, prior=prior
+    )
     np.testing.assert_allclose(sharding.local_rows(sharded.ws), single.ws, atol=1e-5)
-    np.testing.assert_allclose(sharding.local_rows(sharded.terms["loss"]), single.terms["loss"], rtol=1e-4)
+    np.testing.assert_allclose(
+        sharding.local_rows(sharded.terms["loss"]), single.terms["loss"], rtol=1e-4
+    )
 
 
 def test_prior_pulls_latents_towards_the_mean(skip32):
@@ -85,9 +102,12 @@ def test_prior_pulls_latents_towards_the_mean(skip32):
     prior = make_prior(v.mean(0), np.cov(v, rowvar=False), 0.2)
     energies = []
     for weight in (0.0, 1e-2):
-        cfg = InversionConfig(space="wplus", num_steps=40, steps_per_dispatch=20, prior_weight=weight)
-        result = Inverter(fns, G.cfg, cfg, w_mean, w_std).invert(params, targets[:2], np.arange(2, dtype=np.int32),
-                                                                 prior=prior)
+        cfg = InversionConfig(
+            space="wplus", num_steps=40, steps_per_dispatch=20, prior_weight=weight
+        )
+        result = Inverter(fns, G.cfg, cfg, w_mean, w_std).invert(
+            params, targets[:2], np.arange(2, dtype=np.int32), prior=prior
+        )
         energies.append(np.asarray(result.terms["prior"]))
     assert np.all(energies[1] < energies[0])
 
@@ -108,7 +128,9 @@ def test_noise_regularizer_and_normalization_closed_form():
     expected = 0.0
     x = v.astype(np.float64)
     while True:
-        expected += np.mean(x * np.roll(x, 1, axis=1)) ** 2 + np.mean(x * np.roll(x, 1, axis=0)) ** 2
+        expected += (
+            np.mean(x * np.roll(x, 1, axis=1)) ** 2 + np.mean(x * np.roll(x, 1, axis=0)) ** 2
+        )
         if x.shape[0] <= 8:
             break
         x = x.reshape(x.shape[0] // 2, 2, x.shape[1] // 2, 2).mean(axis=(1, 3))
@@ -138,9 +160,13 @@ def test_lpips_term_equals_lpips_distance(skip32):
 
     G, fns, params, io, targets, w_mean, w_std = skip32
     lpips_fns, lpips_params = nnx.split(LPIPS(rngs=nnx.Rngs(0)))
-    cfg = InversionConfig(space="w", num_steps=2, steps_per_dispatch=2, lpips_weight=1.0, prior_weight=0.0)
+    cfg = InversionConfig(
+        space="w", num_steps=2, steps_per_dispatch=2, lpips_weight=1.0, prior_weight=0.0
+    )
     inverter = Inverter(fns, G.cfg, cfg, w_mean, w_std, lpips_fns=lpips_fns)
-    _, images, terms, _ = inverter.invert(params, targets[:2], np.arange(2, dtype=np.int32), lpips_params=lpips_params)
+    _, images, terms, _ = inverter.invert(
+        params, targets[:2], np.arange(2, dtype=np.int32), lpips_params=lpips_params
+    )
     expected = nnx.merge(lpips_fns, lpips_params)(images, jnp.asarray(targets[:2]))
     np.testing.assert_allclose(terms["lpips"], expected, rtol=1e-4)
     np.testing.assert_allclose(terms["loss"], terms["mse"] + terms["lpips"], rtol=1e-5)
@@ -149,16 +175,20 @@ def test_lpips_term_equals_lpips_distance(skip32):
 def test_targets_above_256px_are_area_downsampled_for_lpips():
     from flax import nnx
 
-    from gaussjax.networks.lpips import LPIPS
     from gaussjax.networks.config import GeneratorConfig
+    from gaussjax.networks.lpips import LPIPS
 
     lpips_fns, lpips_params = nnx.split(LPIPS(rngs=nnx.Rngs(0)))
     gen_cfg = GeneratorConfig(z_dim=8, w_dim=8, img_resolution=512, channel_max=8)
-    inverter = Inverter(None, gen_cfg, InversionConfig(lpips_weight=1.0), np.zeros(8), 1.0, lpips_fns=lpips_fns)
+    inverter = Inverter(
+        None, gen_cfg, InversionConfig(lpips_weight=1.0), np.zeros(8), 1.0, lpips_fns=lpips_fns
+    )
     big = np.random.RandomState(0).uniform(-1, 1, (1, 512, 512, 3)).astype(np.float32)
     small = big.reshape(1, 256, 2, 256, 2, 3).mean(axis=(2, 4))
     lpips = nnx.merge(lpips_fns, lpips_params)
-    np.testing.assert_allclose(inverter.target_features(lpips_params, big), lpips.features(small), atol=1e-5)
+    np.testing.assert_allclose(
+        inverter.target_features(lpips_params, big), lpips.features(small), atol=1e-5
+    )
 
 
 def test_single_channel_generator_inverts(fixture_dir, fixture_generator):
@@ -167,7 +197,9 @@ def test_single_channel_generator_inverts(fixture_dir, fixture_generator):
     targets = np.asarray(fns.synthesis(params, load_io(fixture_dir, "orig16_gray")["ws"][:2]))
     w_mean, w_std, _ = w_statistics(fns, params, G.cfg.z_dim)
     cfg = InversionConfig(space="w", num_steps=100, steps_per_dispatch=50, prior_weight=0.0)
-    result = Inverter(fns, G.cfg, cfg, w_mean, w_std).invert(params, targets, np.arange(2, dtype=np.int32))
+    result = Inverter(fns, G.cfg, cfg, w_mean, w_std).invert(
+        params, targets, np.arange(2, dtype=np.int32)
+    )
     assert result.images.shape == (2, 16, 16, 1)
     assert np.all(np.asarray(result.terms["psnr"]) > 25.0), result.terms["psnr"]
 
@@ -183,6 +215,8 @@ def test_config_and_generator_mismatches_are_refused():
         InversionConfig(mse_weight=0.0)
     tiny = GeneratorConfig(z_dim=8, w_dim=8, img_resolution=8, channel_max=8, use_noise=False)
     with pytest.raises(ValueError, match="at least 16 px"):
-        Inverter(None, tiny, InversionConfig(lpips_weight=1.0), np.zeros(8), 1.0, lpips_fns=object())
+        Inverter(
+            None, tiny, InversionConfig(lpips_weight=1.0), np.zeros(8), 1.0, lpips_fns=object()
+        )
     with pytest.raises(ValueError, match="no noise inputs"):
         Inverter(None, tiny, InversionConfig(optimize_noise=True), np.zeros(8), 1.0)

@@ -19,8 +19,12 @@ FAST = ["--steps=20", "--steps_per_dispatch=10", "--prior_samples=2000", "--batc
 
 
 def run_invert(outdir, *flags, timeout=600):
-    return subprocess.run([sys.executable, "-m", "experiments.invert", f"--outdir={outdir}", *FAST, *flags],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.invert", f"--outdir={outdir}", *FAST, *flags],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def write_test_images(directory):
@@ -30,20 +34,29 @@ def write_test_images(directory):
     Image.fromarray(rgb).save(directory / "rgb.png")
     Image.fromarray(rgb).convert("L").save(directory / "gray.png")
     Image.fromarray(rgb).convert("L").save(directory / "gray.jpg")  # same stem as gray.png
-    Image.fromarray(np.dstack([rgb, rs.randint(0, 256, (40, 60), np.uint8)])).save(directory / "rgba.png")
+    Image.fromarray(np.dstack([rgb, rs.randint(0, 256, (40, 60), np.uint8)])).save(
+        directory / "rgba.png"
+    )
     Image.fromarray(rgb).convert("P").save(directory / "palette.png")
     Image.fromarray(rgb).convert("CMYK").save(directory / "cmyk.jpg")
     Image.fromarray(rgb).save(directory / "photo.webp")
-    Image.fromarray((rs.randint(0, 65536, (48, 48))).astype(np.uint16)).save(directory / "sixteen.png")
+    Image.fromarray((rs.randint(0, 65536, (48, 48))).astype(np.uint16)).save(
+        directory / "sixteen.png"
+    )
     (directory / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"junk" * 10)
     (directory / "truncated.jpg").write_bytes((directory / "cmyk.jpg").read_bytes()[:200])
-    return ["cmyk", "gray_jpg", "gray_png", "palette", "photo", "rgb", "rgba", "sixteen"], ["garbage", "truncated"]
+    return ["cmyk", "gray_jpg", "gray_png", "palette", "photo", "rgb", "rgba", "sixteen"], [
+        "garbage",
+        "truncated",
+    ]
 
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_load_image_handles_every_mode(tmp_path, channels):
     good, bad = write_test_images(tmp_path)
-    for path, name in zip(images.image_files(str(tmp_path)), images.output_names(images.image_files(str(tmp_path)))):
+    for path, name in zip(
+        images.image_files(str(tmp_path)), images.output_names(images.image_files(str(tmp_path)))
+    ):
         assert name in good + bad
         if path.stem in bad:
             with pytest.raises(ValueError, match="cannot read image"):
@@ -64,7 +77,12 @@ def test_load_image_center_crops_then_resizes(tmp_path):
 
 
 def test_output_names_disambiguate_clashing_stems(tmp_path):
-    paths = [tmp_path / "a.png", tmp_path / "a.JPG", tmp_path / "b.png", tmp_path / "sub" / "b.webp"]
+    paths = [
+        tmp_path / "a.png",
+        tmp_path / "a.JPG",
+        tmp_path / "b.png",
+        tmp_path / "sub" / "b.webp",
+    ]
     assert images.output_names(paths) == ["a_png", "a_jpg", "b_png", "sub__b_webp"]
 
 
@@ -76,9 +94,15 @@ def test_cli_inverts_files_and_lists_bad_ones(tmp_path):
     records = {r["name"]: r for r in results.read_summary(tmp_path / "out")}
     assert sorted(n for n, r in records.items() if r["status"] == "ok") == good
     assert sorted(n for n, r in records.items() if r["status"] == "unreadable") == bad
-    assert (tmp_path / "out" / "gray_png.npz").exists() and (tmp_path / "out" / "gray_jpg.npz").exists()
+    assert (tmp_path / "out" / "gray_png.npz").exists() and (
+        tmp_path / "out" / "gray_jpg.npz"
+    ).exists()
     with np.load(tmp_path / "out" / "rgb.npz") as data:
-        assert data["w"].shape == (1, 8, 64)  # the official projected_w.npz layout (demo: 8 ws x 64)
+        assert data["w"].shape == (
+            1,
+            8,
+            64,
+        )  # the official projected_w.npz layout (demo: 8 ws x 64)
     assert "demo generator" in result.stdout and "RANDOM" in result.stdout
     assert {"mse", "psnr", "prior", "loss", "steps", "seconds"} <= set(records["rgb"])
 
@@ -98,7 +122,9 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
     assert reference.returncode == 0, reference.stderr[-2000:]
     outdir = tmp_path / "killed"
     cmd = [sys.executable, "-m", "experiments.invert", f"--outdir={outdir}", *FAST, *flags]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 300
     while time.time() < deadline and not results.finished_names(outdir):
         time.sleep(0.05)
@@ -110,14 +136,22 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"{len(partial)} already done" in resumed.stdout
     records = [r for r in results.read_summary(outdir) if r["status"] == "ok"]
-    assert sorted(r["name"] for r in records) == [f"generated{i:04d}" for i in range(6)]  # none redone
+    assert sorted(r["name"] for r in records) == [
+        f"generated{i:04d}" for i in range(6)
+    ]  # none redone
     for i in range(6):
-        with np.load(outdir / f"generated{i:04d}.npz") as a, np.load(tmp_path / "ref" / f"generated{i:04d}.npz") as b:
+        with (
+            np.load(outdir / f"generated{i:04d}.npz") as a,
+            np.load(tmp_path / "ref" / f"generated{i:04d}.npz") as b,
+        ):
             np.testing.assert_allclose(a["w"], b["w"], atol=1e-5)
 
 
 def test_non_finite_results_are_reported_not_saved(tmp_path):
-    batch = [{"name": "bad", "file": "bad.png", "pixels": None}, {"name": "good", "file": "good.png", "pixels": None}]
+    batch = [
+        {"name": "bad", "file": "bad.png", "pixels": None},
+        {"name": "good", "file": "good.png", "pixels": None},
+    ]
     ws = np.zeros((2, 8, 64), np.float32)
     ws[0, 3, 5] = np.nan
     terms = {"loss": np.array([np.nan, 0.5]), "mse": np.array([np.inf, 0.5])}
@@ -131,7 +165,9 @@ def test_non_finite_results_are_reported_not_saved(tmp_path):
     assert records["bad"]["status"] == "nan" and records["bad"]["loss"] is None
     assert not (tmp_path / "bad.npz").exists() and (tmp_path / "good.npz").exists()
     with np.load(tmp_path / "good.npz") as good:
-        assert sorted(good.files) == ["latent_wplus", "noise_00", "space", "w"] and good["w"].shape == (1, 8, 64)
+        assert sorted(good.files) == ["latent_wplus", "noise_00", "space", "w"] and good[
+            "w"
+        ].shape == (1, 8, 64)
     json.loads((tmp_path / results.SUMMARY).read_text().splitlines()[0])  # valid JSON despite NaN
 
 
@@ -148,8 +184,14 @@ def test_prior_of_another_generator_is_refused(tmp_path, fixture_dir):
     from converters.convert import convert
 
     convert(fixture_dir / "skip32.pkl", tmp_path / "gen")
-    assert run_invert(tmp_path / "demo_out", "--num_generated=1").returncode == 0  # caches demo prior
-    result = run_invert(tmp_path / "out", f"--generator={tmp_path / 'gen'}", f"--prior={tmp_path / 'demo_out' / 'prior.npz'}")
+    assert (
+        run_invert(tmp_path / "demo_out", "--num_generated=1").returncode == 0
+    )  # caches demo prior
+    result = run_invert(
+        tmp_path / "out",
+        f"--generator={tmp_path / 'gen'}",
+        f"--prior={tmp_path / 'demo_out' / 'prior.npz'}",
+    )
     assert result.returncode != 0 and "refit with experiments.fit_prior" in result.stderr
 
 
@@ -165,17 +207,35 @@ def test_two_processes_with_jax_distributed_equal_one_process(tmp_path):
     flags = ["--num_generated=6", "--batch_size=4", "--space=wplus"]
     single = run_invert(tmp_path / "single", *flags)
     assert single.returncode == 0, single.stderr[-2000:]
-    multi = [f"--coordinator_address=127.0.0.1:{_free_port()}", "--num_processes=2", "--multihost",
-             "--jax_num_cpu_devices=2"]
-    cmd = [sys.executable, "-m", "experiments.invert", f"--outdir={tmp_path / 'multi'}", *FAST, *flags, *multi]
-    procs = [subprocess.Popen(cmd + [f"--process_id={i}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in (0, 1)]
+    multi = [
+        f"--coordinator_address=127.0.0.1:{_free_port()}",
+        "--num_processes=2",
+        "--multihost",
+        "--jax_num_cpu_devices=2",
+    ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.invert",
+        f"--outdir={tmp_path / 'multi'}",
+        *FAST,
+        *flags,
+        *multi,
+    ]
+    procs = [
+        subprocess.Popen(
+            cmd + [f"--process_id={i}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for i in (0, 1)
+    ]
     outputs = [p.communicate(timeout=600) for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs[0][1][-2000:] + outputs[1][1][-2000:]
     assert "on 4 device(s)" in outputs[0][0]
     for i in range(6):
-        with np.load(tmp_path / "multi" / f"generated{i:04d}.npz") as a, \
-                np.load(tmp_path / "single" / f"generated{i:04d}.npz") as b:
+        with (
+            np.load(tmp_path / "multi" / f"generated{i:04d}.npz") as a,
+            np.load(tmp_path / "single" / f"generated{i:04d}.npz") as b,
+        ):
             # Different device counts partition the float math differently: equal to rounding.
             np.testing.assert_allclose(a["w"], b["w"], atol=1e-3)
 
@@ -184,13 +244,20 @@ def test_conditional_generator_prior_cache_prior_off_and_changed_settings(tmp_pa
     from converters.convert import convert
 
     convert(fixture_dir / "cond64_resnet.pkl", tmp_path / "gen")
-    flags = [f"--generator={tmp_path / 'gen'}", "--num_generated=2", "--prior_weight=0", "--steps=10"]
+    flags = [
+        f"--generator={tmp_path / 'gen'}",
+        "--num_generated=2",
+        "--prior_weight=0",
+        "--steps=10",
+    ]
     first = run_invert(tmp_path / "out", *flags)
     assert first.returncode == 0, first.stderr[-2000:]
     assert f"caching it at {tmp_path / 'gen' / 'prior.npz'}" in first.stdout
     assert (tmp_path / "gen" / "prior.npz").exists()
     for record in results.read_summary(tmp_path / "out"):
-        assert record["status"] == "ok" and "prior" not in record and record["loss"] == record["mse"]
+        assert (
+            record["status"] == "ok" and "prior" not in record and record["loss"] == record["mse"]
+        )
     second = run_invert(tmp_path / "out2", *flags)
     assert second.returncode == 0 and "using cached prior" in second.stdout
     changed = run_invert(tmp_path / "out", *flags[:-1], "--steps=20")
@@ -202,14 +269,23 @@ def test_bad_flags_give_one_line_errors(tmp_path, flag):
     result = run_invert(tmp_path / "out", flag)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("error: ") or "FATAL Flags parsing error" in result.stderr
+    assert (
+        result.stderr.strip().splitlines()[-1].startswith("error: ")
+        or "FATAL Flags parsing error" in result.stderr
+    )
 
 
 @pytest.mark.parametrize("space", ["zplus", "f_zplus"])
 def test_resume_after_sigkill_in_z_and_f_spaces(tmp_path, space):
     """The Z and F families save other variables than W+ (z rows, F): a resumed run still equals an
     uninterrupted one, and the LPIPS term of F/Z+'s default loss is dropped without --vgg."""
-    flags = ["--num_generated=3", f"--space={space}", "--steps=6", "--steps_per_dispatch=3", "--batch_size=1"]
+    flags = [
+        "--num_generated=3",
+        f"--space={space}",
+        "--steps=6",
+        "--steps_per_dispatch=3",
+        "--batch_size=1",
+    ]
     reference = run_invert(tmp_path / "ref", *flags)
     assert reference.returncode == 0, reference.stderr[-2000:]
     if space == "f_zplus":
@@ -217,7 +293,9 @@ def test_resume_after_sigkill_in_z_and_f_spaces(tmp_path, space):
         assert {r["loss_used"] for r in results.read_summary(tmp_path / "ref")} == {"mse"}
     outdir = tmp_path / "killed"
     cmd = [sys.executable, "-m", "experiments.invert", f"--outdir={outdir}", *FAST, *flags]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 300
     while time.time() < deadline and not results.finished_names(outdir):
         time.sleep(0.02)
@@ -228,6 +306,9 @@ def test_resume_after_sigkill_in_z_and_f_spaces(tmp_path, space):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     native = "latent_f" if space == "f_zplus" else "latent_zplus"
     for i in range(3):
-        with np.load(outdir / f"generated{i:04d}.npz") as a, np.load(tmp_path / "ref" / f"generated{i:04d}.npz") as b:
+        with (
+            np.load(outdir / f"generated{i:04d}.npz") as a,
+            np.load(tmp_path / "ref" / f"generated{i:04d}.npz") as b,
+        ):
             np.testing.assert_allclose(a["w"], b["w"], atol=1e-5)
             np.testing.assert_allclose(a[native], b[native], atol=1e-5)

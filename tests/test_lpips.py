@@ -57,8 +57,10 @@ def _random_torch_state(seed: int = 0) -> tuple[dict, dict]:
     for i in (0, 3, 6):
         vgg_state[f"classifier.{i}.weight"] = np.zeros((2, 2), np.float32)
         vgg_state[f"classifier.{i}.bias"] = np.zeros((2,), np.float32)
-    lin_state = {f"lin{k}.model.1.weight": np.abs(rng.standard_normal((1, c, 1, 1)))
-                 for k, c in enumerate(gl.LPIPS_CHANNELS)}
+    lin_state = {
+        f"lin{k}.model.1.weight": np.abs(rng.standard_normal((1, c, 1, 1)))
+        for k, c in enumerate(gl.LPIPS_CHANNELS)
+    }
     lin_state = {k: v.astype(np.float32) for k, v in lin_state.items()}
     return vgg_state, lin_state
 
@@ -236,8 +238,9 @@ def test_features_distance_equals_call(fns, images):
     sizes = [(50 >> s) * (36 >> s) for s in range(5)]
     assert fx.shape == (SHAPE[0], sum(c * n for c, n in zip(gl.LPIPS_CHANNELS, sizes)))
     feat_dist = jnp.sum((fx - fy) ** 2, -1)
-    np.testing.assert_allclose(np.asarray(feat_dist), np.asarray(dist(params, x, y)),
-                               rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(feat_dist), np.asarray(dist(params, x, y)), rtol=0, atol=1e-5
+    )
 
 
 def test_grayscale_is_tiled(fns):
@@ -245,8 +248,9 @@ def test_grayscale_is_tiled(fns):
     g = jax.random.uniform(jax.random.key(1), (1, 16, 16, 1), minval=-1.0, maxval=1.0)
     h = jnp.flip(g, axis=1)
     rgb = [jnp.broadcast_to(a, a.shape[:-1] + (3,)) for a in (g, h)]
-    np.testing.assert_allclose(np.asarray(dist(params, g, h)), np.asarray(dist(params, *rgb)),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(dist(params, g, h)), np.asarray(dist(params, *rgb)), rtol=1e-6
+    )
     with pytest.raises(ValueError, match="1 or 3 channels"):
         gl.ensure_rgb(jnp.zeros((1, 8, 8, 2)))
     with pytest.raises(ValueError, match="equal shapes"):
@@ -285,8 +289,9 @@ def test_bfloat16_compute_is_close(fns, images):
     low = jax.jit(lambda p, x, y: nnx.merge(graphdef, p)(x, y))
     params, dist, _ = fns
     x, y = images
-    np.testing.assert_allclose(np.asarray(low(params, x, y), np.float32),
-                               np.asarray(dist(params, x, y)), rtol=5e-2)
+    np.testing.assert_allclose(
+        np.asarray(low(params, x, y), np.float32), np.asarray(dist(params, x, y)), rtol=5e-2
+    )
 
 
 # ----------------------------------------------------------------------------- converters
@@ -296,20 +301,29 @@ def test_converter_ignores_classifier_and_fills_all(torch_state, model):
     vgg_state, lin_state = torch_state
     flat = dict(nnx.to_flat_state(nnx.state(model)))
     assert len(flat) == 13 * 2 + 5
-    np.testing.assert_array_equal(np.asarray(flat[("vgg", "convs", 2, "kernel")][...]),
-                                  vgg_state["features.5.weight"].transpose(2, 3, 1, 0))
-    np.testing.assert_array_equal(np.asarray(flat[("lin", 4)][...]),
-                                  np.asarray(lin_state["lin4.model.1.weight"]).reshape(-1))
+    np.testing.assert_array_equal(
+        np.asarray(flat[("vgg", "convs", 2, "kernel")][...]),
+        vgg_state["features.5.weight"].transpose(2, 3, 1, 0),
+    )
+    np.testing.assert_array_equal(
+        np.asarray(flat[("lin", 4)][...]), np.asarray(lin_state["lin4.model.1.weight"]).reshape(-1)
+    )
 
 
-@pytest.mark.parametrize("edit, match", [
-    (lambda v, l: v.pop("features.0.bias"), r"missing \[features\.0\.bias\]"),
-    (lambda v, l: v.update({"features.30.weight": np.zeros(1)}), r"unexpected \[features\.30\."),
-    (lambda v, l: l.pop("lin3.model.1.weight"), r"missing \[lin3\.model\.1\.weight\]"),
-    (lambda v, l: l.update({"lin5.model.1.weight": np.zeros(1)}), r"unexpected \[lin5"),
-    (lambda v, l: v.update({"features.2.weight": np.zeros((64, 64, 1, 1))}), "does not fit"),
-    (lambda v, l: l.update({"lin0.model.1.weight": -np.ones((1, 64, 1, 1))}), ">= 0"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda v, l: v.pop("features.0.bias"), r"missing \[features\.0\.bias\]"),
+        (
+            lambda v, l: v.update({"features.30.weight": np.zeros(1)}),
+            r"unexpected \[features\.30\.",
+        ),
+        (lambda v, l: l.pop("lin3.model.1.weight"), r"missing \[lin3\.model\.1\.weight\]"),
+        (lambda v, l: l.update({"lin5.model.1.weight": np.zeros(1)}), r"unexpected \[lin5"),
+        (lambda v, l: v.update({"features.2.weight": np.zeros((64, 64, 1, 1))}), "does not fit"),
+        (lambda v, l: l.update({"lin0.model.1.weight": -np.ones((1, 64, 1, 1))}), ">= 0"),
+    ],
+)
 def test_converter_errors(torch_state, edit, match):
     vgg_state, lin_state = (dict(s) for s in torch_state)
     edit(vgg_state, lin_state)
@@ -320,10 +334,17 @@ def test_converter_errors(torch_state, edit, match):
 def test_nvidia_state_names(torch_state, model):
     vgg_state, lin_state = torch_state
     convs = [i for i in TV_FEATURES if i != "M"]
-    nv = {f"layers.conv{n + 1}.{p}": vgg_state[f"features.{i}.{p}"]
-          for n, i in enumerate(convs) for p in ("weight", "bias")}
-    nv.update({f"lpips{k}": np.asarray(lin_state[f"lin{k}.model.1.weight"]).reshape(-1, 1, 1)
-               for k in range(5)})
+    nv = {
+        f"layers.conv{n + 1}.{p}": vgg_state[f"features.{i}.{p}"]
+        for n, i in enumerate(convs)
+        for p in ("weight", "bias")
+    }
+    nv.update(
+        {
+            f"lpips{k}": np.asarray(lin_state[f"lin{k}.model.1.weight"]).reshape(-1, 1, 1)
+            for k in range(5)
+        }
+    )
     nv.update({f"layers.fc{i}.weight": np.zeros((2, 2), np.float32) for i in (1, 2, 3)})
     nv.update({f"layers.fc{i}.bias": np.zeros((2,), np.float32) for i in (1, 2, 3)})
     _same_params(vgg.lpips_from_params(vgg.lpips_params_from_nvidia_state(nv)), model)

@@ -10,10 +10,19 @@ import numpy as np
 import pytest
 
 from converters.convert import convert
-from gaussjax.files import checkpoints
 from gaussjax.analysis.gaussianize import degaussianize, gaussianize
-from gaussjax.analysis.prior import (PRIOR_KEYS, GaussianPrior, MomentAccumulator, fit_generator_prior,
-                            gaussianity_summary, load_prior, make_prior, prior_energy, save_prior)
+from gaussjax.analysis.prior import (
+    PRIOR_KEYS,
+    GaussianPrior,
+    MomentAccumulator,
+    fit_generator_prior,
+    gaussianity_summary,
+    load_prior,
+    make_prior,
+    prior_energy,
+    save_prior,
+)
+from gaussjax.files import checkpoints
 from gaussjax.networks.stylegan2 import PureGenerator
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -23,7 +32,7 @@ def _accumulate(x, chunk_sizes):
     """Feeds x to a MomentAccumulator in chunks of the given (cycled) sizes."""
     acc, start, i = MomentAccumulator(), 0, 0
     while start < len(x):
-        acc.update(x[start:start + chunk_sizes[i % len(chunk_sizes)]])
+        acc.update(x[start : start + chunk_sizes[i % len(chunk_sizes)]])
         start += chunk_sizes[i % len(chunk_sizes)]
         i += 1
     return acc
@@ -58,9 +67,9 @@ def test_moments_of_exponential_match_closed_form():
     x = rng.exponential(size=(400_000, 2)) + 50.0
     acc = _accumulate(x, [30_000, 7])
     centred = x - x.mean(0)
-    m2, m3, m4 = ((centred ** k).mean(0) for k in (2, 3, 4))
-    np.testing.assert_allclose(acc.skewness, m3 / m2 ** 1.5, rtol=1e-9)
-    np.testing.assert_allclose(acc.excess_kurtosis, m4 / m2 ** 2 - 3, rtol=1e-9)
+    m2, m3, m4 = ((centred**k).mean(0) for k in (2, 3, 4))
+    np.testing.assert_allclose(acc.skewness, m3 / m2**1.5, rtol=1e-9)
+    np.testing.assert_allclose(acc.excess_kurtosis, m4 / m2**2 - 3, rtol=1e-9)
     # Exponential distribution: skewness 2, excess kurtosis 6 (sampling error ~0.02 and ~0.2).
     np.testing.assert_allclose(acc.skewness, 2.0, atol=0.1)
     np.testing.assert_allclose(acc.excess_kurtosis, 6.0, atol=0.8)
@@ -108,7 +117,9 @@ def test_prior_energy_matches_closed_form_w_and_w_plus(prior_and_stats):
     prior, mean, cov = prior_and_stats
     w = np.random.default_rng(3).normal(size=(5, 4, 16)).astype(np.float32)
     energy_fn = jax.jit(prior_energy)
-    np.testing.assert_allclose(energy_fn(prior, w[:, 0]), _closed_form_energy(mean, cov, w[:, 0], 0.2), rtol=1e-4)
+    np.testing.assert_allclose(
+        energy_fn(prior, w[:, 0]), _closed_form_energy(mean, cov, w[:, 0], 0.2), rtol=1e-4
+    )
     plus = energy_fn(prior, w)
     assert plus.shape == (5,)
     np.testing.assert_allclose(plus, _closed_form_energy(mean, cov, w, 0.2).sum(1), rtol=1e-4)
@@ -121,7 +132,9 @@ def test_prior_energy_matches_closed_form_w_and_w_plus(prior_and_stats):
 def test_gaussian_prior_is_a_pytree(prior_and_stats):
     prior = prior_and_stats[0]
     leaves, treedef = jax.tree.flatten(prior)
-    assert [x.shape for x in leaves] == [(16,), (16, 16)] and all(x.dtype == jnp.float32 for x in leaves)
+    assert [x.shape for x in leaves] == [(16,), (16, 16)] and all(
+        x.dtype == jnp.float32 for x in leaves
+    )
     assert jax.tree.unflatten(treedef, leaves).negative_slope == 0.2
     assert isinstance(jax.tree.map(lambda x: x * 2, prior), GaussianPrior)
 
@@ -143,19 +156,41 @@ def test_fit_generator_prior_on_fixture(fixture_generator):
     generator = fixture_generator("skip32")
     fns, params = PureGenerator.split(generator)
     calls = []
-    stats = fit_generator_prior(fns, params, generator.cfg, num_samples=3000, seed=7, chunk_size=1024,
-                                progress=lambda done, total: calls.append((done, total)))
+    stats = fit_generator_prior(
+        fns,
+        params,
+        generator.cfg,
+        num_samples=3000,
+        seed=7,
+        chunk_size=1024,
+        progress=lambda done, total: calls.append((done, total)),
+    )
     assert set(stats) == set(PRIOR_KEYS)
-    assert stats["mean"].shape == (64,) and stats["cov"].shape == (64, 64) and stats["cov"].dtype == np.float64
-    assert (stats["num_samples"], stats["negative_slope"], stats["seed"], stats["class_idx"]) == (3000, 0.2, 7, -1)
+    assert (
+        stats["mean"].shape == (64,)
+        and stats["cov"].shape == (64, 64)
+        and stats["cov"].dtype == np.float64
+    )
+    assert (stats["num_samples"], stats["negative_slope"], stats["seed"], stats["class_idx"]) == (
+        3000,
+        0.2,
+        7,
+        -1,
+    )
     assert calls == [(1024, 3000), (2048, 3000), (3000, 3000)]
-    again = fit_generator_prior(fns, params, generator.cfg, num_samples=3000, seed=7, chunk_size=1024)
+    again = fit_generator_prior(
+        fns, params, generator.cfg, num_samples=3000, seed=7, chunk_size=1024
+    )
     for key in PRIOR_KEYS:
         np.testing.assert_array_equal(stats[key], again[key])
     # Sample i depends only on (seed, i): another chunking gives the same fit up to rounding.
-    rechunked = fit_generator_prior(fns, params, generator.cfg, num_samples=3000, seed=7, chunk_size=700)
+    rechunked = fit_generator_prior(
+        fns, params, generator.cfg, num_samples=3000, seed=7, chunk_size=700
+    )
     np.testing.assert_allclose(rechunked["cov"], stats["cov"], rtol=1e-4, atol=1e-5)
-    other = fit_generator_prior(fns, params, generator.cfg, num_samples=3000, seed=8, chunk_size=1024)
+    other = fit_generator_prior(
+        fns, params, generator.cfg, num_samples=3000, seed=8, chunk_size=1024
+    )
     assert not np.allclose(other["mean"], stats["mean"])
     # The point of the transform: v is much closer to Gaussian than w (fixture: ~3.0 -> ~0.6 and
     # ~1.2 -> ~0.4), and the mean of v matches the mean of the transformed mapping samples.
@@ -167,8 +202,9 @@ def test_fit_generator_prior_on_fixture(fixture_generator):
 def test_fit_generator_prior_conditional(fixture_generator):
     generator = fixture_generator("cond64_resnet")
     fns, params = PureGenerator.split(generator)
-    fit = lambda class_idx: fit_generator_prior(fns, params, generator.cfg, num_samples=600, seed=0,
-                                                chunk_size=256, class_idx=class_idx)
+    fit = lambda class_idx: fit_generator_prior(
+        fns, params, generator.cfg, num_samples=600, seed=0, chunk_size=256, class_idx=class_idx
+    )
     marginal, class0, class1 = fit(None), fit(0), fit(1)
     assert (marginal["class_idx"], class1["class_idx"]) == (-1, 1)
     assert not np.allclose(class0["mean"], class1["mean"])
@@ -178,15 +214,25 @@ def test_fit_generator_prior_conditional(fixture_generator):
         fit(5)
     skip = fixture_generator("skip32")
     with pytest.raises(ValueError, match="unconditional"):
-        fit_generator_prior(*PureGenerator.split(skip), skip.cfg, num_samples=10, seed=0, class_idx=0)
+        fit_generator_prior(
+            *PureGenerator.split(skip), skip.cfg, num_samples=10, seed=0, class_idx=0
+        )
 
 
 # (e) Files.
 def _small_stats(dim=4):
     rng = np.random.default_rng(5)
     diag = {k: rng.normal(size=dim) for k in ("mean_w", "skew_w", "kurt_w", "skew_v", "kurt_v")}
-    return {"mean": rng.normal(size=dim), "cov": _random_cov(rng, dim), "num_samples": 1000,
-            "negative_slope": 0.2, "seed": 3, "class_idx": -1, "w_std": 1.5, **diag}
+    return {
+        "mean": rng.normal(size=dim),
+        "cov": _random_cov(rng, dim),
+        "num_samples": 1000,
+        "negative_slope": 0.2,
+        "seed": 3,
+        "class_idx": -1,
+        "w_std": 1.5,
+        **diag,
+    }
 
 
 def test_save_load_round_trip_and_fingerprint(tmp_path):
@@ -200,7 +246,9 @@ def test_save_load_round_trip_and_fingerprint(tmp_path):
     assert loaded["generator_fingerprint"] == "abcd1234" and isinstance(loaded["num_samples"], int)
     ref = make_prior(stats["mean"], stats["cov"], 0.2)
     np.testing.assert_array_equal(prior.scale_tril, ref.scale_tril)
-    with pytest.raises(ValueError, match="fitted for generator abcd1234, but this generator is ffff: refit"):
+    with pytest.raises(
+        ValueError, match="fitted for generator abcd1234, but this generator is ffff: refit"
+    ):
         load_prior(path, expected_fingerprint="ffff")
 
 
@@ -227,15 +275,25 @@ def test_load_prior_refuses_bad_files(tmp_path):
 
 # (f) Command line.
 def _run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "experiments.fit_prior", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.fit_prior", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def test_cli_fits_and_writes_prior(fixture_dir, tmp_path):
     convert(fixture_dir / "skip32.pkl", tmp_path / "gen")
     out = tmp_path / "prior.npz"
-    result = _run_cli(f"--generator={tmp_path / 'gen'}", "--num_samples=1500", "--seed=1", f"--out={out}",
-                      "--chunk_size=512")
+    result = _run_cli(
+        f"--generator={tmp_path / 'gen'}",
+        "--num_samples=1500",
+        "--seed=1",
+        f"--out={out}",
+        "--chunk_size=512",
+    )
     assert result.returncode == 0, result.stderr
     assert "samples/s" in result.stdout and "median |excess kurtosis|" in result.stdout
     with np.load(out) as data:

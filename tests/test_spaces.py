@@ -7,9 +7,8 @@ from test_inversion import w_statistics
 from test_stylegan2 import load_io
 
 from gaussjax.files import images, results
-from gaussjax.inversion import InversionConfig, Inverter, psnr
+from gaussjax.inversion import InversionConfig, Inverter, psnr, spaces
 from gaussjax.inversion import saved as saved_lib
-from gaussjax.inversion import spaces
 from gaussjax.networks.stylegan2 import PureGenerator
 
 NEW_SPACES = ("z", "zplus", "f_w", "f_wplus", "f_z", "f_zplus")
@@ -41,7 +40,9 @@ def test_each_space_lowers_the_loss_and_keeps_its_constraints(skip32, space):
     inverter = Inverter(fns, G.cfg, cfg, w_mean, w_std)
     before, after = _losses_before_and_after(inverter, params, targets)
     assert np.all(np.asarray(after.terms["loss"]) < 0.8 * np.asarray(before.terms["loss"])), (
-        before.terms["loss"], after.terms["loss"])
+        before.terms["loss"],
+        after.terms["loss"],
+    )
     for name in ("z", "zplus"):
         if name in after.latents:  # Z / Z+ rows stay on the sphere of radius sqrt(z_dim)
             norms = np.linalg.norm(np.asarray(after.latents[name]), axis=-1)
@@ -61,7 +62,9 @@ def test_zplus_maps_each_row_through_the_truncated_mapping(skip32):
     z = np.random.RandomState(0).randn(G.cfg.num_ws, G.cfg.z_dim).astype(np.float32)
     ws = np.asarray(space.synthesis_inputs(params, {"zplus": z}, {}).ws)
     for row in (0, 7, G.cfg.num_ws - 1):
-        expected = np.asarray(G.mapping(z[row:row + 1], truncation_psi=0.7, truncation_cutoff=8))[0, row]
+        expected = np.asarray(G.mapping(z[row : row + 1], truncation_psi=0.7, truncation_cutoff=8))[
+            0, row
+        ]
         np.testing.assert_allclose(ws[row], expected, atol=1e-5)
 
 
@@ -77,13 +80,18 @@ def test_f_zplus_beats_wplus_on_an_out_of_domain_target(skip32, fixture_dir, fix
     other = fixture_generator("cond64_resnet")
     io = load_io(fixture_dir, "cond64_resnet")
     image = np.asarray(other.synthesis(io["ws"][:2]))
-    image = np.clip(image.reshape(2, 32, 2, 32, 2, 3).mean(axis=(2, 4)) / np.abs(image).max(), -1, 1)
+    image = np.clip(
+        image.reshape(2, 32, 2, 32, 2, 3).mean(axis=(2, 4)) / np.abs(image).max(), -1, 1
+    )
     settings = {"wplus": {}, "f_zplus": {"feature_reg_weight": 0.0, "learning_rate": 0.05}}
     psnrs = {}
     for space, overrides in settings.items():
-        cfg = InversionConfig.for_space(space, num_steps=300, steps_per_dispatch=100, lpips_weight=0.0,
-                                        **overrides)
-        result = Inverter(fns, G.cfg, cfg, w_mean, w_std).invert(params, image, np.arange(2, dtype=np.int32))
+        cfg = InversionConfig.for_space(
+            space, num_steps=300, steps_per_dispatch=100, lpips_weight=0.0, **overrides
+        )
+        result = Inverter(fns, G.cfg, cfg, w_mean, w_std).invert(
+            params, image, np.arange(2, dtype=np.int32)
+        )
         psnrs[space] = np.asarray(result.terms["psnr"])
     assert np.all(psnrs["f_zplus"] > psnrs["wplus"] + 3.0), psnrs
 
@@ -91,8 +99,9 @@ def test_f_zplus_beats_wplus_on_an_out_of_domain_target(skip32, fixture_dir, fix
 @pytest.mark.parametrize("space", ("w", "zplus", "f_zplus"))
 def test_result_files_round_trip(skip32, tmp_path, space):
     G, fns, params, targets, w_mean, w_std = skip32
-    cfg = InversionConfig.for_space(space, num_steps=4, steps_per_dispatch=4, lpips_weight=0.0,
-                                    optimize_noise=space == "w")
+    cfg = InversionConfig.for_space(
+        space, num_steps=4, steps_per_dispatch=4, lpips_weight=0.0, optimize_noise=space == "w"
+    )
     inverter = Inverter(fns, G.cfg, cfg, w_mean, w_std)
     result = inverter.invert(params, targets[:1], np.zeros(1, np.int32))
     batch = [{"name": "img", "file": None}]
@@ -103,17 +112,32 @@ def test_result_files_round_trip(skip32, tmp_path, space):
     np.testing.assert_allclose(rendered, np.asarray(result.images), atol=1e-5)
     from PIL import Image
 
-    np.testing.assert_array_equal(images.to_uint8(rendered)[0], np.asarray(Image.open(tmp_path / "img.png")))
+    np.testing.assert_array_equal(
+        images.to_uint8(rendered)[0], np.asarray(Image.open(tmp_path / "img.png"))
+    )
     assert float(psnr(np.mean(np.square(rendered - targets[:1])))) == pytest.approx(
-        float(result.terms["psnr"][0]), rel=1e-4)
+        float(result.terms["psnr"][0]), rel=1e-4
+    )
 
 
 def test_feature_layer_and_initialiser_are_checked(skip32):
     G, fns, params, targets, w_mean, w_std = skip32
     with pytest.raises(ValueError, match="feature_layer must be in"):
-        Inverter(fns, G.cfg, InversionConfig.for_space("f_wplus", feature_layer=G.cfg.num_layers, lpips_weight=0.0), w_mean, w_std)
+        Inverter(
+            fns,
+            G.cfg,
+            InversionConfig.for_space("f_wplus", feature_layer=G.cfg.num_layers, lpips_weight=0.0),
+            w_mean,
+            w_std,
+        )
     with pytest.raises(ValueError, match="unknown feature_init"):
-        Inverter(fns, G.cfg, InversionConfig.for_space("f_wplus", feature_init="encoder", lpips_weight=0.0), w_mean, w_std)
+        Inverter(
+            fns,
+            G.cfg,
+            InversionConfig.for_space("f_wplus", feature_init="encoder", lpips_weight=0.0),
+            w_mean,
+            w_std,
+        )
 
 
 def test_z_spaces_need_a_class_on_conditional_generators(fixture_generator):
@@ -121,13 +145,24 @@ def test_z_spaces_need_a_class_on_conditional_generators(fixture_generator):
     fns, _ = PureGenerator.split(G)
     with pytest.raises(ValueError, match="needs a class"):
         Inverter(fns, G.cfg, InversionConfig.for_space("zplus"), np.zeros(G.cfg.w_dim), 1.0)
-    Inverter(fns, G.cfg, InversionConfig.for_space("zplus", class_idx=1), np.zeros(G.cfg.w_dim), 1.0,
-             class_label=G.cfg.class_labels(1, 1)[0])
+    Inverter(
+        fns,
+        G.cfg,
+        InversionConfig.for_space("zplus", class_idx=1),
+        np.zeros(G.cfg.w_dim),
+        1.0,
+        class_label=G.cfg.class_labels(1, 1)[0],
+    )
 
 
 def test_space_defaults_and_explicit_overrides():
     cfg = InversionConfig.for_space("f_zplus")
     assert (cfg.num_steps, cfg.learning_rate, cfg.lr_schedule) == (1200, 0.01, "constant")
-    assert (cfg.mse_weight, cfg.lpips_weight, cfg.feature_reg_weight, cfg.latent_noise_factor) == (1.0, 10.0, 10.0, 0)
+    assert (cfg.mse_weight, cfg.lpips_weight, cfg.feature_reg_weight, cfg.latent_noise_factor) == (
+        1.0,
+        10.0,
+        10.0,
+        0,
+    )
     assert InversionConfig.for_space("f_zplus", num_steps=5).num_steps == 5
     assert InversionConfig.for_space("wplus") == InversionConfig()  # W/W+: the official projector's

@@ -32,9 +32,15 @@ def test_mapping_matches_official(fixture_dir, fixture_generator, name):
     G, io = fixture_generator(name), load_io(fixture_dir, name)
     c = labels(io)
     np.testing.assert_allclose(G.mapping(io["z"], c), io["ws"], atol=TOL, rtol=0)
-    np.testing.assert_allclose(G.mapping(io["z"], c, truncation_psi=0.7), io["ws_psi07"], atol=TOL, rtol=0)
-    np.testing.assert_allclose(G.mapping(io["z"], c, truncation_psi=0.5, truncation_cutoff=2),
-                               io["ws_psi05_cut2"], atol=TOL, rtol=0)
+    np.testing.assert_allclose(
+        G.mapping(io["z"], c, truncation_psi=0.7), io["ws_psi07"], atol=TOL, rtol=0
+    )
+    np.testing.assert_allclose(
+        G.mapping(io["z"], c, truncation_psi=0.5, truncation_cutoff=2),
+        io["ws_psi05_cut2"],
+        atol=TOL,
+        rtol=0,
+    )
 
 
 @pytest.mark.parametrize("name", OFFICIAL_FIXTURES)
@@ -42,9 +48,14 @@ def test_synthesis_matches_official(fixture_dir, fixture_generator, name):
     G, io = fixture_generator(name), load_io(fixture_dir, name)
     fns, params = PureGenerator.split(G)
     synth = jax.jit(fns.synthesis, static_argnames="noise_mode")
-    for key, ws, mode in (("img_const", io["ws"], "const"), ("img_none", io["ws"], "none"),
-                          ("img_wplus_const", io["wplus"], "const")):
-        np.testing.assert_allclose(synth(params, ws, mode), nhwc(io[key]), atol=TOL, rtol=0, err_msg=key)
+    for key, ws, mode in (
+        ("img_const", io["ws"], "const"),
+        ("img_none", io["ws"], "none"),
+        ("img_wplus_const", io["wplus"], "const"),
+    ):
+        np.testing.assert_allclose(
+            synth(params, ws, mode), nhwc(io[key]), atol=TOL, rtol=0, err_msg=key
+        )
     full = G(io["z"], labels(io), truncation_psi=0.7, noise_mode="const")
     np.testing.assert_allclose(full, nhwc(io["img_psi07_const"]), atol=TOL, rtol=0)
 
@@ -68,7 +79,9 @@ def test_vmap_over_single_images_equals_batch(fixture_dir, fixture_generator):
 def test_explicit_noise_equals_stored_noise_and_gets_gradients(fixture_dir, fixture_generator):
     G, io = fixture_generator("skip32"), load_io(fixture_dir, "skip32")
     stored = [layer.noise_const[...] for layer in G.synthesis.layers()]
-    np.testing.assert_allclose(G.synthesis(io["ws"], noise=stored), nhwc(io["img_const"]), atol=TOL, rtol=0)
+    np.testing.assert_allclose(
+        G.synthesis(io["ws"], noise=stored), nhwc(io["img_const"]), atol=TOL, rtol=0
+    )
     grads = jax.grad(lambda n: jnp.sum(G.synthesis(io["ws"], noise=n) ** 2))(stored)
     assert all(float(jnp.abs(g).max()) > 0 for g in grads)
 
@@ -97,8 +110,17 @@ def test_bfloat16_synthesis_is_close_to_float32(fixture_dir, fixture_generator):
 
 @pytest.mark.parametrize("architecture", ["skip", "orig", "resnet"])
 def test_random_configs_run_and_have_official_num_ws(architecture):
-    cfg = GeneratorConfig(z_dim=0, c_dim=3, w_dim=16, img_resolution=16, channel_base=64, channel_max=16,
-                          architecture=architecture, mapping_layers=1, use_noise=architecture != "orig")
+    cfg = GeneratorConfig(
+        z_dim=0,
+        c_dim=3,
+        w_dim=16,
+        img_resolution=16,
+        channel_base=64,
+        channel_max=16,
+        architecture=architecture,
+        mapping_layers=1,
+        use_noise=architecture != "orig",
+    )
     G = Generator(cfg, rngs=nnx.Rngs(0))
     ws = G.mapping(np.zeros((2, 0), np.float32), np.eye(3, dtype=np.float32)[:2])
     assert ws.shape == (2, cfg.num_ws, 16) == (2, 6, 16)
@@ -130,7 +152,9 @@ def test_running_from_any_layer_equals_the_full_network(fixture_dir, fixture_gen
         resumed = run(params, wplus, start_layer=layer, start_state=state)
         np.testing.assert_allclose(resumed, full, atol=1e-5, rtol=0, err_msg=f"layer {layer}")
     const = G.synthesis.blocks[0].const[...]
-    given_const = fns.synthesis(params, wplus, const_input=jnp.broadcast_to(const, (2,) + const.shape))
+    given_const = fns.synthesis(
+        params, wplus, const_input=jnp.broadcast_to(const, (2,) + const.shape)
+    )
     np.testing.assert_allclose(given_const, full, atol=1e-6, rtol=0)
 
 

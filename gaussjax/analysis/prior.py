@@ -20,27 +20,49 @@ import dataclasses
 import functools
 import io
 import pathlib
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gaussjax.networks.config import GeneratorConfig
 from gaussjax.analysis.gaussianize import gaussianize
 from gaussjax.files.safe_io import read_npz, write_bytes_atomic
+from gaussjax.networks.config import GeneratorConfig
 
 # Keys of a fitted prior (the dict returned by `fit_generator_prior` and stored by `save_prior`).
-PRIOR_KEYS = ("mean", "cov", "num_samples", "negative_slope", "seed", "class_idx", "w_std",
-              "mean_w", "skew_w", "kurt_w", "skew_v", "kurt_v")
+PRIOR_KEYS = (
+    "mean",
+    "cov",
+    "num_samples",
+    "negative_slope",
+    "seed",
+    "class_idx",
+    "w_std",
+    "mean_w",
+    "skew_w",
+    "kurt_w",
+    "skew_v",
+    "kurt_v",
+)
 _VECTOR_KEYS = ("mean_w", "skew_w", "kurt_w", "skew_v", "kurt_v")  # each [D]
 FINGERPRINT_KEY = "generator_fingerprint"
-_SCALAR_TYPES = {"num_samples": int, "seed": int, "class_idx": int, "negative_slope": float, "w_std": float,
-                 FINGERPRINT_KEY: str}
+_SCALAR_TYPES = {
+    "num_samples": int,
+    "seed": int,
+    "class_idx": int,
+    "negative_slope": float,
+    "w_std": float,
+    FINGERPRINT_KEY: str,
+}
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["mean", "scale_tril"],
-                   meta_fields=["negative_slope"])
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["mean", "scale_tril"],
+    meta_fields=["negative_slope"],
+)
 @dataclasses.dataclass(frozen=True)
 class GaussianPrior:
     """A Gaussian N(μ, Σ) over Gaussianized latents v = gaussianize(w, negative_slope).
@@ -73,8 +95,10 @@ def prior_energy(prior: GaussianPrior, w: jax.Array) -> jax.Array:
       [N] energies; for W+ the sum over the L layer vectors, all scored under the same μ, Σ.
     """
     if w.ndim not in (2, 3) or w.shape[-1] != prior.mean.shape[-1]:
-        raise ValueError(f"w must be [N, {prior.mean.shape[-1]}] or [N, L, {prior.mean.shape[-1]}], "
-                         f"got {w.shape}")
+        raise ValueError(
+            f"w must be [N, {prior.mean.shape[-1]}] or [N, L, {prior.mean.shape[-1]}], "
+            f"got {w.shape}"
+        )
     centred = gaussianize(w, prior.negative_slope) - prior.mean
     flat = centred.reshape(-1, centred.shape[-1])
     # ||L⁻¹ d||² = dᵀ (L Lᵀ)⁻¹ d; the solve takes the D x M right-hand sides column-wise.
@@ -115,10 +139,13 @@ def make_prior(mean, cov, negative_slope: float, ridge: float = 1e-6) -> Gaussia
     try:
         scale_tril = np.linalg.cholesky(regularised)
     except np.linalg.LinAlgError as e:
-        raise ValueError(f"the prior covariance is not positive definite even with ridge={ridge}: "
-                         f"increase the ridge (e.g. ridge={max(ridge * 100, 1e-6):g})") from e
-    return GaussianPrior(jnp.asarray(mean, jnp.float32), jnp.asarray(scale_tril, jnp.float32),
-                         float(negative_slope))
+        raise ValueError(
+            f"the prior covariance is not positive definite even with ridge={ridge}: "
+            f"increase the ridge (e.g. ridge={max(ridge * 100, 1e-6):g})"
+        ) from e
+    return GaussianPrior(
+        jnp.asarray(mean, jnp.float32), jnp.asarray(scale_tril, jnp.float32), float(negative_slope)
+    )
 
 
 class _Moments(NamedTuple):
@@ -147,11 +174,19 @@ def _merge_moments(a: _Moments, b: _Moments) -> _Moments:
     ab = a.count * b.count
     var_a, var_b = np.diag(a.cross), np.diag(b.cross)
     cross = a.cross + b.cross + np.outer(delta, delta) * (ab / n)
-    m3 = (a.m3 + b.m3 + delta * d_n * d_n * ab * (a.count - b.count)
-          + 3 * d_n * (a.count * var_b - b.count * var_a))
-    m4 = (a.m4 + b.m4 + delta * d_n ** 3 * ab * (a.count ** 2 - ab + b.count ** 2)
-          + 6 * d_n * d_n * (a.count ** 2 * var_b + b.count ** 2 * var_a)
-          + 4 * d_n * (a.count * b.m3 - b.count * a.m3))
+    m3 = (
+        a.m3
+        + b.m3
+        + delta * d_n * d_n * ab * (a.count - b.count)
+        + 3 * d_n * (a.count * var_b - b.count * var_a)
+    )
+    m4 = (
+        a.m4
+        + b.m4
+        + delta * d_n**3 * ab * (a.count**2 - ab + b.count**2)
+        + 6 * d_n * d_n * (a.count**2 * var_b + b.count**2 * var_a)
+        + 4 * d_n * (a.count * b.m3 - b.count * a.m3)
+    )
     return _Moments(n, a.mean + delta * (b.count / n), cross, m3, m4)
 
 
@@ -239,26 +274,38 @@ def _host_chunks(sample: Callable, num_samples: int, chunk_size: int):
     for start in range(0, num_samples, chunk_size):
         ahead = (min(chunk_size, num_samples - start), sample(start))
         if pending is not None:
-            yield tuple(np.asarray(a)[:pending[0]] for a in pending[1])
+            yield tuple(np.asarray(a)[: pending[0]] for a in pending[1])
         pending = ahead
-    yield tuple(np.asarray(a)[:pending[0]] for a in pending[1])
+    yield tuple(np.asarray(a)[: pending[0]] for a in pending[1])
 
 
 def _check_fit_args(cfg: GeneratorConfig, num_samples: int, chunk_size: int, class_idx) -> None:
     if num_samples < 2 or chunk_size < 1:
-        raise ValueError(f"need num_samples >= 2 and chunk_size >= 1, got {num_samples} and {chunk_size}")
+        raise ValueError(
+            f"need num_samples >= 2 and chunk_size >= 1, got {num_samples} and {chunk_size}"
+        )
     if not cfg.mapping_negative_slope > 0:
-        raise ValueError(f"the mapping network ends with {cfg.mapping_activation!r}, which the "
-                         "Gaussianizing transform cannot undo")
+        raise ValueError(
+            f"the mapping network ends with {cfg.mapping_activation!r}, which the "
+            "Gaussianizing transform cannot undo"
+        )
     if class_idx is not None and cfg.c_dim == 0:
         raise ValueError("class_idx given, but the generator is unconditional")
     if class_idx is not None and not 0 <= class_idx < cfg.c_dim:
         raise ValueError(f"class_idx must be in [0, {cfg.c_dim}), got {class_idx}")
 
 
-def fit_generator_prior(fns, params, cfg: GeneratorConfig, *, num_samples: int, seed: int,
-                        chunk_size: int = 4096, class_idx: int | None = None,
-                        progress: Callable[[int, int], None] | None = None) -> dict:
+def fit_generator_prior(
+    fns,
+    params,
+    cfg: GeneratorConfig,
+    *,
+    num_samples: int,
+    seed: int,
+    chunk_size: int = 4096,
+    class_idx: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
     """Fits μ, Σ of v = gaussianize(w) over mapping samples w = mapping(z)[:, 0], z ~ N(0, I).
 
     Sample i uses the key fold_in(key(seed), i), so w (and hence μ, Σ) does not depend on
@@ -279,25 +326,41 @@ def fit_generator_prior(fns, params, cfg: GeneratorConfig, *, num_samples: int, 
     Returns:
       A dict for `save_prior` (keys PRIOR_KEYS): mean [D], cov [D, D] (float64, of v),
       num_samples, negative_slope, seed, class_idx (-1: marginal or unconditional), mean_w [D] and
-      the scalar w_std (mean and RMS spread of w itself), and the per-dimension diagnostics skew_w, kurt_w, skew_v, kurt_v [D].
+      the scalar w_std (mean and RMS spread of w itself), and the per-dimension diagnostics
+      skew_w, kurt_w, skew_v, kurt_v [D].
     """
     _check_fit_args(cfg, num_samples, chunk_size, class_idx)
-    sample = functools.partial(_sample_chunk, params, jax.random.key(seed), fns=fns, cfg=cfg,
-                               chunk_size=chunk_size, class_idx=class_idx)
+    sample = functools.partial(
+        _sample_chunk,
+        params,
+        jax.random.key(seed),
+        fns=fns,
+        cfg=cfg,
+        chunk_size=chunk_size,
+        class_idx=class_idx,
+    )
     acc_w, acc_v = MomentAccumulator(), MomentAccumulator()
     for w, v in _host_chunks(sample, num_samples, chunk_size):
         acc_w.update(w)
         acc_v.update(v)
         if progress is not None:
             progress(acc_w.count, num_samples)
-    return {"mean": acc_v.mean, "cov": acc_v.cov, "num_samples": num_samples,
-            "negative_slope": cfg.mapping_negative_slope, "seed": seed,
-            "class_idx": -1 if class_idx is None else class_idx,
-            # The official projector's starting point and latent-noise scale: mean of w and the
-            # RMS distance of w from it.
-            "mean_w": acc_w.mean, "w_std": float(np.sqrt(np.trace(acc_w.cov) * (num_samples - 1) / num_samples)),
-            "skew_w": acc_w.skewness, "kurt_w": acc_w.excess_kurtosis,
-            "skew_v": acc_v.skewness, "kurt_v": acc_v.excess_kurtosis}
+    return {
+        "mean": acc_v.mean,
+        "cov": acc_v.cov,
+        "num_samples": num_samples,
+        "negative_slope": cfg.mapping_negative_slope,
+        "seed": seed,
+        "class_idx": -1 if class_idx is None else class_idx,
+        # The official projector's starting point and latent-noise scale: mean of w and the
+        # RMS distance of w from it.
+        "mean_w": acc_w.mean,
+        "w_std": float(np.sqrt(np.trace(acc_w.cov) * (num_samples - 1) / num_samples)),
+        "skew_w": acc_w.skewness,
+        "kurt_w": acc_w.excess_kurtosis,
+        "skew_v": acc_v.skewness,
+        "kurt_v": acc_v.excess_kurtosis,
+    }
 
 
 def gaussianity_summary(stats: dict) -> str:
@@ -309,11 +372,16 @@ def gaussianity_summary(stats: dict) -> str:
     Returns:
       A few lines of text, without a trailing newline.
     """
-    rows = (("median |skewness|", "skew", 50), ("median |excess kurtosis|", "kurt", 50),
-            ("90th pct |excess kurtosis|", "kurt", 90))
+    rows = (
+        ("median |skewness|", "skew", 50),
+        ("median |excess kurtosis|", "kurt", 50),
+        ("90th pct |excess kurtosis|", "kurt", 90),
+    )
     dim = len(stats["skew_w"])
-    lines = [f"Gaussianity over {stats.get('num_samples', '?')} samples, D={dim} (0 = Gaussian):",
-             f"  {'':28s}{'w':>9s}{'v':>9s}"]
+    lines = [
+        f"Gaussianity over {stats.get('num_samples', '?')} samples, D={dim} (0 = Gaussian):",
+        f"  {'':28s}{'w':>9s}{'v':>9s}",
+    ]
     for label, name, pct in rows:
         w_val, v_val = (np.nanpercentile(np.abs(stats[f"{name}_{s}"]), pct) for s in "wv")
         lines.append(f"  {label:28s}{w_val:9.3f}{v_val:9.3f}")
@@ -347,14 +415,17 @@ def _read_prior_file(path: pathlib.Path) -> dict:
         raise ValueError(f"{path}: not a prior file, missing keys {missing}")
     dim = stats["mean"].shape[0] if stats["mean"].ndim == 1 else -1
     if stats["cov"].shape != (dim, dim) or any(stats[k].shape != (dim,) for k in _VECTOR_KEYS):
-        raise ValueError(f"{path}: corrupt prior file (mean {stats['mean'].shape}, cov {stats['cov'].shape})")
+        raise ValueError(
+            f"{path}: corrupt prior file (mean {stats['mean'].shape}, cov {stats['cov'].shape})"
+        )
     for key, kind in _SCALAR_TYPES.items():
         stats[key] = kind(stats[key])
     return stats
 
 
-def load_prior(path, expected_fingerprint: str | None = None,
-               ridge: float = 1e-6) -> tuple[GaussianPrior, dict]:
+def load_prior(
+    path, expected_fingerprint: str | None = None, ridge: float = 1e-6
+) -> tuple[GaussianPrior, dict]:
     """Reads a prior written by `save_prior`.
 
     Args:
@@ -374,6 +445,8 @@ def load_prior(path, expected_fingerprint: str | None = None,
     stats = _read_prior_file(path)
     stored = stats[FINGERPRINT_KEY]
     if expected_fingerprint is not None and stored != expected_fingerprint:
-        raise ValueError(f"{path} was fitted for generator {stored}, but this generator is "
-                         f"{expected_fingerprint}: refit with experiments.fit_prior")
+        raise ValueError(
+            f"{path} was fitted for generator {stored}, but this generator is "
+            f"{expected_fingerprint}: refit with experiments.fit_prior"
+        )
     return make_prior(stats["mean"], stats["cov"], stats["negative_slope"], ridge), stats

@@ -61,7 +61,9 @@ def generator_fingerprint(generator: Generator) -> str:
     return digest.hexdigest()[:16]
 
 
-def save_generator(dst, generator: Generator, metadata: dict | None = None, overwrite=False) -> None:
+def save_generator(
+    dst, generator: Generator, metadata: dict | None = None, overwrite=False
+) -> None:
     """Saves `generator` as a directory: `config.json` (human readable) + `weights/` (Orbax).
 
     The directory is assembled under a temporary name beside `dst` and renamed into place, so a
@@ -78,8 +80,11 @@ def save_generator(dst, generator: Generator, metadata: dict | None = None, over
     try:
         tmp.mkdir()
         save_tree(tmp / WEIGHTS_DIR, _to_numpy_state(nnx.state(generator)))
-        doc = {"generator": generator.cfg.to_dict(), "fingerprint": generator_fingerprint(generator),
-               **(metadata or {})}
+        doc = {
+            "generator": generator.cfg.to_dict(),
+            "fingerprint": generator_fingerprint(generator),
+            **(metadata or {}),
+        }
         (tmp / CONFIG_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
         _replace_dir(tmp, dst)
     finally:
@@ -94,7 +99,9 @@ def check_destination(dst, overwrite: bool) -> None:
     if not overwrite:
         raise FileExistsError(f"{dst} already exists (pass --overwrite to replace it)")
     if not (dst.is_dir() and (dst / CONFIG_FILE).is_file() and (dst / WEIGHTS_DIR).is_dir()):
-        raise FileExistsError(f"refusing to overwrite {dst}: it is not a gaussjax generator directory")
+        raise FileExistsError(
+            f"refusing to overwrite {dst}: it is not a gaussjax generator directory"
+        )
 
 
 def _replace_dir(src: pathlib.Path, dst: pathlib.Path) -> None:
@@ -113,8 +120,10 @@ def read_generator_config(path) -> tuple[GeneratorConfig, dict]:
     path = pathlib.Path(path)
     cfg_file = path / CONFIG_FILE
     if not path.is_dir() or not cfg_file.is_file() or not (path / WEIGHTS_DIR).is_dir():
-        raise FileNotFoundError(f"{path} is not a gaussjax generator directory "
-                                f"(expected {CONFIG_FILE} and {WEIGHTS_DIR}/; make one with converters.convert)")
+        raise FileNotFoundError(
+            f"{path} is not a gaussjax generator directory "
+            f"(expected {CONFIG_FILE} and {WEIGHTS_DIR}/; make one with converters.convert)"
+        )
     doc = json.loads(cfg_file.read_text())
     return GeneratorConfig.from_dict(doc["generator"]), doc
 

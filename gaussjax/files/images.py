@@ -40,7 +40,7 @@ def make_grid(images_uint8, columns=None) -> np.ndarray:
     grid = np.zeros((rows * h, cols * w, c), np.uint8)
     for i, img in enumerate(images_uint8):
         r, q = divmod(i, cols)
-        grid[r * h:(r + 1) * h, q * w:(q + 1) * w] = img
+        grid[r * h : (r + 1) * h, q * w : (q + 1) * w] = img
     return grid
 
 
@@ -65,7 +65,9 @@ def load_image(path, resolution: int, channels: int) -> np.ndarray:
     w, h = pil.size
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
-    pil = pil.crop((left, top, left + side, top + side)).resize((resolution, resolution), Image.LANCZOS)
+    pil = pil.crop((left, top, left + side, top + side)).resize(
+        (resolution, resolution), Image.LANCZOS
+    )
     if channels == 1:
         return np.asarray(pil.convert("L"))[..., None]
     return np.asarray(pil)
@@ -89,7 +91,9 @@ def image_files(spec: str) -> list[pathlib.Path]:
     """A directory (its image files), a glob pattern, or one file -> sorted paths."""
     path = pathlib.Path(spec)
     if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        return sorted(
+            p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
     if path.exists():
         return [path]
     root = pathlib.Path(path.anchor) if path.is_absolute() else pathlib.Path(".")
@@ -111,7 +115,9 @@ def output_names(paths) -> list[str]:
             names.append(path.stem)
         else:
             rel = path.absolute().relative_to(root)
-            names.append("__".join(rel.with_suffix("").parts) + "_" + path.suffix.lstrip(".").lower())
+            names.append(
+                "__".join(rel.with_suffix("").parts) + "_" + path.suffix.lstrip(".").lower()
+            )
     return names
 
 
@@ -122,7 +128,9 @@ def render_uint8(fns, params, ws, noise_mode, key, noise=None) -> np.ndarray:
     """
     synth = jax.jit(fns.synthesis, static_argnames="noise_mode")
     keys = jax.random.split(key, len(ws))
-    return np.concatenate([to_uint8(synth(params, w[None], noise_mode, k, noise)) for w, k in zip(ws, keys)])
+    return np.concatenate(
+        [to_uint8(synth(params, w[None], noise_mode, k, noise)) for w, k in zip(ws, keys)]
+    )
 
 
 def save_gif(path, frames_uint8, duration_ms: int = 100) -> None:
@@ -132,5 +140,7 @@ def save_gif(path, frames_uint8, duration_ms: int = 100) -> None:
         raise ValueError(f"frames must be [K, H, W, 1|3] with K >= 1, got {frames.shape}")
     pils = [Image.fromarray(f[..., 0] if f.shape[-1] == 1 else f) for f in frames]
     buf = _io.BytesIO()
-    pils[0].save(buf, format="GIF", save_all=True, append_images=pils[1:], duration=duration_ms, loop=0)
+    pils[0].save(
+        buf, format="GIF", save_all=True, append_images=pils[1:], duration=duration_ms, loop=0
+    )
     write_bytes_atomic(path, buf.getvalue())

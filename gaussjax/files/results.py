@@ -40,9 +40,13 @@ def read_summary(outdir) -> list[dict]:
 def finished_names(outdir) -> set[str]:
     """Names whose result is complete (status ok and both files present)."""
     outdir = pathlib.Path(outdir)
-    return {r["name"] for r in read_summary(outdir)
-            if r.get("status") == "ok" and (outdir / f"{r['name']}.npz").exists()
-            and (outdir / f"{r['name']}.png").exists()}
+    return {
+        r["name"]
+        for r in read_summary(outdir)
+        if r.get("status") == "ok"
+        and (outdir / f"{r['name']}.npz").exists()
+        and (outdir / f"{r['name']}.png").exists()
+    }
 
 
 def append_summary(outdir, record: dict) -> None:
@@ -94,9 +98,16 @@ def save_batch(outdir, batch: list[dict], result, inverter, seconds: float) -> i
     cfg, space = inverter.cfg, inverter.space
     ok = 0
     for i, target in enumerate(batch):
-        record = {"name": target["name"], "file": target["file"], "space": cfg.space, "steps": cfg.num_steps,
-                  "prior_weight": cfg.prior_weight, "loss_used": cfg.loss_label, "seconds": round(seconds, 3),
-                  **{k: float(v[i]) for k, v in result.terms.items()}}
+        record = {
+            "name": target["name"],
+            "file": target["file"],
+            "space": cfg.space,
+            "steps": cfg.num_steps,
+            "prior_weight": cfg.prior_weight,
+            "loss_used": cfg.loss_label,
+            "seconds": round(seconds, 3),
+            **{k: float(v[i]) for k, v in result.terms.items()},
+        }
         if not (np.all(np.isfinite(result.ws[i])) and np.isfinite(record["loss"])):
             print(f"{target['name']}: non-finite loss or latent; not saved", flush=True)
             append_summary(outdir, {**record, "status": "nan"})
@@ -104,8 +115,12 @@ def save_batch(outdir, batch: list[dict], result, inverter, seconds: float) -> i
         if "true_ws" in target:
             record["latent_mse"] = float(np.mean(np.square(result.ws[i] - target["true_ws"])))
         latents = {k: v[i] for k, v in result.latents.items()}
-        arrays = result_arrays(result.ws[i], [n[i] for n in result.noise or []], space.record(),
-                               space.to_arrays(latents, None))
+        arrays = result_arrays(
+            result.ws[i],
+            [n[i] for n in result.noise or []],
+            space.record(),
+            space.to_arrays(latents, None),
+        )
         save_result(outdir, target["name"], arrays, result.images[i])
         append_summary(outdir, {**record, "status": "ok"})
         ok += 1
@@ -115,7 +130,10 @@ def save_batch(outdir, batch: list[dict], result, inverter, seconds: float) -> i
 def result_arrays(ws, noise, space_record: dict, latents: dict) -> dict[str, np.ndarray]:
     """The arrays of NAME.npz: `w` [1, num_ws, w_dim], `noise_NN`, the space's name and options
     (`space`, a JSON string) and its native variables as `latent_<name>` [1, ...]."""
-    arrays = {"w": np.asarray(ws, np.float32)[None], "space": np.asarray(json.dumps(space_record, sort_keys=True))}
+    arrays = {
+        "w": np.asarray(ws, np.float32)[None],
+        "space": np.asarray(json.dumps(space_record, sort_keys=True)),
+    }
     arrays.update({f"noise_{j:02d}": np.asarray(n, np.float32) for j, n in enumerate(noise)})
     arrays.update({f"latent_{k}": np.asarray(v, np.float32)[None] for k, v in latents.items()})
     return arrays
@@ -134,7 +152,9 @@ def read_latents(path, cfg):
         raise ValueError(f"{path} has no key 'w' (keys: {sorted(arrays)})")
     w = arrays["w"].astype(np.float32)
     if w.ndim != 3 or w.shape[1:] != (cfg.num_ws, cfg.w_dim):
-        raise ValueError(f"{path}: w has shape {w.shape}, the generator needs [N, {cfg.num_ws}, {cfg.w_dim}]")
+        raise ValueError(
+            f"{path}: w has shape {w.shape}, the generator needs [N, {cfg.num_ws}, {cfg.w_dim}]"
+        )
     return w, _noise_maps(path, arrays, cfg)
 
 
@@ -143,7 +163,9 @@ def _noise_maps(path, arrays, cfg):
         return None
     noise = [arrays.get(f"noise_{j:02d}") for j in range(len(cfg.noise_resolutions))]
     if any(n is None or n.shape != (r, r) for n, r in zip(noise, cfg.noise_resolutions)):
-        raise ValueError(f"{path}: noise maps do not match the generator's {len(cfg.noise_resolutions)} layers")
+        raise ValueError(
+            f"{path}: noise maps do not match the generator's {len(cfg.noise_resolutions)} layers"
+        )
     return noise
 
 
@@ -163,5 +185,5 @@ def read_native_latents(path) -> tuple[dict | None, dict]:
         record = json.loads(str(arrays["space"]))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: corrupt space record ({e})") from e
-    latents = {k[len("latent_"):]: v[0] for k, v in arrays.items() if k.startswith("latent_")}
+    latents = {k[len("latent_") :]: v[0] for k, v in arrays.items() if k.startswith("latent_")}
     return record, latents

@@ -12,16 +12,16 @@ depend on the rest of the batch. `steps_per_dispatch` steps run inside one `lax.
 """
 
 import dataclasses
-import math
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from gaussjax.inversion import spaces as latent_spaces
 from gaussjax.analysis.prior import prior_energy
+from gaussjax.inversion import spaces as latent_spaces
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +59,9 @@ class InversionConfig:
     @property
     def loss_label(self) -> str:
         """The data terms in use, e.g. 'mse+lpips'."""
-        return "+".join(k for k, w in (("mse", self.mse_weight), ("lpips", self.lpips_weight)) if w > 0)
+        return "+".join(
+            k for k, w in (("mse", self.mse_weight), ("lpips", self.lpips_weight)) if w > 0
+        )
 
     @classmethod
     def for_space(cls, space: str, **overrides) -> "InversionConfig":
@@ -69,8 +71,10 @@ class InversionConfig:
     def __post_init__(self):
         latent_spaces.check_space_name(self.space)
         if self.num_steps < 1 or self.steps_per_dispatch < 1:
-            raise ValueError(f"num_steps and steps_per_dispatch must be >= 1, got {self.num_steps}, "
-                             f"{self.steps_per_dispatch}")
+            raise ValueError(
+                f"num_steps and steps_per_dispatch must be >= 1, got {self.num_steps}, "
+                f"{self.steps_per_dispatch}"
+            )
         weights = {k: getattr(self, k) for k in LOSS_WEIGHTS.values()}
         negative = [k for k, v in weights.items() if v < 0]
         if negative:
@@ -85,8 +89,13 @@ class InversionConfig:
 
 LR_SCHEDULES = ("official", "constant")
 # Loss term -> the config field holding its weight.
-LOSS_WEIGHTS = {"mse": "mse_weight", "lpips": "lpips_weight", "prior": "prior_weight",
-                "noise_reg": "noise_reg_weight", "feature_reg": "feature_reg_weight"}
+LOSS_WEIGHTS = {
+    "mse": "mse_weight",
+    "lpips": "lpips_weight",
+    "prior": "prior_weight",
+    "noise_reg": "noise_reg_weight",
+    "feature_reg": "feature_reg_weight",
+}
 
 
 def lr_schedule(cfg: InversionConfig):
@@ -118,7 +127,11 @@ def make_optimizer(cfg: InversionConfig) -> optax.GradientTransformation:
 
 def latent_noise_scale(cfg: InversionConfig, t, unit):
     """unit * factor * max(0, 1 - t / ramp)^2 (official; unit: the space's spread, w_std for W)."""
-    return unit * cfg.latent_noise_factor * jnp.square(jnp.maximum(0.0, 1.0 - t / cfg.latent_noise_ramp))
+    return (
+        unit
+        * cfg.latent_noise_factor
+        * jnp.square(jnp.maximum(0.0, 1.0 - t / cfg.latent_noise_ramp))
+    )
 
 
 def noise_regularizer(noise_maps) -> jax.Array:
@@ -126,7 +139,9 @@ def noise_regularizer(noise_maps) -> jax.Array:
     reg = 0.0
     for v in noise_maps:
         while True:
-            reg += jnp.square(jnp.mean(v * jnp.roll(v, 1, axis=1))) + jnp.square(jnp.mean(v * jnp.roll(v, 1, axis=0)))
+            reg += jnp.square(jnp.mean(v * jnp.roll(v, 1, axis=1))) + jnp.square(
+                jnp.mean(v * jnp.roll(v, 1, axis=0))
+            )
             if v.shape[0] <= 8:
                 break
             v = v.reshape(v.shape[0] // 2, 2, v.shape[1] // 2, 2).mean(axis=(1, 3))
@@ -156,8 +171,11 @@ def psnr(mse):
     return 10.0 * jnp.log10(4.0 / jnp.maximum(mse, 1e-20))
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["ws", "images", "terms", "noise", "latents"],
-                   meta_fields=[])
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["ws", "images", "terms", "noise", "latents"],
+    meta_fields=[],
+)
 @dataclasses.dataclass(frozen=True)
 class InversionResult:
     """Batched results.
@@ -202,8 +220,17 @@ class Inverter:
     `trace_counts` counts how often each was traced (a single compile is expected).
     """
 
-    def __init__(self, gen_fns, gen_cfg, cfg: InversionConfig, w_mean, w_std, lpips_fns=None,
-                 optimizer: optax.GradientTransformation | None = None, class_label=None):
+    def __init__(
+        self,
+        gen_fns,
+        gen_cfg,
+        cfg: InversionConfig,
+        w_mean,
+        w_std,
+        lpips_fns=None,
+        optimizer: optax.GradientTransformation | None = None,
+        class_label=None,
+    ):
         if cfg.lpips_weight > 0 and lpips_fns is None:
             raise ValueError("lpips_weight > 0 needs an LPIPS model (pass --vgg=FILE)")
         if cfg.lpips_weight > 0 and min(gen_cfg.img_resolution, cfg.lpips_resolution) < 16:
@@ -212,9 +239,13 @@ class Inverter:
             raise ValueError("optimize_noise: this generator has no noise inputs (use_noise=False)")
         self.cfg = cfg
         context = latent_spaces.SpaceContext(
-            gen_fns, gen_cfg, jnp.asarray(w_mean, jnp.float32), float(w_std),
+            gen_fns,
+            gen_cfg,
+            jnp.asarray(w_mean, jnp.float32),
+            float(w_std),
             None if class_label is None else jnp.asarray(class_label, jnp.float32),
-            latent_spaces.SpaceOptions.from_config(cfg))
+            latent_spaces.SpaceOptions.from_config(cfg),
+        )
         self.space = latent_spaces.make_space(cfg.space, context)
         self.tx = optimizer or make_optimizer(cfg)
         self.statics = Statics(gen_fns, lpips_fns, self.space, gen_cfg.noise_resolutions)
@@ -230,13 +261,24 @@ class Inverter:
         variables = {"latent": latent}
         if self.cfg.optimize_noise:
             keys = jax.random.split(key, len(self.statics.noise_resolutions))
-            variables["noise"] = [jax.random.normal(k, (r, r)) for k, r in zip(keys, self.statics.noise_resolutions)]
-        return {"variables": variables, "constants": constants, "opt_state": self.tx.init(variables), "key": key}
+            variables["noise"] = [
+                jax.random.normal(k, (r, r)) for k, r in zip(keys, self.statics.noise_resolutions)
+            ]
+        return {
+            "variables": variables,
+            "constants": constants,
+            "opt_state": self.tx.init(variables),
+            "key": key,
+        }
 
-    def _terms(self, gen_params, lpips_params, prior, image_state, latent, target, target_feats, key=None):
+    def _terms(
+        self, gen_params, lpips_params, prior, image_state, latent, target, target_feats, key=None
+    ):
         """All loss terms of one image (scalars) and its rendered image."""
         variables, constants = image_state["variables"], image_state["constants"]
-        ws, image = latent_spaces.render(self.space, gen_params, latent, constants, key, variables.get("noise"))
+        ws, image = latent_spaces.render(
+            self.space, gen_params, latent, constants, key, variables.get("noise")
+        )
         terms = {"mse": jnp.mean(jnp.square(image - target))}
         if self.statics.lpips_fns is not None:
             lpips = nnx.merge(self.statics.lpips_fns, lpips_params)
@@ -257,13 +299,27 @@ class Inverter:
         t = step / self.cfg.num_steps
 
         def loss_fn(variables):
-            latent = self.space.perturb(variables["latent"], ramp_key, latent_noise_scale(self.cfg, t, self.space.noise_unit))
-            terms, _, _ = self._terms(gen_params, lpips_params, prior, {**image_state, "variables": variables},
-                                      latent, target, target_feats, space_key)
+            latent = self.space.perturb(
+                variables["latent"],
+                ramp_key,
+                latent_noise_scale(self.cfg, t, self.space.noise_unit),
+            )
+            terms, _, _ = self._terms(
+                gen_params,
+                lpips_params,
+                prior,
+                {**image_state, "variables": variables},
+                latent,
+                target,
+                target_feats,
+                space_key,
+            )
             return terms["loss"], terms
 
         (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(image_state["variables"])
-        updates, opt_state = self.tx.update(grads, image_state["opt_state"], image_state["variables"])
+        updates, opt_state = self.tx.update(
+            grads, image_state["opt_state"], image_state["variables"]
+        )
         variables = optax.apply_updates(image_state["variables"], updates)
         variables = {**variables, "latent": self.space.project(variables["latent"])}
         if self.cfg.optimize_noise:
@@ -283,14 +339,18 @@ class Inverter:
 
         def body(_, carry):
             images, step, _ = carry
-            images, terms = step_batch(gen_params, lpips_params, prior, images, targets, target_feats, step)
+            images, terms = step_batch(
+                gen_params, lpips_params, prior, images, targets, target_feats, step
+            )
             return images, step + 1, terms["loss"]
 
         # A traced trip count: the last dispatch runs only the steps that are left, and every
         # dispatch still has the same shapes (one compile).
         num = jnp.clip(self.cfg.num_steps - state["step"], 0, self.cfg.steps_per_dispatch)
         loss0 = jnp.zeros(targets.shape[:1], jnp.float32)
-        images, step, loss = jax.lax.fori_loop(0, num, body, (state["images"], state["step"], loss0))
+        images, step, loss = jax.lax.fori_loop(
+            0, num, body, (state["images"], state["step"], loss0)
+        )
         return {"images": images, "step": step}, loss
 
     def _evaluate(self, gen_params, lpips_params, prior, state, targets, target_feats):
@@ -298,7 +358,9 @@ class Inverter:
 
         def one(image_state, target, feats):
             latent = image_state["variables"]["latent"]
-            terms, ws, image = self._terms(gen_params, lpips_params, prior, image_state, latent, target, feats)
+            terms, ws, image = self._terms(
+                gen_params, lpips_params, prior, image_state, latent, target, feats
+            )
             terms["psnr"] = psnr(terms["mse"])
             return InversionResult(ws, image, terms, image_state["variables"].get("noise"), latent)
 

@@ -13,12 +13,13 @@ over every device of every process; write NAME.npz / NAME.png and a summary line
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 import pathlib
 import time
 import zlib
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -87,12 +88,16 @@ def resolve_lpips(spec: RunSpec) -> RunSpec:
     if cfg.lpips_weight == 0 or spec.vgg:
         return spec
     if spec.lpips_explicit:
-        raise ValueError("--loss with lpips needs --vgg=FILE (NVIDIA vgg16.pt or a torchvision vgg16 state "
-                         "dict); pretrained VGG weights are not bundled")
+        raise ValueError(
+            "--loss with lpips needs --vgg=FILE (NVIDIA vgg16.pt or a torchvision vgg16 state "
+            "dict); pretrained VGG weights are not bundled"
+        )
     if cfg.mse_weight == 0:
         raise ValueError(f"space {cfg.space} uses LPIPS only: pass --vgg=FILE")
-    spec.log(f"note: no --vgg weights, so the {cfg.space} space's LPIPS term (weight {cfg.lpips_weight:g}) "
-             f"is dropped; the loss is {dataclasses.replace(cfg, lpips_weight=0.0).loss_label}")
+    spec.log(
+        f"note: no --vgg weights, so the {cfg.space} space's LPIPS term (weight {cfg.lpips_weight:g}) "
+        f"is dropped; the loss is {dataclasses.replace(cfg, lpips_weight=0.0).loss_label}"
+    )
     return dataclasses.replace(spec, config=dataclasses.replace(cfg, lpips_weight=0.0))
 
 
@@ -126,10 +131,16 @@ def obtain_prior(spec: RunSpec, fns, params, generator, fingerprint, gen_dir):
         if (stats["num_samples"], stats["seed"]) == (spec.prior_samples, spec.seed):
             spec.log(f"using cached prior {cache}")
             return prior, stats
-        spec.log(f"cached prior {cache} was fitted with {stats['num_samples']} samples, seed {stats['seed']}: "
-                 "refitting")
-    spec.log(f"no --prior: fitting one from {spec.prior_samples} samples (seed {spec.seed}); caching it at {cache}")
-    stats = prior_lib.fit_generator_prior(fns, params, generator.cfg, num_samples=spec.prior_samples, seed=spec.seed)
+        spec.log(
+            f"cached prior {cache} was fitted with {stats['num_samples']} samples, seed {stats['seed']}: "
+            "refitting"
+        )
+    spec.log(
+        f"no --prior: fitting one from {spec.prior_samples} samples (seed {spec.seed}); caching it at {cache}"
+    )
+    stats = prior_lib.fit_generator_prior(
+        fns, params, generator.cfg, num_samples=spec.prior_samples, seed=spec.seed
+    )
     if jax.process_index() == 0:
         cache.parent.mkdir(parents=True, exist_ok=True)
         prior_lib.save_prior(cache, stats, fingerprint)
@@ -147,7 +158,11 @@ def file_targets(spec: RunSpec):
     if not paths:
         raise ValueError(f"--images={spec.images} matches no image files")
     done = results.finished_names(spec.outdir)
-    targets = [{"name": n, "file": str(p)} for n, p in zip(images.output_names(paths), paths) if n not in done]
+    targets = [
+        {"name": n, "file": str(p)}
+        for n, p in zip(images.output_names(paths), paths)
+        if n not in done
+    ]
     return targets, len(paths)
 
 
@@ -159,7 +174,9 @@ def load_pixels(target, gen_cfg, outdir):
     if "pixels" in target:
         return target["pixels"]
     try:
-        return images.to_float(images.load_image(target["file"], gen_cfg.img_resolution, gen_cfg.img_channels))
+        return images.to_float(
+            images.load_image(target["file"], gen_cfg.img_resolution, gen_cfg.img_channels)
+        )
     except ValueError as e:
         print(f"skipping {target['file']}: {e}", flush=True)
         results.append_summary(outdir, {**target, "status": "unreadable", "reason": str(e)})
@@ -175,8 +192,14 @@ def generated_targets(spec: RunSpec, fns, params, gen_cfg):
     for i in range(spec.num_generated):
         rs = np.random.RandomState(spec.seed * 100003 + i)
         z = rs.randn(rows, gen_cfg.z_dim).astype(np.float32)
-        class_idx = spec.config.class_idx if spec.config.class_idx is not None else rs.randint(max(gen_cfg.c_dim, 1))
-        ws = np.asarray(fns.mapping(params, z, gen_cfg.class_labels(class_idx, rows)))  # [rows, num_ws, w_dim]
+        class_idx = (
+            spec.config.class_idx
+            if spec.config.class_idx is not None
+            else rs.randint(max(gen_cfg.c_dim, 1))
+        )
+        ws = np.asarray(
+            fns.mapping(params, z, gen_cfg.class_labels(class_idx, rows))
+        )  # [rows, num_ws, w_dim]
         true_ws = ws[0] if rows == 1 else ws[np.arange(gen_cfg.num_ws), np.arange(gen_cfg.num_ws)]
         name = f"generated{i:04d}"
         if name in done:
@@ -198,10 +221,14 @@ class Progress:
         start = time.perf_counter()
 
         def callback(step, loss):
-            rate = (self.image_steps + batch_images * step) / max(time.perf_counter() - self.t0, 1e-9)
+            rate = (self.image_steps + batch_images * step) / max(
+                time.perf_counter() - self.t0, 1e-9
+            )
             bar = "#" * int(20 * step / self.steps)
-            self.log(f"[{bar:<20}] images {self.done_images}/{self.total}  step {step}/{self.steps}  "
-                     f"loss {float(np.mean(loss)):.4g}  {rate:.1f} image-steps/s  ({time.perf_counter() - start:.0f}s)")
+            self.log(
+                f"[{bar:<20}] images {self.done_images}/{self.total}  step {step}/{self.steps}  "
+                f"loss {float(np.mean(loss)):.4g}  {rate:.1f} image-steps/s  ({time.perf_counter() - start:.0f}s)"
+            )
 
         return callback
 
@@ -218,28 +245,43 @@ def run_batches(spec: RunSpec, targets, inverter, gen_params, prior, lpips_param
     the batch is one global array, so all processes must take part in every step.
     """
     per_process = sharding.local_batch_size(min(spec.batch_size, len(targets)))
-    mine = targets[jax.process_index()::jax.process_count()]
+    mine = targets[jax.process_index() :: jax.process_count()]
     num_batches = -(-len(targets) // (per_process * jax.process_count()))
     progress = Progress(len(mine), inverter.cfg.num_steps, spec.log)
     image_shape = (gen_cfg.img_resolution, gen_cfg.img_resolution, gen_cfg.img_channels)
     ok = 0
     for start in range(0, num_batches * per_process, per_process):
-        loaded = [(t, load_pixels(t, gen_cfg, spec.outdir)) for t in mine[start:start + per_process]]
+        loaded = [
+            (t, load_pixels(t, gen_cfg, spec.outdir)) for t in mine[start : start + per_process]
+        ]
         batch = [t for t, pixels in loaded if pixels is not None]
         pixels = [p for _, p in loaded if p is not None] or [np.zeros(image_shape, np.float32)]
         names = [t["name"] for t in batch] or ["padding"]
         # Pad by repeating the last image: one compiled shape serves every batch.
         pixels = np.stack(pixels + [pixels[-1]] * (per_process - len(pixels))).astype(np.float32)
-        seeds = np.asarray([image_seed(n) for n in names + [names[-1]] * (per_process - len(names))], np.int32)
+        seeds = np.asarray(
+            [image_seed(n) for n in names + [names[-1]] * (per_process - len(names))], np.int32
+        )
         t0 = time.perf_counter()
-        result = inverter.invert(gen_params, *sharding.shard_batch(mesh, (pixels, seeds)), prior=prior,
-                                 lpips_params=lpips_params, progress=progress.batch_callback(len(batch)))
+        result = inverter.invert(
+            gen_params,
+            *sharding.shard_batch(mesh, (pixels, seeds)),
+            prior=prior,
+            lpips_params=lpips_params,
+            progress=progress.batch_callback(len(batch)),
+        )
         if not batch:
             continue
-        result = jax.tree.map(lambda x: sharding.local_rows(x)[:len(batch)], result)
-        ok += results.save_batch(spec.outdir, batch, result, inverter, (time.perf_counter() - t0) / len(batch))
+        result = jax.tree.map(functools.partial(_local_rows, count=len(batch)), result)
+        ok += results.save_batch(
+            spec.outdir, batch, result, inverter, (time.perf_counter() - t0) / len(batch)
+        )
         progress.finish_batch(len(batch))
     return ok
+
+
+def _local_rows(x, count):
+    return sharding.local_rows(x)[:count]
 
 
 def check_run_settings(outdir: pathlib.Path, settings: dict) -> None:
@@ -248,20 +290,32 @@ def check_run_settings(outdir: pathlib.Path, settings: dict) -> None:
     path = outdir / "run.json"
     if path.exists():
         previous = json.loads(path.read_text())
-        changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+        changed = sorted(
+            k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k)
+        )
         if changed:
-            raise ValueError(f"{outdir} holds results of a run with other settings ({', '.join(changed)}); "
-                             f"use a new --outdir or the same flags")
+            raise ValueError(
+                f"{outdir} holds results of a run with other settings ({', '.join(changed)}); "
+                f"use a new --outdir or the same flags"
+            )
     elif jax.process_index() == 0:
         write_bytes_atomic(path, (json.dumps(settings, indent=2, sort_keys=True) + "\n").encode())
 
 
 def run_settings(spec: RunSpec, fingerprint: str, stats) -> dict:
     """What determines the results (not batch size or steps per dispatch, which do not)."""
-    settings = {k: v for k, v in dataclasses.asdict(spec.config).items() if k != "steps_per_dispatch"}
+    settings = {
+        k: v for k, v in dataclasses.asdict(spec.config).items() if k != "steps_per_dispatch"
+    }
     prior_id = hashlib.sha256(np.asarray(stats["cov"], np.float64).tobytes()).hexdigest()[:16]
-    return {**settings, "generator": fingerprint, "prior": prior_id, "seed": spec.seed, "images": spec.images,
-            "num_generated": None if spec.images else spec.num_generated}
+    return {
+        **settings,
+        "generator": fingerprint,
+        "prior": prior_id,
+        "seed": spec.seed,
+        "images": spec.images,
+        "num_generated": None if spec.images else spec.num_generated,
+    }
 
 
 def check_spec(spec: RunSpec) -> None:
@@ -290,8 +344,16 @@ def prepare(spec: RunSpec):
         class_label = generator.cfg.class_labels(cfg.class_idx, 1)[0]
     fingerprint = checkpoints.generator_fingerprint(generator)  # hashes every weight: once per run
     prior, stats = obtain_prior(spec, fns, params, generator, fingerprint, gen_dir)
-    inverter = Inverter(fns, generator.cfg, cfg, stats["mean_w"], stats["w_std"], lpips_fns=lpips_fns,
-                        optimizer=optimizer, class_label=class_label)
+    inverter = Inverter(
+        fns,
+        generator.cfg,
+        cfg,
+        stats["mean_w"],
+        stats["w_std"],
+        lpips_fns=lpips_fns,
+        optimizer=optimizer,
+        class_label=class_label,
+    )
     spec.outdir.mkdir(parents=True, exist_ok=True)
     check_run_settings(spec.outdir, run_settings(spec, fingerprint, stats))
     if spec.images:
@@ -309,13 +371,22 @@ def run(spec: RunSpec) -> RunSummary:
     """
     spec, generator, params, prior, lpips_params, inverter, targets, total = prepare(spec)
     cfg = inverter.cfg
-    spec.log(f"{total} images: {total - len(targets)} already done, {len(targets)} to invert in {cfg.space} "
-             f"({cfg.num_steps} steps, λ={cfg.prior_weight}, loss {cfg.loss_label}) on {jax.device_count()} "
-             "device(s)")
+    spec.log(
+        f"{total} images: {total - len(targets)} already done, {len(targets)} to invert in {cfg.space} "
+        f"({cfg.num_steps} steps, λ={cfg.prior_weight}, loss {cfg.loss_label}) on {jax.device_count()} "
+        "device(s)"
+    )
     mesh = sharding.data_mesh()
     inverted = 0
     if targets:
-        inverted = run_batches(spec, targets, inverter, sharding.replicate(mesh, params),
-                               sharding.replicate(mesh, prior if cfg.prior_weight > 0 else None),
-                               lpips_params, mesh, generator.cfg)
+        inverted = run_batches(
+            spec,
+            targets,
+            inverter,
+            sharding.replicate(mesh, params),
+            sharding.replicate(mesh, prior if cfg.prior_weight > 0 else None),
+            lpips_params,
+            mesh,
+            generator.cfg,
+        )
     return RunSummary(inverted, len(results.finished_names(spec.outdir)), total)

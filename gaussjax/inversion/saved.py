@@ -42,7 +42,9 @@ def load_results(path, gen_fns, gen_cfg) -> list[SavedResult]:
         space = spaces.restore_space(record, gen_fns, gen_cfg)
         variables, _ = space.from_arrays(latents)
     except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: the saved latents do not match space {record.get('name')!r} ({e})") from e
+        raise ValueError(
+            f"{path}: the saved latents do not match space {record.get('name')!r} ({e})"
+        ) from e
     return [SavedResult(space, variables, noise)]
 
 

@@ -7,7 +7,8 @@ the images, and `jax.make_array_from_process_local_data` assembles the global ba
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 
@@ -18,7 +19,9 @@ def data_mesh() -> jax.sharding.Mesh:
     Auto axis type: the compiler propagates the batch sharding through the vmapped step, so
     intermediate arrays created inside jit need no explicit annotations.
     """
-    return jax.make_mesh((jax.device_count(),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
+    return jax.make_mesh(
+        (jax.device_count(),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,)
+    )
 
 
 def local_batch_size(global_batch: int) -> int:

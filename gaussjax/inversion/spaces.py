@@ -19,7 +19,8 @@ Every function here works on ONE image; the engine vmaps them over a batch.
 """
 
 import dataclasses
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -138,8 +139,11 @@ class LatentSpace:
     def record(self) -> dict:
         """The space's name and options as saved in result files (see `restore_space`)."""
         label = self.ctx.class_label
-        return {"name": self.name, **dataclasses.asdict(self.ctx.options),
-                "class_idx": None if label is None else int(np.argmax(np.asarray(label)))}
+        return {
+            "name": self.name,
+            **dataclasses.asdict(self.ctx.options),
+            "class_idx": None if label is None else int(np.argmax(np.asarray(label))),
+        }
 
 
 def render(space: LatentSpace, gen_params, variables, constants=None, key=None, noise=None):
@@ -154,9 +158,17 @@ def render(space: LatentSpace, gen_params, variables, constants=None, key=None, 
       noise: optional per-layer noise maps [res, res] (optimised ones), else the stored constants.
     """
     inputs = space.synthesis_inputs(gen_params, variables, constants or {}, key)
-    ws, state, const = jax.tree.map(lambda x: x[None], (inputs.ws, inputs.start_state, inputs.const_input))
-    image = space.ctx.gen_fns.synthesis(gen_params, ws, noise=noise, start_layer=inputs.start_layer,
-                                        start_state=state, const_input=const)[0]
+    ws, state, const = jax.tree.map(
+        lambda x: x[None], (inputs.ws, inputs.start_state, inputs.const_input)
+    )
+    image = space.ctx.gen_fns.synthesis(
+        gen_params,
+        ws,
+        noise=noise,
+        start_layer=inputs.start_layer,
+        start_state=state,
+        const_input=const,
+    )[0]
     return inputs.ws, image
 
 
@@ -165,7 +177,9 @@ def restore_space(record: dict, gen_fns, gen_cfg) -> LatentSpace:
     record = dict(record)
     name, class_idx = record.pop("name"), record.pop("class_idx", None)
     label = None if class_idx is None else jnp.asarray(gen_cfg.class_labels(class_idx, 1)[0])
-    ctx = SpaceContext(gen_fns, gen_cfg, jnp.zeros((gen_cfg.w_dim,)), 1.0, label, SpaceOptions(**record))
+    ctx = SpaceContext(
+        gen_fns, gen_cfg, jnp.zeros((gen_cfg.w_dim,)), 1.0, label, SpaceOptions(**record)
+    )
     return make_space(name, ctx)
 
 
@@ -190,7 +204,9 @@ class WSpace(LatentSpace):
         return {"w": self.ctx.w_mean}, {}
 
     def synthesis_inputs(self, gen_params, variables, constants, key=None):
-        return SynthesisInputs(jnp.broadcast_to(variables["w"], (self.ctx.gen_cfg.num_ws, self.ctx.gen_cfg.w_dim)))
+        return SynthesisInputs(
+            jnp.broadcast_to(variables["w"], (self.ctx.gen_cfg.num_ws, self.ctx.gen_cfg.w_dim))
+        )
 
     def prior_rows(self, gen_params, variables):
         return variables["w"][None]
@@ -202,14 +218,22 @@ class WPlusSpace(LatentSpace):
     name, variable_keys = "wplus", ("wplus",)
 
     def init(self, gen_params, key, target):
-        return {"wplus": jnp.broadcast_to(self.ctx.w_mean, (self.ctx.gen_cfg.num_ws, self.ctx.gen_cfg.w_dim))}, {}
+        return {
+            "wplus": jnp.broadcast_to(
+                self.ctx.w_mean, (self.ctx.gen_cfg.num_ws, self.ctx.gen_cfg.w_dim)
+            )
+        }, {}
 
     def synthesis_inputs(self, gen_params, variables, constants, key=None):
         return SynthesisInputs(variables["wplus"])
 
 
 # Katsumata et al.'s public code: Adam 0.01 at a constant rate, no latent-noise ramp.
-_HYPERSPHERE_DEFAULTS = {"learning_rate": 0.01, "lr_schedule": "constant", "latent_noise_factor": 0.0}
+_HYPERSPHERE_DEFAULTS = {
+    "learning_rate": 0.01,
+    "lr_schedule": "constant",
+    "latent_noise_factor": 0.0,
+}
 
 
 class ZPlusSpace(LatentSpace):
@@ -226,8 +250,10 @@ class ZPlusSpace(LatentSpace):
     def __init__(self, ctx):
         super().__init__(ctx)
         if ctx.gen_cfg.c_dim > 0 and ctx.class_label is None:
-            raise ValueError(f"the {self.name} space maps z inside the loss: a conditional generator "
-                             "needs a class (class_idx)")
+            raise ValueError(
+                f"the {self.name} space maps z inside the loss: a conditional generator "
+                "needs a class (class_idx)"
+            )
 
     def init(self, gen_params, key, target):
         cfg = self.ctx.gen_cfg
@@ -238,9 +264,18 @@ class ZPlusSpace(LatentSpace):
     def mapped_rows(self, gen_params, z_rows):
         """[K, z_dim] -> [K, w_dim]: row k is row k of the (truncated) mapping of z_k."""
         ctx, opts = self.ctx, self.ctx.options
-        c = None if ctx.class_label is None else jnp.broadcast_to(ctx.class_label, (z_rows.shape[0],) + ctx.class_label.shape)
-        ws = ctx.gen_fns.mapping(gen_params, z_rows, c, truncation_psi=opts.truncation_psi,
-                                 truncation_cutoff=opts.truncation_cutoff)
+        c = (
+            None
+            if ctx.class_label is None
+            else jnp.broadcast_to(ctx.class_label, (z_rows.shape[0],) + ctx.class_label.shape)
+        )
+        ws = ctx.gen_fns.mapping(
+            gen_params,
+            z_rows,
+            c,
+            truncation_psi=opts.truncation_psi,
+            truncation_cutoff=opts.truncation_cutoff,
+        )
         rows = jnp.arange(z_rows.shape[0])
         return ws[rows, rows] if z_rows.shape[0] > 1 else ws[0]
 
@@ -307,16 +342,22 @@ class WithFeatures(LatentSpace):
         if self.feature_layer is None:
             self.feature_layer = default_feature_layer(ctx.gen_cfg)
         if not 0 <= self.feature_layer < ctx.gen_cfg.num_layers - 1:
-            raise ValueError(f"feature_layer must be in [0, {ctx.gen_cfg.num_layers - 2}], got {self.feature_layer}")
+            raise ValueError(
+                f"feature_layer must be in [0, {ctx.gen_cfg.num_layers - 2}], got {self.feature_layer}"
+            )
         if ctx.options.feature_init not in FEATURE_INITIALISERS:
-            raise ValueError(f"unknown feature_init {ctx.options.feature_init!r}; "
-                             f"choose from {sorted(FEATURE_INITIALISERS)}")
+            raise ValueError(
+                f"unknown feature_init {ctx.options.feature_init!r}; "
+                f"choose from {sorted(FEATURE_INITIALISERS)}"
+            )
         self.variable_keys = latent_space.variable_keys + ("f", "f_residual")
 
     def init(self, gen_params, key, target):
         latent_key, feature_key = jax.random.split(key)
         variables, constants = self.latent.init(gen_params, latent_key, target)
-        f0 = FEATURE_INITIALISERS[self.ctx.options.feature_init](self, gen_params, feature_key, target)
+        f0 = FEATURE_INITIALISERS[self.ctx.options.feature_init](
+            self, gen_params, feature_key, target
+        )
         features = _feature_arrays(f0)
         return {**variables, **features}, {**constants, "f0": features}
 
@@ -337,7 +378,10 @@ class WithFeatures(LatentSpace):
         return {**super().record(), "feature_layer": self.feature_layer}
 
     def project(self, variables):
-        return {**variables, **self.latent.project({k: variables[k] for k in self.latent.variable_keys})}
+        return {
+            **variables,
+            **self.latent.project({k: variables[k] for k in self.latent.variable_keys}),
+        }
 
     def perturb(self, variables, key, scale):
         """The ramp (off by default) moves the latent only, not F."""
@@ -351,8 +395,13 @@ class WithFeatures(LatentSpace):
 
 def _feature_space_defaults(latent_defaults: dict) -> dict:
     """F/Z+'s public code: MSE + 10 LPIPS + 10 mean((F - F0)^2), Adam 0.01 constant, 1200 steps."""
-    return {**latent_defaults, **_HYPERSPHERE_DEFAULTS, "num_steps": 1200, "lpips_weight": 10.0,
-            "feature_reg_weight": 10.0}
+    return {
+        **latent_defaults,
+        **_HYPERSPHERE_DEFAULTS,
+        "num_steps": 1200,
+        "lpips_weight": 10.0,
+        "feature_reg_weight": 10.0,
+    }
 
 
 def _feature_arrays(state: SynthesisState) -> dict:

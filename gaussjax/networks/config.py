@@ -48,15 +48,25 @@ class GeneratorConfig:
     def __post_init__(self):
         log2 = math.log2(self.img_resolution) if self.img_resolution > 0 else -1
         if log2 < 2 or log2 != int(log2):
-            raise ValueError(f"img_resolution must be a power of two >= 4, got {self.img_resolution}")
+            raise ValueError(
+                f"img_resolution must be a power of two >= 4, got {self.img_resolution}"
+            )
         if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+            raise ValueError(
+                f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}"
+            )
         if self.mapping_activation not in ACTIVATIONS:
-            raise ValueError(f"mapping activation must be one of {ACTIVATIONS}, got {self.mapping_activation!r}")
+            raise ValueError(
+                f"mapping activation must be one of {ACTIVATIONS}, got {self.mapping_activation!r}"
+            )
         if self.z_dim + self.c_dim == 0:
             raise ValueError("z_dim and c_dim cannot both be 0")
-        if self.channel_table is not None and len(self.channel_table) != len(self.block_resolutions):
-            raise ValueError(f"channel_table needs {len(self.block_resolutions)} entries, got {len(self.channel_table)}")
+        if self.channel_table is not None and len(self.channel_table) != len(
+            self.block_resolutions
+        ):
+            raise ValueError(
+                f"channel_table needs {len(self.block_resolutions)} entries, got {len(self.channel_table)}"
+            )
         if self.mapping_layers < 1:
             raise ValueError(f"mapping_layers must be >= 1, got {self.mapping_layers}")
 
@@ -115,7 +125,9 @@ class GeneratorConfig:
         if self.c_dim == 0:
             return None
         if class_idx is None or not 0 <= class_idx < self.c_dim:
-            raise ValueError(f"this generator is conditional: pass a class index (--class_idx) in [0, {self.c_dim})")
+            raise ValueError(
+                f"this generator is conditional: pass a class index (--class_idx) in [0, {self.c_dim})"
+            )
         return np.tile(np.eye(self.c_dim, dtype=np.float32)[class_idx], (n, 1))
 
     # Conversions.
@@ -151,7 +163,11 @@ class GeneratorConfig:
         kwargs = dict(kwargs)
         mapping = dict(kwargs.pop("mapping_kwargs", {}) or {})
         synthesis = dict(kwargs.pop("synthesis_kwargs", {}) or {})
-        top = {k: kwargs.pop(k) for k in ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels") if k in kwargs}
+        top = {
+            k: kwargs.pop(k)
+            for k in ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
+            if k in kwargs
+        }
         out = dict(top)
         for src, dst in _MAPPING_KWARGS.items():
             if src in mapping:
@@ -163,8 +179,11 @@ class GeneratorConfig:
         # Options that change nothing numerically in float32 inference.
         for ignored in ("fp16_channels_last", "channels_last", "use_fp16"):
             synthesis.pop(ignored, None)
-        leftover = {**{f"mapping_kwargs.{k}": v for k, v in mapping.items()},
-                    **{f"synthesis_kwargs.{k}": v for k, v in synthesis.items()}, **kwargs}
+        leftover = {
+            **{f"mapping_kwargs.{k}": v for k, v in mapping.items()},
+            **{f"synthesis_kwargs.{k}": v for k, v in synthesis.items()},
+            **kwargs,
+        }
         if leftover:
             raise ValueError(f"unsupported Generator arguments: {sorted(leftover)}")
         if "resample_filter" in out:
@@ -180,5 +199,12 @@ _MAPPING_KWARGS = {
     "lr_multiplier": "mapping_lr_multiplier",
     "w_avg_beta": "mapping_w_avg_beta",
 }
-_SYNTHESIS_KWARGS = ("channel_base", "channel_max", "num_fp16_res", "conv_clamp", "architecture",
-                     "resample_filter", "use_noise")
+_SYNTHESIS_KWARGS = (
+    "channel_base",
+    "channel_max",
+    "num_fp16_res",
+    "conv_clamp",
+    "architecture",
+    "resample_filter",
+    "use_noise",
+)

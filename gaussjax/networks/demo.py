@@ -11,10 +11,20 @@ from flax import nnx
 from gaussjax.networks.config import GeneratorConfig
 from gaussjax.networks.stylegan2 import Generator
 
-DEMO_CONFIG = GeneratorConfig(z_dim=64, w_dim=64, img_resolution=32, img_channels=3, mapping_layers=8,
-                              channel_base=1024, channel_max=64, architecture="skip")
-DEMO_NOTICE = ("using the built-in demo generator (32 px, seeded RANDOM weights, not a trained model); "
-               "pass --generator=DIR for a converted network")
+DEMO_CONFIG = GeneratorConfig(
+    z_dim=64,
+    w_dim=64,
+    img_resolution=32,
+    img_channels=3,
+    mapping_layers=8,
+    channel_base=1024,
+    channel_max=64,
+    architecture="skip",
+)
+DEMO_NOTICE = (
+    "using the built-in demo generator (32 px, seeded RANDOM weights, not a trained model); "
+    "pass --generator=DIR for a converted network"
+)
 
 
 def demo_generator(seed: int = 0) -> Generator:

@@ -140,10 +140,22 @@ class VGG16Features(nnx.Module):
         """
         widths = [c for c in VGG16_LAYOUT if c != "M"]
         init = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
-        self.convs = nnx.List([
-            nnx.Conv(c_in, c_out, (3, 3), padding=((1, 1), (1, 1)), dtype=dtype,
-                     param_dtype=param_dtype, precision=precision, kernel_init=init, rngs=rngs)
-            for c_in, c_out in zip([3] + widths[:-1], widths)])
+        self.convs = nnx.List(
+            [
+                nnx.Conv(
+                    c_in,
+                    c_out,
+                    (3, 3),
+                    padding=((1, 1), (1, 1)),
+                    dtype=dtype,
+                    param_dtype=param_dtype,
+                    precision=precision,
+                    kernel_init=init,
+                    rngs=rngs,
+                )
+                for c_in, c_out in zip([3] + widths[:-1], widths)
+            ]
+        )
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
         """Runs the stack and returns the activations LPIPS reads.
@@ -188,8 +200,9 @@ class LPIPS(nnx.Module):
           precision: `jax.lax` precision of the convolutions. On GPUs the default may run float32
             convolutions in TF32; `jax.lax.Precision.HIGHEST` keeps them in full float32.
         """
-        self.vgg = VGG16Features(rngs=rngs, dtype=dtype, param_dtype=param_dtype,
-                                 precision=precision)
+        self.vgg = VGG16Features(
+            rngs=rngs, dtype=dtype, param_dtype=param_dtype, precision=precision
+        )
         self.lin = nnx.List([nnx.Param(jnp.ones((c,), param_dtype)) for c in LPIPS_CHANNELS])
 
     def normalized_features(self, x: jax.Array) -> tuple[jax.Array, ...]:

@@ -86,14 +86,18 @@ def upfirdn2d(x, f, up=1, padding=(0, 0, 0, 0), gain=1.0):
         x = jnp.pad(x, ((0, 0), (0, 0), (0, up - 1), (0, 0), (0, up - 1), (0, 0)))
         x = x.reshape(n, h * up, w * up, c)
     x0, x1, y0, y1 = padding
-    x = jax.lax.pad(x, jnp.zeros((), x.dtype),
-                    ((0, 0, 0), (y0, y1, 0), (x0, x1, 0), (0, 0, 0)))
+    x = jax.lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (y0, y1, 0), (x0, x1, 0), (0, 0, 0)))
     # Depthwise correlation with the flipped filter == true convolution.
     kernel = np.asarray(f[::-1, ::-1] * gain, np.float32)[:, :, None, None]
     kernel = jnp.asarray(np.tile(kernel, (1, 1, 1, c)), x.dtype)
     return jax.lax.conv_general_dilated(
-        x, kernel, window_strides=(1, 1), padding="VALID",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c)
+        x,
+        kernel,
+        window_strides=(1, 1),
+        padding="VALID",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=c,
+    )
 
 
 def upsample2d(x, f, up=2):
@@ -106,8 +110,12 @@ def upsample2d(x, f, up=2):
 def conv2d(x, kernel, padding):
     """Plain cross-correlation. x: [N, H, W, I], kernel: [kh, kw, I, O], padding: int."""
     return jax.lax.conv_general_dilated(
-        x, kernel.astype(x.dtype), window_strides=(1, 1), padding=[(padding, padding)] * 2,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        x,
+        kernel.astype(x.dtype),
+        window_strides=(1, 1),
+        padding=[(padding, padding)] * 2,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
 
 
 def conv2d_up2(x, kernel, f):
@@ -119,8 +127,13 @@ def conv2d_up2(x, kernel, f):
     """
     kh, kw = kernel.shape[:2]
     y = jax.lax.conv_general_dilated(
-        x, kernel.astype(x.dtype), window_strides=(1, 1), padding=[(kh - 1, kh - 1), (kw - 1, kw - 1)],
-        lhs_dilation=(2, 2), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        x,
+        kernel.astype(x.dtype),
+        window_strides=(1, 1),
+        padding=[(kh - 1, kh - 1), (kw - 1, kw - 1)],
+        lhs_dilation=(2, 2),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
     return upfirdn2d(y, f, padding=(1, 1, 1, 1), gain=4.0)
 
 

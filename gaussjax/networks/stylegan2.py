@@ -28,9 +28,19 @@ class Buffer(nnx.Variable):
 class Dense(nnx.Module):
     """Official FullyConnectedLayer: y = act(x @ (W * lr / sqrt(in)) + b * lr)."""
 
-    def __init__(self, in_features, out_features, *, rngs, activation="linear", lr_multiplier=1.0,
-                 bias_init=0.0):
-        self.weight = nnx.Param(jax.random.normal(rngs.params(), (in_features, out_features)) / lr_multiplier)
+    def __init__(
+        self,
+        in_features,
+        out_features,
+        *,
+        rngs,
+        activation="linear",
+        lr_multiplier=1.0,
+        bias_init=0.0,
+    ):
+        self.weight = nnx.Param(
+            jax.random.normal(rngs.params(), (in_features, out_features)) / lr_multiplier
+        )
         self.bias = nnx.Param(jnp.full((out_features,), bias_init / lr_multiplier, jnp.float32))
         self.activation = activation
         self.weight_gain = lr_multiplier / math.sqrt(in_features)
@@ -49,12 +59,22 @@ class MappingNetwork(nnx.Module):
         self.cfg = cfg
         if cfg.c_dim > 0:
             self.embed = Dense(cfg.c_dim, cfg.embed_features, rngs=rngs)
-        features = [cfg.z_dim + cfg.embed_features] + [cfg.layer_features] * (cfg.mapping_layers - 1)
+        features = [cfg.z_dim + cfg.embed_features] + [cfg.layer_features] * (
+            cfg.mapping_layers - 1
+        )
         features.append(cfg.w_dim)
-        self.layers = nnx.List([
-            Dense(fin, fout, rngs=rngs, activation=cfg.mapping_activation,
-                  lr_multiplier=cfg.mapping_lr_multiplier)
-            for fin, fout in zip(features[:-1], features[1:])])
+        self.layers = nnx.List(
+            [
+                Dense(
+                    fin,
+                    fout,
+                    rngs=rngs,
+                    activation=cfg.mapping_activation,
+                    lr_multiplier=cfg.mapping_lr_multiplier,
+                )
+                for fin, fout in zip(features[:-1], features[1:])
+            ]
+        )
         self.w_avg = Buffer(jnp.zeros((cfg.w_dim,), jnp.float32))
 
     def __call__(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None):
@@ -87,7 +107,9 @@ class MappingNetwork(nnx.Module):
             parts.append(ops.normalize_2nd_moment(jnp.asarray(z, jnp.float32)))
         if cfg.c_dim > 0:
             if c is None:
-                raise ValueError(f"this generator is conditional: pass class labels c of shape [N, {cfg.c_dim}]")
+                raise ValueError(
+                    f"this generator is conditional: pass class labels c of shape [N, {cfg.c_dim}]"
+                )
             _check_shape("c", c, (cfg.c_dim,))
             parts.append(ops.normalize_2nd_moment(self.embed(jnp.asarray(c, jnp.float32))))
         return jnp.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
@@ -111,7 +133,9 @@ class SynthesisLayer(nnx.Module):
     def __call__(self, x, w, noise, gain=1.0):
         """x: [N, H, W, in]; w: [N, w_dim]; noise: None or broadcastable to [N, H', W', 1] (unscaled)."""
         styles = self.affine(w)
-        x = ops.modulated_conv2d(x, self.weight[...], styles, up=self.up, f=ops.setup_filter(self.filter_taps))
+        x = ops.modulated_conv2d(
+            x, self.weight[...], styles, up=self.up, f=ops.setup_filter(self.filter_taps)
+        )
         if noise is not None and self.use_noise:
             x = x + (noise * self.noise_strength[...]).astype(x.dtype)
         clamp = None if self.conv_clamp is None else self.conv_clamp * gain
@@ -222,10 +246,23 @@ class SynthesisNetwork(nnx.Module):
 
     def __init__(self, cfg: GeneratorConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
-        self.blocks = nnx.List([SynthesisBlock(res, cfg, rngs=rngs) for res in cfg.block_resolutions])
+        self.blocks = nnx.List(
+            [SynthesisBlock(res, cfg, rngs=rngs) for res in cfg.block_resolutions]
+        )
 
-    def __call__(self, ws, noise_mode="const", key=None, noise=None, dtype=jnp.float32, *,
-                 const_input=None, start_layer=None, start_state=None, stop_layer=None):
+    def __call__(
+        self,
+        ws,
+        noise_mode="const",
+        key=None,
+        noise=None,
+        dtype=jnp.float32,
+        *,
+        const_input=None,
+        start_layer=None,
+        start_state=None,
+        stop_layer=None,
+    ):
         """Args:
           ws: [N, num_ws, w_dim]. Rows read only by skipped layers are ignored.
           noise_mode: 'const' (stored noise maps), 'random' (fresh maps from `key`, independent per
@@ -252,8 +289,10 @@ class SynthesisNetwork(nnx.Module):
         first = 0 if start_layer is None else start_layer + 1
         last = cfg.num_layers - 1 if stop_layer is None else stop_layer
         if not -1 <= first - 1 <= last < cfg.num_layers:
-            raise ValueError(f"layers must satisfy start_layer < stop_layer < {cfg.num_layers}, "
-                             f"got {start_layer}, {stop_layer}")
+            raise ValueError(
+                f"layers must satisfy start_layer < stop_layer < {cfg.num_layers}, "
+                f"got {start_layer}, {stop_layer}"
+            )
         state = start_state
         if first == 0:
             state = self.blocks[0].input_state(ws.shape[0], dtype, const_input)
@@ -279,7 +318,10 @@ class SynthesisNetwork(nnx.Module):
         if noise_mode == "none" or not cfg.use_noise:
             return [None] * len(resolutions)
         if noise_mode == "const":
-            return [_noise_nhwc(layer.noise_const[...], layer.noise_const.shape[0]) for layer in self.layers()]
+            return [
+                _noise_nhwc(layer.noise_const[...], layer.noise_const.shape[0])
+                for layer in self.layers()
+            ]
         if key is None:
             raise ValueError("noise_mode='random' needs a PRNG key (key=jax.random.key(seed))")
         keys = jax.random.split(key, len(resolutions))
@@ -331,8 +373,10 @@ def _noise_nhwc(noise, res):
 
 def _check_shape(name, x, trailing: Sequence[int]):
     if x is None or tuple(np.shape(x)[1:]) != tuple(trailing) or np.ndim(x) != len(trailing) + 1:
-        raise ValueError(f"{name} must have shape [N, {', '.join(map(str, trailing))}], "
-                         f"got {None if x is None else tuple(np.shape(x))}")
+        raise ValueError(
+            f"{name} must have shape [N, {', '.join(map(str, trailing))}], "
+            f"got {None if x is None else tuple(np.shape(x))}"
+        )
 
 
 class PureGenerator:
@@ -360,12 +404,14 @@ class PureGenerator:
         """z [N, z_dim], c [N, c_dim] | None -> ws [N, num_ws, w_dim]."""
         return self.merge(params).mapping(z, c, truncation_psi, truncation_cutoff)
 
-    def synthesis(self, params, ws, noise_mode="const", key=None, noise=None, dtype=jnp.float32,
-                  **entry_exit):
+    def synthesis(
+        self, params, ws, noise_mode="const", key=None, noise=None, dtype=jnp.float32, **entry_exit
+    ):
         """ws [N, num_ws, w_dim] -> images [N, H, W, C]; `entry_exit`: const_input, start_layer,
         start_state, stop_layer (see SynthesisNetwork.__call__)."""
-        return self.merge(params).synthesis(ws, noise_mode=noise_mode, key=key, noise=noise, dtype=dtype,
-                                            **entry_exit)
+        return self.merge(params).synthesis(
+            ws, noise_mode=noise_mode, key=key, noise=noise, dtype=dtype, **entry_exit
+        )
 
     def __hash__(self):
         return hash(self.graphdef)
