@@ -116,21 +116,26 @@ def test_cli_exits_nonzero_when_nothing_can_be_inverted(tmp_path):
     assert results.read_summary(tmp_path / "out")[0]["status"] == "unreadable"
 
 
-def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
-    flags = ["--num_generated=6", "--space=wplus", "--steps=40"]
-    reference = run_invert(tmp_path / "ref", *flags)
-    assert reference.returncode == 0, reference.stderr[-2000:]
-    outdir = tmp_path / "killed"
+def kill_after_first_result(outdir, flags) -> set[str]:
+    """Starts experiments.invert, SIGKILLs it as soon as one image is finished; the finished names."""
     cmd = [sys.executable, "-m", "experiments.invert", f"--outdir={outdir}", *FAST, *flags]
     proc = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     deadline = time.time() + 300
     while time.time() < deadline and not results.finished_names(outdir):
-        time.sleep(0.05)
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    partial = results.finished_names(outdir)
+    return results.finished_names(outdir)
+
+
+def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
+    flags = ["--num_generated=6", "--space=wplus", "--steps=40"]
+    reference = run_invert(tmp_path / "ref", *flags)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    outdir = tmp_path / "killed"
+    partial = kill_after_first_result(outdir, flags)
     assert 0 < len(partial) < 6
     resumed = run_invert(outdir, *flags)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -292,16 +297,7 @@ def test_resume_after_sigkill_in_z_and_f_spaces(tmp_path, space):
         assert "LPIPS term (weight 10) is dropped" in reference.stdout
         assert {r["loss_used"] for r in results.read_summary(tmp_path / "ref")} == {"mse"}
     outdir = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "experiments.invert", f"--outdir={outdir}", *FAST, *flags]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    deadline = time.time() + 300
-    while time.time() < deadline and not results.finished_names(outdir):
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert 0 < len(results.finished_names(outdir)) <= 3
+    assert 0 < len(kill_after_first_result(outdir, flags)) <= 3
     resumed = run_invert(outdir, *flags)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     native = "latent_f" if space == "f_zplus" else "latent_zplus"
