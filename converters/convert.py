@@ -46,9 +46,13 @@ _ZIP_MAGIC = b"PK\x03\x04"
 
 
 def _head(path: pathlib.Path) -> bytes:
-    """The first bytes of `path` after checking it is a readable, non-empty file."""
-    with files.require_file(path).open("rb") as f:
-        return f.read(8)
+    """The first bytes of `path` for sniffing its format; b"" when it cannot be read (each format's
+    reader checks the file once and says what is wrong with it)."""
+    try:
+        with path.open("rb") as f:
+            return f.read(8)
+    except OSError:
+        return b""
 
 
 def read_source(path: pathlib.Path, network: str, conv_clamp, mapping_lr_multiplier):
@@ -66,6 +70,7 @@ def read_source(path: pathlib.Path, network: str, conv_clamp, mapping_lr_multipl
     if head.startswith(_ZIP_MAGIC) or path.suffix in (".pt", ".pth"):
         return _from_torch_file(path, network, conv_clamp, mapping_lr_multiplier)
     if not head.startswith(_PICKLE_MAGIC) and path.suffix != ".pkl":
+        files.require_file(path)  # missing, empty, a directory: say that
         raise ConversionError(f"{path}: not a pickle, .pt/.pth or .npz file")
     kwargs, sd = read_network_pickle(str(path), network)
     try:

@@ -21,10 +21,13 @@ from absl import app, flags, logging
 
 from gaussjax.files import checkpoints, images
 from gaussjax.inversion.saved import load_results, render_variables
+from gaussjax.networks.demo import DEMO_NOTICE, demo_generator
 from gaussjax.networks.stylegan2 import NOISE_MODES, PureGenerator
 
 _GENERATOR = flags.DEFINE_string(
-    "generator", None, "Generator directory (made by converters.convert)."
+    "generator",
+    None,
+    "Generator directory (made by converters.convert); default: the demo generator.",
 )
 _SEEDS = flags.DEFINE_string("seeds", None, "Seeds, e.g. '0-7' or '1,5,10-12'.")
 _LATENTS = flags.DEFINE_string(
@@ -57,14 +60,14 @@ def class_labels(cfg, class_idx, n):
 
 def main(argv):
     del argv
-    if (
-        not _GENERATOR.value
-        or not _OUTDIR.value
-        or (_SEEDS.value is None) == (_LATENTS.value is None)
-    ):
-        sys.exit("error: pass --generator, --outdir and exactly one of --seeds / --latents")
+    if not _OUTDIR.value or (_SEEDS.value is None) == (_LATENTS.value is None):
+        sys.exit("error: pass --outdir and exactly one of --seeds / --latents")
     try:
-        generator = checkpoints.load_generator_module(_GENERATOR.value)
+        if _GENERATOR.value:
+            generator = checkpoints.load_generator_module(_GENERATOR.value)
+        else:
+            print(DEMO_NOTICE)
+            generator = demo_generator()
         cfg = generator.cfg
         fns, params = PureGenerator.split(generator)
         if _LATENTS.value:

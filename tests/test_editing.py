@@ -127,6 +127,16 @@ def test_edit_launcher_walks_a_zplus_result_and_interpolates(tmp_path):
     np.testing.assert_array_equal(
         strip[:, -32:], np.asarray(Image.open(tmp_path / "inv" / "generated0001.png"))
     )
+    render = run(
+        "experiments.generate",
+        f"--latents={tmp_path / 'inv' / 'generated0001.npz'}",
+        f"--outdir={tmp_path / 'gen'}",
+    )  # F/Z+ result re-rendered from its F and Z+ rows
+    assert render.returncode == 0, render.stderr[-2000:]
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(tmp_path / "gen" / "latent0000.png")),
+        np.asarray(Image.open(tmp_path / "inv" / "generated0001.png")),
+    )
     bad = run(
         "experiments.edit",
         f"--result={tmp_path / 'missing.npz'}",

@@ -153,17 +153,13 @@ def image_seed(name: str) -> int:
 
 
 def file_targets(spec: RunSpec):
-    """Input files still to do, as {name, file}; pixels are read batch by batch (`load_pixels`)."""
+    """Every input file as {name, file, done}; pixels are read batch by batch (`load_pixels`)."""
     paths = images.image_files(spec.images)
     if not paths:
         raise ValueError(f"--images={spec.images} matches no image files")
     done = results.finished_names(spec.outdir)
-    targets = [
-        {"name": n, "file": str(p)}
-        for n, p in zip(images.output_names(paths), paths)
-        if n not in done
-    ]
-    return targets, len(paths)
+    names = images.output_names(paths)
+    return [{"name": n, "file": str(p), "done": n in done} for n, p in zip(names, paths)]
 
 
 def load_pixels(target, gen_cfg, outdir):
@@ -202,11 +198,11 @@ def generated_targets(spec: RunSpec, fns, params, gen_cfg):
         )  # [rows, num_ws, w_dim]
         true_ws = ws[0] if rows == 1 else ws[np.arange(gen_cfg.num_ws), np.arange(gen_cfg.num_ws)]
         name = f"generated{i:04d}"
-        if name in done:
-            continue
         pixels = np.asarray(fns.synthesis(params, true_ws[None]))[0]
-        out.append({"name": name, "file": None, "pixels": pixels, "true_ws": true_ws})
-    return out, spec.num_generated
+        out.append(
+            {"name": name, "file": None, "pixels": pixels, "true_ws": true_ws, "done": name in done}
+        )
+    return out
 
 
 class Progress:
@@ -238,50 +234,61 @@ class Progress:
 
 
 def run_batches(spec: RunSpec, targets, inverter, gen_params, prior, lpips_params, mesh, gen_cfg):
-    """Inverts this process's share of `targets` in fixed-size batches; returns how many were saved.
+    """Inverts the unfinished `targets` in fixed-size batches; returns how many this process saved.
 
-    Images are read batch by batch. Short batches are padded (one compile serves all), and every
-    process runs the same number of batches, padding with a dummy target when its share runs out:
-    the batch is one global array, so all processes must take part in every step.
+    Batches are cut from the whole target list, finished or not, so an image is inverted in the
+    same batch slot, with the same companions, as in an uninterrupted run: a resumed run gives
+    bit-identical results. A batch with nothing left to do is skipped; one with finished images is
+    run again whole and only its unfinished images are saved. Short batches are padded (one
+    compile serves all). Each process takes its slice of every global batch, and all processes run
+    every batch that is not skipped: the batch is one global array.
     """
     per_process = sharding.local_batch_size(min(spec.batch_size, len(targets)))
-    mine = targets[jax.process_index() :: jax.process_count()]
-    num_batches = -(-len(targets) // (per_process * jax.process_count()))
-    progress = Progress(len(mine), inverter.cfg.num_steps, spec.log)
-    image_shape = (gen_cfg.img_resolution, gen_cfg.img_resolution, gen_cfg.img_channels)
+    global_size = per_process * jax.process_count()
+    mine = jax.process_index() * per_process
+    progress = Progress(sum(not t["done"] for t in targets), inverter.cfg.num_steps, spec.log)
     ok = 0
-    for start in range(0, num_batches * per_process, per_process):
+    for start in range(0, len(targets), global_size):
+        group = targets[start : start + global_size]
+        if all(t["done"] for t in group):  # the same decision in every process
+            continue
         loaded = [
-            (t, load_pixels(t, gen_cfg, spec.outdir)) for t in mine[start : start + per_process]
+            (t, load_pixels(t, gen_cfg, spec.outdir)) for t in group[mine : mine + per_process]
         ]
         batch = [t for t, pixels in loaded if pixels is not None]
-        pixels = [p for _, p in loaded if p is not None] or [np.zeros(image_shape, np.float32)]
-        names = [t["name"] for t in batch] or ["padding"]
-        # Pad by repeating the last image: one compiled shape serves every batch.
-        pixels = np.stack(pixels + [pixels[-1]] * (per_process - len(pixels))).astype(np.float32)
-        seeds = np.asarray(
-            [image_seed(n) for n in names + [names[-1]] * (per_process - len(names))], np.int32
-        )
         t0 = time.perf_counter()
         result = inverter.invert(
             gen_params,
-            *sharding.shard_batch(mesh, (pixels, seeds)),
+            *sharding.shard_batch(mesh, padded_batch(loaded, per_process, gen_cfg)),
             prior=prior,
             lpips_params=lpips_params,
             progress=progress.batch_callback(len(batch)),
         )
-        if not batch:
+        keep = [i for i, t in enumerate(batch) if not t["done"]]
+        if not keep:
             continue
-        result = jax.tree.map(functools.partial(_local_rows, count=len(batch)), result)
-        ok += results.save_batch(
-            spec.outdir, batch, result, inverter, (time.perf_counter() - t0) / len(batch)
-        )
-        progress.finish_batch(len(batch))
+        result = jax.tree.map(functools.partial(_local_rows, rows=keep), result)
+        seconds = (time.perf_counter() - t0) / len(batch)
+        ok += results.save_batch(spec.outdir, [batch[i] for i in keep], result, inverter, seconds)
+        progress.finish_batch(len(keep))
     return ok
 
 
-def _local_rows(x, count):
-    return sharding.local_rows(x)[:count]
+def padded_batch(loaded, size: int, gen_cfg):
+    """(pixels [size, H, W, C], seeds [size]) of the readable targets, padded by repeating the last
+    one (a dummy image when none is readable): one compiled shape serves every batch."""
+    pixels = [p for _, p in loaded if p is not None]
+    names = [t["name"] for t, p in loaded if p is not None]
+    if not pixels:
+        res, ch = gen_cfg.img_resolution, gen_cfg.img_channels
+        pixels, names = [np.zeros((res, res, ch), np.float32)], ["padding"]
+    pad = size - len(pixels)
+    seeds = [image_seed(n) for n in names + names[-1:] * pad]
+    return np.stack(pixels + pixels[-1:] * pad).astype(np.float32), np.asarray(seeds, np.int32)
+
+
+def _local_rows(x, rows):
+    return sharding.local_rows(x)[np.asarray(rows)]
 
 
 def check_run_settings(outdir: pathlib.Path, settings: dict) -> None:
@@ -330,7 +337,8 @@ def prepare(spec: RunSpec):
     """Everything before the optimisation; raises ValueError/OSError for bad input.
 
     Returns:
-      (spec with LPIPS resolved, generator, params, prior, lpips_params, inverter, targets, total).
+      (spec with LPIPS resolved, generator, params, prior, lpips_params, inverter, targets): every
+      target, each with `done` telling whether its result is already finished.
     """
     check_spec(spec)
     spec = resolve_lpips(spec)
@@ -357,10 +365,10 @@ def prepare(spec: RunSpec):
     spec.outdir.mkdir(parents=True, exist_ok=True)
     check_run_settings(spec.outdir, run_settings(spec, fingerprint, stats))
     if spec.images:
-        targets, total = file_targets(spec)
+        targets = file_targets(spec)
     else:
-        targets, total = generated_targets(spec, fns, params, generator.cfg)
-    return spec, generator, params, prior, lpips_params, inverter, targets, total
+        targets = generated_targets(spec, fns, params, generator.cfg)
+    return spec, generator, params, prior, lpips_params, inverter, targets
 
 
 def run(spec: RunSpec) -> RunSummary:
@@ -369,16 +377,17 @@ def run(spec: RunSpec) -> RunSummary:
     Raises:
       ValueError, OSError: bad settings or files, before any result is written.
     """
-    spec, generator, params, prior, lpips_params, inverter, targets, total = prepare(spec)
+    spec, generator, params, prior, lpips_params, inverter, targets = prepare(spec)
     cfg = inverter.cfg
+    todo = sum(not t["done"] for t in targets)
     spec.log(
-        f"{total} images: {total - len(targets)} already done, {len(targets)} to invert in {cfg.space} "
+        f"{len(targets)} images: {len(targets) - todo} already done, {todo} to invert in {cfg.space} "
         f"({cfg.num_steps} steps, λ={cfg.prior_weight}, loss {cfg.loss_label}) on {jax.device_count()} "
         "device(s)"
     )
     mesh = sharding.data_mesh()
     inverted = 0
-    if targets:
+    if todo:
         inverted = run_batches(
             spec,
             targets,
@@ -389,4 +398,4 @@ def run(spec: RunSpec) -> RunSummary:
             mesh,
             generator.cfg,
         )
-    return RunSummary(inverted, len(results.finished_names(spec.outdir)), total)
+    return RunSummary(inverted, len(results.finished_names(spec.outdir)), len(targets))
