@@ -2,14 +2,16 @@
 
 Per image the objective is (shared/notes/papers.md §1.4, reference-stylegan2.md §3.1)
 
-    mse_weight * MSE(G(ws), x) + lpips_weight * LPIPS(G(ws), x)
-      + prior_weight * sum_l ||L^-1 (leaky_relu_5(w_l) - mu)||^2 + noise_reg_weight * noise_reg,
+    mse_weight * MSE(G(s), x) + lpips_weight * LPIPS(G(s), x)
+      + prior_weight * sum_l ||L^-1 (leaky_relu_5(w_l) - mu)||^2 + noise_reg_weight * noise_reg
+      + the latent space's own terms (F spaces: feature_reg_weight * mean((F - F0)^2)),
 
-optimised with optax (Adam by default) under the official projector's learning-rate schedule and
-latent-noise ramp. A batch of B images is inverted together by `jax.vmap` over a per-image step:
-every image has its own latents, noise maps, optimiser state and PRNG key, so its result does not
-depend on the rest of the batch. `steps_per_dispatch` steps run inside one `lax.fori_loop` per call.
-"""
+where s are the space's variables (spaces.py) and w_l the W rows they render with. It is optimised
+with optax (Adam by default) under the official projector's learning-rate schedule (or a constant
+rate) and latent-noise ramp. A batch of B images is inverted together by `jax.vmap` over a per-image
+step: every image has its own latents, noise maps, optimiser state and PRNG key, so its result does
+not depend on the rest of the batch. Up to `steps_per_dispatch` steps run inside one
+`lax.fori_loop` per call."""
 
 import dataclasses
 import functools
