@@ -87,52 +87,12 @@ def upfirdn2d(x, f, up=1, padding=(0, 0, 0, 0), gain=1.0):
         x = x.reshape(n, h * up, w * up, c)
     x0, x1, y0, y1 = padding
     x = jax.lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (y0, y1, 0), (x0, x1, 0), (0, 0, 0)))
-    # Correlation with the flipped filter == true convolution.
-    kernel = np.asarray(f, np.float64)[::-1, ::-1] * gain
-    taps = separable_taps(kernel)
-    if taps is None:
-        return _depthwise_correlation(x, kernel)
-    # A rank-1 filter runs as two 1-D passes of shifted adds: on CPU many times faster than a
-    # depthwise convolution, forward and backward.
-    return _correlate_1d(_correlate_1d(x, taps[0], axis=1), taps[1], axis=2)
-
-
-def separable_taps(kernel: np.ndarray):
-    """(column taps [kh], row taps [kw]) whose outer product is `kernel`, or None if it is not rank 1.
-
-    For a rank-1 kernel, the row sums times the column sums over the total sum give it back exactly
-    (no SVD rounding for the usual dyadic taps such as [1, 3, 3, 1]).
-    """
-    total = kernel.sum()
-    if total == 0:
-        return None
-    col, row = kernel.sum(axis=1), kernel.sum(axis=0) / total
-    if not np.allclose(np.outer(col, row), kernel, rtol=1e-6, atol=1e-9 * np.abs(kernel).max()):
-        return None
-    return col.astype(np.float32), row.astype(np.float32)
-
-
-def _correlate_1d(x, taps, axis):
-    """'valid' correlation of x with 1-D `taps` along `axis`, as a sum of shifted slices."""
-    size = x.shape[axis] - len(taps) + 1
-    out = None
-    for i, tap in enumerate(taps):
-        if tap == 0:
-            continue
-        term = jax.lax.slice_in_dim(x, i, i + size, axis=axis) * jnp.asarray(tap, x.dtype)
-        out = term if out is None else out + term
-    return out
-
-
-def _depthwise_correlation(x, kernel):
-    """'valid' correlation of every channel of x [N, H, W, C] with a 2-D kernel (any rank)."""
-    c = x.shape[-1]
-    weights = jnp.asarray(
-        np.tile(kernel.astype(np.float32)[:, :, None, None], (1, 1, 1, c)), x.dtype
-    )
+    # Depthwise correlation with the flipped filter == true convolution.
+    kernel = np.asarray(f[::-1, ::-1] * gain, np.float32)[:, :, None, None]
+    kernel = jnp.asarray(np.tile(kernel, (1, 1, 1, c)), x.dtype)
     return jax.lax.conv_general_dilated(
         x,
-        weights,
+        kernel,
         window_strides=(1, 1),
         padding="VALID",
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
@@ -161,42 +121,20 @@ def conv2d(x, kernel, padding):
 def conv2d_up2(x, kernel, f):
     """Official `conv2d_resample(up=2, padding=1)` for a 3x3 kernel: [N, H, W, I] -> [N, 2H, 2W, O].
 
-    The official op is a stride-2 transposed convolution (a true convolution of the zero-dilated
-    input; `kernel` here is already in correlation orientation) followed by the 4x4 FIR filter with
-    padding [1, 1] and gain 4. Both are linear, so they fold into one 6x6 kernel on the upsampled
-    grid. Computed polyphase, each of the four output phases is a plain 3x3 convolution of the
-    undilated input: no multiplications by inserted zeros, no separate filter pass, and gradients
-    that XLA:CPU computes quickly (the dilated form's backward pass was 10-40x slower).
+    The official op is a stride-2 transposed convolution (a true convolution of the zero-dilated input;
+    `kernel` here is already in correlation orientation) followed by the FIR filter with padding [1, 1]
+    and gain 4.
     """
-    if kernel.shape[:2] != (3, 3) or f.shape != (4, 4):
-        raise ValueError(
-            f"conv2d_up2 needs a 3x3 kernel and a 4x4 filter, got {kernel.shape}, {f.shape}"
-        )
-    phases = _upsampling_phase_kernels(kernel.astype(jnp.float32), f).astype(
-        x.dtype
-    )  # [3, 3, I, 4*O]
-    y = conv2d(x, phases, padding=1)  # [N, H, W, 4*O], phase-major channels
-    n, h, w, _ = y.shape
-    out = kernel.shape[-1]
-    y = y.reshape(n, h, w, 2, 2, out).transpose(0, 1, 3, 2, 4, 5)  # [N, H, py, W, px, O]
-    return y.reshape(n, 2 * h, 2 * w, out)
-
-
-def _upsampling_phase_kernels(kernel, f):
-    """The 3x3 kernels [3, 3, I, 4*O] of the four output phases (py, px) of `conv2d_up2`.
-
-    On the upsampled grid the transposed conv and the FIR compose into one 6x6 kernel C (the full
-    convolution of the kernel with the flipped FIR times 4). Output pixel (2t + py) reads input
-    pixels t-1, t, t+1 through taps C[1 - py], C[3 - py], C[5 - py] (likewise along x).
-    """
-    taps = np.asarray(f, np.float64)[::-1, ::-1] * 4.0
-    combined = jnp.zeros((6, 6) + kernel.shape[2:], kernel.dtype)
-    for my in range(4):
-        for mx in range(4):
-            if taps[my, mx] != 0:
-                combined = combined.at[my : my + 3, mx : mx + 3].add(float(taps[my, mx]) * kernel)
-    phases = [combined[1 - py :: 2, 1 - px :: 2] for py in (0, 1) for px in (0, 1)]
-    return jnp.concatenate(phases, axis=-1)
+    kh, kw = kernel.shape[:2]
+    y = jax.lax.conv_general_dilated(
+        x,
+        kernel.astype(x.dtype),
+        window_strides=(1, 1),
+        padding=[(kh - 1, kh - 1), (kw - 1, kw - 1)],
+        lhs_dilation=(2, 2),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+    return upfirdn2d(y, f, padding=(1, 1, 1, 1), gain=4.0)
 
 
 def modulated_conv2d(x, kernel, styles, *, demodulate=True, up=False, f=None):
