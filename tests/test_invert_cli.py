@@ -132,20 +132,20 @@ def kill_after_first_result(outdir, flags) -> set[str]:
 
 
 def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
-    flags = ["--num_generated=6", "--space=wplus", "--steps=40"]
+    flags = ["--num_generated=4", "--space=wplus", "--steps=20"]
     reference = run_invert(tmp_path / "ref", *flags)
     assert reference.returncode == 0, reference.stderr[-2000:]
     outdir = tmp_path / "killed"
     partial = kill_after_first_result(outdir, flags)
-    assert 0 < len(partial) < 6
+    assert 0 < len(partial) < 4
     resumed = run_invert(outdir, *flags)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"{len(partial)} already done" in resumed.stdout
     records = [r for r in results.read_summary(outdir) if r["status"] == "ok"]
     assert sorted(r["name"] for r in records) == [
-        f"generated{i:04d}" for i in range(6)
+        f"generated{i:04d}" for i in range(4)
     ]  # none redone
-    for i in range(6):
+    for i in range(4):
         with (
             np.load(outdir / f"generated{i:04d}.npz") as a,
             np.load(tmp_path / "ref" / f"generated{i:04d}.npz") as b,
