@@ -14,6 +14,7 @@ Two code bases wrote these pickles and their build functions differ ("flavours")
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -80,7 +81,7 @@ _MAPPING_FMAPS_DEFAULT = {"stylegan2": 512, "stylegan2-ada": None}  # None: dlat
 _UNMAPPED_VARIABLES = {"lod"}
 
 
-# Config fields that must be integers (None allowed where the config allows it).
+# Config fields and the values they take (None is allowed where the config allows it).
 _INT_FIELDS = (
     "z_dim",
     "c_dim",
@@ -92,17 +93,48 @@ _INT_FIELDS = (
     "mapping_embed_features",
     "num_fp16_res",
 )
+_NUMBER_FIELDS = ("mapping_lr_multiplier", "mapping_w_avg_beta", "conv_clamp")
+_SCALARS = (bool, int, float, str)
 
 
-def _python(value):
-    """Numpy scalars (how pickled kwargs may hold numbers) as Python numbers."""
-    return value.item() if isinstance(value, np.generic) else value
+def _plain_kwargs(kwargs, path) -> dict:
+    """The kwargs with numpy scalars as Python numbers; anything but scalars or lists of numbers
+    (the taps of `resample_kernel`) is refused, so later checks compare plain values only."""
+    out = {}
+    for name, value in kwargs.items():
+        value = value.item() if isinstance(value, np.generic) else value
+        if isinstance(value, (list, tuple)):
+            value = [v.item() if isinstance(v, np.generic) else v for v in value]
+            valid = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        else:
+            valid = value is None or isinstance(value, _SCALARS)
+        if not valid:
+            raise ConversionError(
+                f"{path}: TF generator static_kwargs[{_clean(name)!r}] is not a number, string "
+                "or list of numbers"
+            )
+        out[name] = value
+    return out
 
 
 def _get(kwargs, name, default):
-    """kwargs[name] as a Python value, or `default` when absent or None."""
-    value = _python(kwargs.get(name))
+    """kwargs[name], or `default` when absent or None."""
+    value = kwargs.get(name)
     return default if value is None else value
+
+
+def _check_fields(fields, path):
+    """Refuses config values of the wrong type before they reach the generator."""
+
+    def is_number(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    bad = [k for k in _INT_FIELDS if fields.get(k) is not None and not _is_int(fields[k])]
+    bad += [k for k in _INT_FIELDS if _is_int(fields.get(k)) and fields[k] < 0]
+    bad += [k for k in _NUMBER_FIELDS if fields.get(k) is not None and not is_number(fields[k])]
+    bad += [] if isinstance(fields.get("use_noise", True), bool) else ["use_noise"]
+    if bad:
+        raise ConversionError(f"{path}: TF generator static_kwargs give invalid {sorted(bad)}")
 
 
 def _check_kwargs(kwargs, flavour, path):
@@ -115,7 +147,7 @@ def _check_kwargs(kwargs, flavour, path):
     refusals = {
         "nonlinearity": _get(kwargs, "nonlinearity", "lrelu") != "lrelu",
         "normalize_latents": _get(kwargs, "normalize_latents", True) is not True,
-        "resample_kernel": "resample_kernel" in kwargs and kwargs["resample_kernel"] is None,
+        "resample_kernel": "resample_kernel" in kwargs and not kwargs["resample_kernel"],
     }
     for name, refused in refusals.items():
         if refused:
@@ -144,7 +176,7 @@ def _channel_fields(kwargs, resolutions, path) -> dict:
             for r in resolutions
         )
     except (TypeError, ValueError, OverflowError) as e:
-        raise ConversionError(f"{path}: invalid fmap_* static_kwargs ({e})") from None
+        raise ConversionError(f"{path}: invalid fmap_* static_kwargs ({_clean(e)})") from None
     const = _get(kwargs, "fmap_const", channels[0])
     if const != channels[0]:
         raise ConversionError(
@@ -179,18 +211,17 @@ def generator_config(kwargs: dict, flavour: str, path: str) -> GeneratorConfig:
     Raises:
       ConversionError: unknown kwargs, unsupported settings or invalid values.
     """
+    kwargs = _plain_kwargs(kwargs, path)
     _check_kwargs(kwargs, flavour, path)
     table = {**_DIRECT, **(_ADA_DIRECT if flavour == "stylegan2-ada" else {})}
     fields = {field: _get(kwargs, name, default) for name, (field, default) in table.items()}
     fields.update(_mapping_fields(kwargs, flavour))
-    not_int = [k for k in _INT_FIELDS if fields.get(k) is not None and not _is_int(fields[k])]
-    if not_int:
-        raise ConversionError(f"{path}: TF generator static_kwargs give non-integer {not_int}")
+    if "resample_kernel" in kwargs:
+        fields["resample_filter"] = tuple(kwargs["resample_kernel"])
+    _check_fields(fields, path)
     try:
-        if "resample_kernel" in kwargs:
-            fields["resample_filter"] = tuple(_python(t) for t in kwargs["resample_kernel"])
         cfg = GeneratorConfig(**fields)
-    except (TypeError, ValueError) as e:
+    except ValueError as e:
         raise ConversionError(f"{path}: invalid TF generator static_kwargs: {_clean(e)}") from None
     return dataclasses.replace(cfg, **_channel_fields(kwargs, cfg.block_resolutions, path))
 
@@ -200,15 +231,16 @@ class _Layout(NamedTuple):
 
     ndim: int
     lead: int
-    fn: object
+    fn: Callable[[np.ndarray], np.ndarray]
 
 
 _VECTOR = _Layout(1, 0, np.asarray)
 _SCALAR = _Layout(0, 0, np.asarray)  # noise_strength
 _DENSE = _Layout(2, 0, np.transpose)  # [in, out] -> [out, in]
 _CONV = _Layout(4, 0, lambda a: a.transpose(3, 2, 0, 1))  # [kh, kw, in, out] -> [out, in, kh, kw]
-# TF's upsampling convolutions run a transposed convolution; the official up=2 layers (and the
-# resnet skip) apply a true convolution, so the kernel is flipped in kh and kw (legacy.py does too).
+# TF's upsample_conv_2d flips the kernel before its transposed convolution, so it correlates the
+# upsampled image with the stored kernel; the official up=2 layers apply a true convolution, hence
+# the flip in kh, kw (as legacy.py does; a no-op for the 1x1 resnet skip).
 _CONV_UP = _Layout(4, 0, lambda a: a[::-1, ::-1].transpose(3, 2, 0, 1))
 # TF adds the style bias's 1 at run time (`apply_bias_act(...) + 1`); the official bias holds it.
 _MOD_BIAS = _Layout(1, 0, lambda a: a + 1)

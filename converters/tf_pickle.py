@@ -18,7 +18,14 @@ import dataclasses
 import numpy as np
 
 from converters.errors import ConversionError
-from converters.nvidia_pickle import _MAX_DEPTH, TFNetworkRecord, _as_output, _clean, _to_plain
+from converters.nvidia_pickle import (
+    _MAX_DEPTH,
+    TFNetworkRecord,
+    _as_output,
+    _clean,
+    _is_int,
+    _to_plain,
+)
 
 _VERSIONS = (4, 5)  # dnnlib.tflib.network of stylegan2 writes 4, that of stylegan2-ada TF 5
 _TUPLE_NAMES = ("G", "D", "Gs")
@@ -62,7 +69,7 @@ def _state(record, path, where) -> dict:
     if not isinstance(state, dict):
         raise ConversionError(f"{path}: TF network {where} has no pickled state dict")
     version = state.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version not in _VERSIONS:
+    if not _is_int(version) or version not in _VERSIONS:
         raise ConversionError(
             f"{path}: TF network {where} has dnnlib.tflib format version {_clean(version)}; only "
             "4 (stylegan2) and 5 (stylegan2-ada TF) are supported (older ones are StyleGAN1)"
@@ -110,17 +117,23 @@ def _own_variables(state, path, where, prefix) -> dict[str, np.ndarray]:
     return out
 
 
-def _collect_variables(record, path, where, prefix="", depth=0) -> dict[str, np.ndarray]:
-    """All variables of a network and its components, named `component/.../variable`."""
-    if depth > _MAX_DEPTH:
-        raise ConversionError(f"{path}: the TF network tree is implausibly deep")
+def _collect_variables(record, path, where, prefix="", seen=None) -> dict[str, np.ndarray]:
+    """All variables of a network and its components, named `component/.../variable`.
+
+    `seen` holds the networks visited so far: a network reached twice (a cycle, or shared
+    components that a crafted file could nest into exponentially many paths) is refused.
+    """
+    seen = set() if seen is None else seen
+    if id(record) in seen or len(seen) > _MAX_DEPTH:
+        raise ConversionError(f"{path}: the TF network {where} is not a plain tree of components")
+    seen.add(id(record))
     state = _state(record, path, where)
     out = _own_variables(state, path, where, prefix)
     for name, child in state["components"].items():
         label = f"{where}/{_clean(name)}"
         if not isinstance(child, TFNetworkRecord):
             raise ConversionError(f"{path}: TF component {label} is not a TF network")
-        nested = _collect_variables(child, path, label, f"{prefix}{name}/", depth + 1)
+        nested = _collect_variables(child, path, label, f"{prefix}{name}/", seen)
         for key, value in nested.items():
             if key in out:
                 raise ConversionError(f"{path}: TF variable {_clean(key)} appears twice")

@@ -347,6 +347,18 @@ BAD_TF_PICKLES = {
         _edit(lambda nets, marker: _gs(nets)["static_kwargs"].update(use_attention=True)),
         ["unknown static_kwargs", "use_attention"],
     ),
+    "array_kwarg": (
+        _edit(lambda nets, marker: _gs(nets)["static_kwargs"].update(fmap_base=np.ones(2))),
+        ["static_kwargs['fmap_base'] is not a number"],
+    ),
+    "string_resolution": (
+        _edit(lambda nets, marker: _gs(nets)["static_kwargs"].update(resolution="32")),
+        ["invalid ['img_resolution']"],
+    ),
+    "cyclic_components": (
+        _edit(lambda nets, marker: _synthesis(nets)["components"].update(loop=nets[2])),
+        ["not a plain tree"],
+    ),
     "label_concat": (
         _edit(lambda nets, marker: _gs(nets)["static_kwargs"].update(label_size=3)),
         ["LabelConcat"],
