@@ -227,6 +227,18 @@ def test_tf_pickle_gives_the_official_config_and_state_dict(
         assert state_dict[key].dtype == np.float32 and np.array_equal(state_dict[key], value), key
 
 
+def test_numpy1_era_pickle_reads_the_same(network_class, fixture_dir, tmp_path):
+    """The 2019-2020 files name numpy.core (NumPy 1); protocol 3 writes globals as text lines."""
+    data = pickle.dumps(tf_networks(network_class, fixture_dir, "skip32"), protocol=3)
+    assert b"cdnnlib.tflib.network\nNetwork\n" in data and b"numpy._core.multiarray\n" in data
+    old, new = tmp_path / "old.pkl", tmp_path / "new.pkl"
+    old.write_bytes(data.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n"))
+    new.write_bytes(data)
+    (cfg, state_dict), (cfg_new, state_dict_new) = _read(old), _read(new)
+    assert cfg == cfg_new and sorted(state_dict) == sorted(state_dict_new)
+    assert all(np.array_equal(state_dict[k], state_dict_new[k]) for k in state_dict)
+
+
 @pytest.mark.parametrize("name", SPECS)
 def test_converted_tf_pickle_reproduces_official_outputs(
     network_class, fixture_dir, tmp_path, name
