@@ -184,6 +184,9 @@ def select_generator(top, network: str, path: str) -> TFGenerator:
       network: which generator.
       path: the file it came from (for messages).
 
+    Returns:
+      The generator's flavour, static kwargs and variables (mapped by ``converters.tf_official``).
+
     Raises:
       ConversionError: wrong structure, unsupported network or malformed variables.
     """
