@@ -290,6 +290,28 @@ def test_tf_kwargs_follow_each_code_base(network_class, fixture_dir, tmp_path):
     assert cfg.mapping_w_avg_beta == 1.0
 
 
+def test_key_map_without_noise_inputs():
+    cfg = tf_official.generator_config(dict(resolution=8, use_noise=False), "stylegan2-ada", "f")
+    names = {name for name, _ in tf_official.key_map(cfg).values()}
+    assert not any("noise" in name for name in names)
+    assert "synthesis/8x8/Conv0_up/weight" in names and "synthesis/8x8/ToRGB/mod_bias" in names
+
+
+def test_cli_converts_a_tf_pickle(network_class, fixture_dir, tmp_path):
+    path = _write(tmp_path / "net.pkl", tf_networks(network_class, fixture_dir, "orig16_gray"))
+    result = subprocess.run(
+        [sys.executable, "-m", "converters.convert", f"--src={path}", f"--dst={tmp_path / 'gen'}"]
+        + ["--network=Gs"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "16px orig" in result.stdout
+    G, io = load_generator(tmp_path / "gen"), load_io(fixture_dir, "orig16_gray")
+    np.testing.assert_allclose(G.synthesis(io["ws"]), nhwc(io["img_const"]), atol=TOL, rtol=0)
+
+
 # --------------------------------------------------------------------------------------
 # Hostile, truncated and unsupported files.
 
