@@ -5,6 +5,8 @@
 Sources:
   * NVIDIA persistence pickles (stylegan2-ada-pytorch, StyleGAN2 nets of the stylegan3 repository),
     read by a restricted unpickler that never runs the code embedded in the file;
+  * NVIDIA TensorFlow pickles (stylegan2, stylegan2-ada TF: a (G, D, Gs) tuple; Gs = G_ema is the
+    default), read by the same unpickler without TensorFlow and mapped as the official legacy.py does;
   * official state dicts as `.pt`/`.pth` (torch.load(weights_only=True)) or `.npz`; the config is read
     off the shapes, and --conv_clamp / --mapping_lr_multiplier give what shapes cannot tell;
   * rosinality/stylegan2-pytorch checkpoints ({'g_ema': ..., 'latent_avg': ...}).
@@ -19,16 +21,18 @@ import sys
 
 from absl import app, flags, logging
 
-from converters import files, official, rosinality
+from converters import files, nvidia_pickle, official, rosinality, tf_official, tf_pickle
 from converters.errors import ConversionError
-from converters.nvidia_pickle import read_network_pickle
 from gaussjax.files import checkpoints
 from gaussjax.networks.config import GeneratorConfig
 
 _SRC = flags.DEFINE_string("src", None, "Source file: .pkl, .pt/.pth or .npz.")
 _DST = flags.DEFINE_string("dst", None, "Destination generator directory.")
 _NETWORK = flags.DEFINE_enum(
-    "network", "G_ema", ["G_ema", "G"], "Which network of a snapshot to convert."
+    "network",
+    "G_ema",
+    ["G_ema", "G", "Gs"],
+    "Which network of a snapshot to convert (TF pickles: G_ema and Gs both name Gs).",
 )
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --dst.")
 _CONV_CLAMP = flags.DEFINE_float(
@@ -72,7 +76,16 @@ def read_source(path: pathlib.Path, network: str, conv_clamp, mapping_lr_multipl
     if not head.startswith(_PICKLE_MAGIC) and path.suffix != ".pkl":
         files.require_file(path)  # missing, empty, a directory: say that
         raise ConversionError(f"{path}: not a pickle, .pt/.pth or .npz file")
-    kwargs, sd = read_network_pickle(str(path), network)
+    return _from_pickle(str(path), network)
+
+
+def _from_pickle(path: str, network: str):
+    """A PyTorch snapshot pickle or a TF (G, D, Gs) pickle, told apart after the safe unpickling."""
+    top = nvidia_pickle.load_network_pickle(path)
+    if tf_pickle.is_tf_pickle(top):
+        generator = tf_pickle.select_generator(top, network, path)
+        return *tf_official.convert_tf_generator(generator, path), "tensorflow-pickle"
+    kwargs, sd = nvidia_pickle.snapshot_generator(top, network, path)
     try:
         cfg = GeneratorConfig.from_official_kwargs(kwargs)
     except ValueError as e:

@@ -3,13 +3,17 @@
 stylegan2-ada-pytorch (and the StyleGAN2 networks of the stylegan3 repository) save
 training snapshots with plain ``pickle`` through ``torch_utils.persistence`` (format
 version 6). Loading them the official way imports torch and ``exec()``s the module
-source text embedded in the file, so a malicious pickle can run arbitrary code.
+source text embedded in the file, so a malicious pickle can run arbitrary code. The
+TensorFlow releases (stylegan2, stylegan2-ada TF) pickle ``dnnlib.tflib.network.Network``
+objects whose ``__setstate__`` does the same with ``build_module_src``.
 
 This module never does either. A restricted unpickler resolves only an explicit
 whitelist of globals (``KNOWN_GLOBALS``) to inert replacements:
 
 * every persistent object becomes a ``_PersistentRecord`` (class name + ``__dict__``
   state); the embedded ``module_src`` is never executed, not even looked at;
+* every TF ``Network`` becomes a ``TFNetworkRecord`` holding its pickled state dict
+  (``converters.tf_pickle`` reads it);
 * tensors become numpy arrays, rebuilt from the torch-serialized storage bytes that a
   second restricted unpickler parses (legacy stream and zip formats);
 * ``EasyDict`` becomes a ``dict`` subclass, ``OrderedDict``/``set``/numpy scalars are
@@ -88,10 +92,11 @@ _OUTER_GLOBALS = {
     ("numpy._core.multiarray", "scalar"): "scalar",
     ("numpy.core.multiarray", "_reconstruct"): "_reconstruct",
     ("numpy._core.multiarray", "_reconstruct"): "_reconstruct",
+    ("dnnlib.tflib.network", "Network"): "TFNetwork",  # TF pickles: (G, D, Gs)
 }
 
 KNOWN_GLOBALS = frozenset(f"{module}.{name}" for module, name in _OUTER_GLOBALS)
-"""Every global a StyleGAN2 network pickle may reference; anything else is refused."""
+"""Every global a StyleGAN2 network pickle (PyTorch or TF) may reference; anything else is refused."""
 
 KNOWN_STORAGE_GLOBALS = frozenset(
     [f"torch.{name}" for name in _STORAGE_DTYPES] + ["torch.storage.UntypedStorage"]
@@ -110,6 +115,20 @@ class _PersistentRecord:
 
     def __init__(self, class_name, state):
         self.class_name = class_name
+        self.state = state
+
+
+class TFNetworkRecord:
+    """Inert stand-in for ``dnnlib.tflib.network.Network``: keeps the pickled state dict.
+
+    Pickle creates it with NEWOBJ (no arguments) and hands the state to ``__setstate__``,
+    which only stores it; the TF original would ``exec()`` ``build_module_src`` there.
+    Without a BUILD opcode ``state`` stays unset: read it with ``getattr(..., None)``.
+    """
+
+    __slots__ = ("state",)
+
+    def __setstate__(self, state):
         self.state = state
 
 
@@ -434,6 +453,7 @@ class _NetworkUnpickler(pickle.Unpickler):
     OrderedDict = collections.OrderedDict
     set = set
     EasyDict = _EasyDict
+    TFNetwork = TFNetworkRecord
     dtype = np.dtype
     ndarray = np.ndarray
     scalar = staticmethod(_np_multiarray.scalar)
@@ -508,14 +528,19 @@ def _check_header(head, path):
         )
 
 
-def _load_snapshot(path):
-    """Unpickles a snapshot file with the restricted unpickler.
+def load_network_pickle(path):
+    """Unpickles a network pickle (PyTorch snapshot or TF) with the restricted unpickler.
 
     Args:
         path: the file to read.
 
     Returns:
-        The top-level object, with persistent objects as ``_PersistentRecord``.
+        The top-level object, with persistent objects as ``_PersistentRecord`` and TF
+        networks as ``TFNetworkRecord``.
+
+    Raises:
+        ConversionError: missing, unreadable, truncated or corrupt file, or a global
+            outside the whitelist.
     """
     require_file(path)
     try:
@@ -750,7 +775,21 @@ def read_network_pickle(path: str, network: str = "G_ema") -> tuple[dict, dict[s
         ConversionError: one-line message for every bad or unsupported input.
     """
     path = os.fspath(path)
-    record = _select_network(_load_snapshot(path), network, path)
+    return snapshot_generator(load_network_pickle(path), network, path)
+
+
+def snapshot_generator(top, network: str, path: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """``read_network_pickle`` on an already unpickled snapshot (see ``load_network_pickle``).
+
+    Args:
+        top: the unpickled top-level object.
+        network: top-level key of the snapshot dict.
+        path: the file it came from (for messages).
+
+    Returns:
+        ``(init_kwargs, state_dict)`` as ``read_network_pickle`` does.
+    """
+    record = _select_network(top, network, path)
     records = list(_iter_records(record, path, ""))
     _check_classes(records, network, path)
     return _init_kwargs(record, network, path), _collect_state(records, path)
