@@ -17,6 +17,7 @@ import sys
 import numpy as np
 from absl import app, flags
 
+from gaussjax import runtime
 from gaussjax.files import results
 from gaussjax.inversion import pipeline
 from gaussjax.inversion.engine import InversionConfig
@@ -122,6 +123,7 @@ def markdown(rows) -> str:
 
 def main(argv):
     del argv
+    runtime.enable_compilation_cache()
     if not _OUTDIR.value:
         sys.exit("error: --outdir is required")
     rows = []

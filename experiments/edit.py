@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from gaussjax import editing
+from gaussjax import editing, runtime
 from gaussjax.files import checkpoints, images
 from gaussjax.inversion.saved import load_results, render_variables
 from gaussjax.networks.demo import demo_generator
@@ -77,6 +77,7 @@ def load_direction(saved, fns, params, cfg):
 
 def main(argv):
     del argv
+    runtime.enable_compilation_cache()
     if not _RESULT.value or not _OUTDIR.value:
         sys.exit("error: --result and --outdir are required")
     try:

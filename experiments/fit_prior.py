@@ -16,6 +16,7 @@ import time
 
 from absl import app, flags
 
+from gaussjax import runtime
 from gaussjax.analysis import prior
 from gaussjax.files import checkpoints
 from gaussjax.networks.stylegan2 import PureGenerator
@@ -75,6 +76,7 @@ def check_flags() -> pathlib.Path:
 
 def main(argv):
     del argv
+    runtime.enable_compilation_cache()
     out = check_flags()
     try:
         generator = checkpoints.load_generator_module(_GENERATOR.value)

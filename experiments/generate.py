@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
+from gaussjax import runtime
 from gaussjax.files import checkpoints, images
 from gaussjax.inversion.saved import load_results, render_variables
 from gaussjax.networks.demo import DEMO_NOTICE, demo_generator
@@ -60,6 +61,7 @@ def class_labels(cfg, class_idx, n):
 
 def main(argv):
     del argv
+    runtime.enable_compilation_cache()
     if not _OUTDIR.value or (_SEEDS.value is None) == (_LATENTS.value is None):
         sys.exit("error: pass --outdir and exactly one of --seeds / --latents")
     try:

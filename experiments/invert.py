@@ -21,6 +21,7 @@ import sys
 import jax
 from absl import app, flags
 
+from gaussjax import runtime
 from gaussjax.inversion import pipeline
 from gaussjax.inversion.engine import InversionConfig
 from gaussjax.inversion.spaces import SPACES
@@ -122,6 +123,18 @@ _CONFIG_FLAGS = {
         "class_idx",
         flags.DEFINE_integer("class_idx", None, "Conditional generators: the class."),
     ),
+    "dtype": (
+        "dtype",
+        flags.DEFINE_enum(
+            "dtype", None, ["float32", "bfloat16"], "Synthesis compute dtype (bfloat16: GPU/TPU)."
+        ),
+    ),
+    "remat": (
+        "remat",
+        flags.DEFINE_bool(
+            "remat", None, "Recompute synthesis blocks in the backward pass (memory)."
+        ),
+    ),
 }
 
 
@@ -156,6 +169,7 @@ def start_distributed():
 
 def main(argv):
     del argv
+    runtime.enable_compilation_cache()
     if _MULTIHOST.value:
         start_distributed()
     if not _OUTDIR.value:

@@ -26,7 +26,7 @@ import numpy as np
 from flax import nnx
 
 from gaussjax.analysis import prior as prior_lib
-from gaussjax.files import checkpoints, images, results
+from gaussjax.files import checkpoints, images, prefetch, results
 from gaussjax.files.safe_io import write_bytes_atomic
 from gaussjax.inversion import sharding
 from gaussjax.inversion.engine import InversionConfig, Inverter, make_optimizer
@@ -153,7 +153,7 @@ def image_seed(name: str) -> int:
 
 
 def file_targets(spec: RunSpec):
-    """Every input file as {name, file, done}; pixels are read batch by batch (`load_pixels`)."""
+    """Every input file as {name, file, done}; pixels are read ahead of the device, batch by batch (`read_pixels`)."""
     paths = images.image_files(spec.images)
     if not paths:
         raise ValueError(f"--images={spec.images} matches no image files")
@@ -162,10 +162,10 @@ def file_targets(spec: RunSpec):
     return [{"name": n, "file": str(p), "done": n in done} for n, p in zip(names, paths)]
 
 
-def load_pixels(target, gen_cfg, outdir):
-    """float32 [H, W, C] in [-1, 1] for a target; None (recorded in the summary) if unreadable.
+def read_pixels(target, gen_cfg):
+    """float32 [H, W, C] in [-1, 1] for a target, or the ValueError saying why it is unreadable.
 
-    Unreadable files are tried again on every run, so a file fixed later is picked up.
+    Pure (no output), so it can run in background threads ahead of the device.
     """
     if "pixels" in target:
         return target["pixels"]
@@ -174,9 +174,19 @@ def load_pixels(target, gen_cfg, outdir):
             images.load_image(target["file"], gen_cfg.img_resolution, gen_cfg.img_channels)
         )
     except ValueError as e:
-        print(f"skipping {target['file']}: {e}", flush=True)
-        results.append_summary(outdir, {**target, "status": "unreadable", "reason": str(e)})
-        return None
+        return e
+
+
+def checked_pixels(target, pixels, outdir):
+    """`pixels`, or None after recording an unreadable target in the summary.
+
+    Unreadable files are tried again on every run, so a file fixed later is picked up.
+    """
+    if not isinstance(pixels, ValueError):
+        return pixels
+    print(f"skipping {target['file']}: {pixels}", flush=True)
+    results.append_summary(outdir, {**target, "status": "unreadable", "reason": str(pixels)})
+    return None
 
 
 def generated_targets(spec: RunSpec, fns, params, gen_cfg):
@@ -247,14 +257,18 @@ def run_batches(spec: RunSpec, targets, inverter, gen_params, prior, lpips_param
     global_size = per_process * jax.process_count()
     mine = jax.process_index() * per_process
     progress = Progress(sum(not t["done"] for t in targets), inverter.cfg.num_steps, spec.log)
+    groups = [targets[start : start + global_size] for start in range(0, len(targets), global_size)]
+    # A batch with nothing to do is skipped: the same decision in every process.
+    local = [g[mine : mine + per_process] for g in groups if not all(t["done"] for t in g)]
+    # Files are decoded two batches ahead of the device, in background threads.
+    reads = prefetch.ordered_map(
+        functools.partial(read_pixels, gen_cfg=gen_cfg),
+        [t for group in local for t in group],
+        ahead=2 * per_process,
+    )
     ok = 0
-    for start in range(0, len(targets), global_size):
-        group = targets[start : start + global_size]
-        if all(t["done"] for t in group):  # the same decision in every process
-            continue
-        loaded = [
-            (t, load_pixels(t, gen_cfg, spec.outdir)) for t in group[mine : mine + per_process]
-        ]
+    for group in local:
+        loaded = [(t, checked_pixels(t, next(reads), spec.outdir)) for t in group]
         batch = [t for t, pixels in loaded if pixels is not None]
         t0 = time.perf_counter()
         result = inverter.invert(
