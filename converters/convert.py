@@ -17,11 +17,12 @@ import hashlib
 import pathlib
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from converters import files, official, rosinality
 from converters.errors import ConversionError
 from converters.nvidia_pickle import read_network_pickle
+from gaussjax import cli
 from gaussjax.files import checkpoints
 from gaussjax.networks.config import GeneratorConfig
 
@@ -154,4 +155,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

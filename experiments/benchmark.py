@@ -15,10 +15,11 @@ import time
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 from flax import nnx
 
 from converters import official
+from gaussjax import cli
 from gaussjax.analysis.prior import make_prior
 from gaussjax.inversion import InversionConfig, Inverter
 from gaussjax.networks.config import GeneratorConfig
@@ -105,4 +106,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -15,8 +15,9 @@ import pathlib
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
+from gaussjax import cli
 from gaussjax.files import results
 from gaussjax.inversion import pipeline
 from gaussjax.inversion.engine import InversionConfig
@@ -139,4 +140,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -17,9 +17,9 @@ import sys
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from gaussjax import editing
+from gaussjax import cli, editing
 from gaussjax.files import checkpoints, images
 from gaussjax.inversion.saved import load_results, render_variables
 from gaussjax.networks.demo import demo_generator
@@ -117,4 +117,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -14,8 +14,9 @@ import pathlib
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
+from gaussjax import cli
 from gaussjax.analysis import prior
 from gaussjax.files import checkpoints
 from gaussjax.networks.stylegan2 import PureGenerator
@@ -108,4 +109,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

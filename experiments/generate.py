@@ -17,8 +17,9 @@ import sys
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
+from gaussjax import cli
 from gaussjax.files import checkpoints, images
 from gaussjax.inversion.saved import load_results, render_variables
 from gaussjax.networks.demo import DEMO_NOTICE, demo_generator
@@ -104,4 +105,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -19,8 +19,9 @@ import pathlib
 import sys
 
 import jax
-from absl import app, flags
+from absl import flags
 
+from gaussjax import cli
 from gaussjax.inversion import pipeline
 from gaussjax.inversion.engine import InversionConfig
 from gaussjax.inversion.spaces import SPACES
@@ -189,4 +190,4 @@ def main(argv):
 
 if __name__ == "__main__":
     jax.config.config_with_absl()  # --jax_platforms, --jax_num_cpu_devices, ... work as flags
-    app.run(main)
+    cli.run(main)

@@ -16,6 +16,7 @@ import numpy as np
 from flax import nnx
 from orbax.checkpoint import v1 as ocp
 
+from gaussjax.files.safe_io import first_line, read_json
 from gaussjax.networks.config import GeneratorConfig
 from gaussjax.networks.stylegan2 import Generator
 
@@ -124,14 +125,31 @@ def read_generator_config(path) -> tuple[GeneratorConfig, dict]:
             f"{path} is not a gaussjax generator directory "
             f"(expected {CONFIG_FILE} and {WEIGHTS_DIR}/; make one with converters.convert)"
         )
-    doc = json.loads(cfg_file.read_text())
-    return GeneratorConfig.from_dict(doc["generator"]), doc
+    doc = read_json(cfg_file, ValueError)
+    if not isinstance(doc.get("generator"), dict):
+        raise ValueError(f"{cfg_file}: no 'generator' section (rewrite it with converters.convert)")
+    try:
+        return GeneratorConfig.from_dict(doc["generator"]), doc
+    except (TypeError, ValueError) as e:  # missing, unknown or ill-typed fields
+        raise ValueError(f"{cfg_file}: bad generator config ({first_line(e)})") from e
 
 
 def load_generator_module(path) -> Generator:
-    """Restores the Generator saved by `save_generator`."""
+    """Restores the Generator saved by `save_generator`.
+
+    Raises:
+      FileNotFoundError: not a generator directory. ValueError: a corrupt config.json, or weights
+        that do not match it (one line naming the file).
+    """
+    path = pathlib.Path(path)
     cfg, _ = read_generator_config(path)
     model = abstract_generator(cfg)
     graphdef, abstract_state = nnx.split(model)
-    state = load_tree(pathlib.Path(path) / WEIGHTS_DIR, abstract_state)
+    weights = pathlib.Path(path) / WEIGHTS_DIR
+    try:
+        state = load_tree(weights, abstract_state)
+    except Exception as e:  # Orbax raises many kinds, with messages of hundreds of lines
+        raise ValueError(
+            f"{weights} cannot be read as the generator of {path / CONFIG_FILE} ({first_line(e)})"
+        ) from e
     return nnx.merge(graphdef, state)

@@ -4,6 +4,7 @@ Readers raise one-line errors that name the file (a `ValueError` subclass of the
 so command-line tools can print them as they are. Writers never leave a half-written file behind.
 """
 
+import json
 import os
 import pathlib
 import tempfile
@@ -46,6 +47,24 @@ def read_npz(path, error: type[ValueError] = FileReadError) -> dict[str, np.ndar
                 return {k: data[k] for k in data.files}
     except Exception as e:  # zipfile, ValueError (incl. object arrays), OSError, EOFError
         raise error(f"{path}: cannot read as .npz ({first_line(e)})") from e
+
+
+def read_json(path, error: type[ValueError] = FileReadError) -> dict:
+    """The JSON object in `path`.
+
+    Raises:
+      error: missing/empty file, invalid JSON (with its line and column) or not an object.
+    """
+    path = require_file(path, error)
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: corrupt JSON ({e.msg} at line {e.lineno}, column {e.colno})") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise error(f"{path}: cannot read ({first_line(e)})") from e
+    if not isinstance(doc, dict):
+        raise error(f"{path}: expected a JSON object, found {type(doc).__name__}")
+    return doc
 
 
 def first_line(e: BaseException) -> str:

@@ -27,7 +27,7 @@ from flax import nnx
 
 from gaussjax.analysis import prior as prior_lib
 from gaussjax.files import checkpoints, images, results
-from gaussjax.files.safe_io import write_bytes_atomic
+from gaussjax.files.safe_io import read_json, write_bytes_atomic
 from gaussjax.inversion import sharding
 from gaussjax.inversion.engine import InversionConfig, Inverter, make_optimizer
 from gaussjax.networks.demo import DEMO_NOTICE, demo_generator
@@ -292,21 +292,31 @@ def _local_rows(x, rows):
 
 
 def check_run_settings(outdir: pathlib.Path, settings: dict) -> None:
-    """Records the settings of the first run in OUTDIR/run.json; a resume with others is refused
-    (finished images would otherwise silently mix two experiments)."""
+    """Refuses an output folder holding results of a run with other settings (finished images
+    would otherwise silently mix two experiments). Reads only: `record_run_settings` writes.
+
+    A folder without finished results (e.g. left by a run that failed or was stopped early) is
+    never refused: its run.json is replaced when work starts.
+    """
     path = outdir / "run.json"
-    if path.exists():
-        previous = json.loads(path.read_text())
-        changed = sorted(
-            k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k)
+    if not path.exists() or not results.finished_names(outdir):
+        return
+    previous = read_json(path)
+    changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+    if changed:
+        raise ValueError(
+            f"{outdir} holds results of a run with other settings ({', '.join(changed)}); "
+            f"use a new --outdir or the same flags"
         )
-        if changed:
-            raise ValueError(
-                f"{outdir} holds results of a run with other settings ({', '.join(changed)}); "
-                f"use a new --outdir or the same flags"
-            )
-    elif jax.process_index() == 0:
-        write_bytes_atomic(path, (json.dumps(settings, indent=2, sort_keys=True) + "\n").encode())
+
+
+def record_run_settings(outdir: pathlib.Path, settings: dict) -> None:
+    """Creates OUTDIR (every process) and writes run.json (process 0): called when work starts,
+    after every check."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:
+        text = json.dumps(settings, indent=2, sort_keys=True) + "\n"
+        write_bytes_atomic(outdir / "run.json", text.encode())
 
 
 def run_settings(spec: RunSpec, fingerprint: str, stats) -> dict:
@@ -337,8 +347,9 @@ def prepare(spec: RunSpec):
     """Everything before the optimisation; raises ValueError/OSError for bad input.
 
     Returns:
-      (spec with LPIPS resolved, generator, params, prior, lpips_params, inverter, targets): every
-      target, each with `done` telling whether its result is already finished.
+      (spec with LPIPS resolved, generator, params, prior, lpips_params, inverter, targets,
+      settings): every target, each with `done` telling whether its result is already finished,
+      and the settings for run.json (written by `run` when work starts).
     """
     check_spec(spec)
     spec = resolve_lpips(spec)
@@ -351,6 +362,7 @@ def prepare(spec: RunSpec):
     if cfg.class_idx is not None:
         class_label = generator.cfg.class_labels(cfg.class_idx, 1)[0]
     fingerprint = checkpoints.generator_fingerprint(generator)  # hashes every weight: once per run
+    targets = file_targets(spec) if spec.images else None  # a bad --images fails before the prior
     prior, stats = obtain_prior(spec, fns, params, generator, fingerprint, gen_dir)
     inverter = Inverter(
         fns,
@@ -362,13 +374,11 @@ def prepare(spec: RunSpec):
         optimizer=optimizer,
         class_label=class_label,
     )
-    spec.outdir.mkdir(parents=True, exist_ok=True)
-    check_run_settings(spec.outdir, run_settings(spec, fingerprint, stats))
-    if spec.images:
-        targets = file_targets(spec)
-    else:
+    settings = run_settings(spec, fingerprint, stats)
+    check_run_settings(spec.outdir, settings)
+    if targets is None:
         targets = generated_targets(spec, fns, params, generator.cfg)
-    return spec, generator, params, prior, lpips_params, inverter, targets
+    return spec, generator, params, prior, lpips_params, inverter, targets, settings
 
 
 def run(spec: RunSpec) -> RunSummary:
@@ -377,7 +387,7 @@ def run(spec: RunSpec) -> RunSummary:
     Raises:
       ValueError, OSError: bad settings or files, before any result is written.
     """
-    spec, generator, params, prior, lpips_params, inverter, targets = prepare(spec)
+    spec, generator, params, prior, lpips_params, inverter, targets, settings = prepare(spec)
     cfg = inverter.cfg
     todo = sum(not t["done"] for t in targets)
     spec.log(
@@ -388,6 +398,7 @@ def run(spec: RunSpec) -> RunSummary:
     mesh = sharding.data_mesh()
     inverted = 0
     if todo:
+        record_run_settings(spec.outdir, settings)
         inverted = run_batches(
             spec,
             targets,
