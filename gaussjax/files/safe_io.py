@@ -40,13 +40,29 @@ def read_npz(path, error: type[ValueError] = FileReadError) -> dict[str, np.ndar
     try:
         # Opened here, not by np.load, which leaks the handle when the zip directory is corrupt.
         with path.open("rb") as f:
-            data = np.load(f, allow_pickle=False)
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise ValueError("a single .npy array, not an .npz archive")
-            with data:
+            _check_npz_magic(f.read(len(_ZIP_MAGIC)))
+            f.seek(0)
+            with np.load(f, allow_pickle=False) as data:
                 return {k: data[k] for k in data.files}
-    except Exception as e:  # zipfile, ValueError (incl. object arrays), OSError, EOFError
+    except ValueError as e:
+        if "pickle" in str(e):  # numpy's advice to load it with allow_pickle: never
+            e = ValueError("it holds pickled Python objects, which are refused")
         raise error(f"{path}: cannot read as .npz ({first_line(e)})") from e
+    except Exception as e:  # zipfile, OSError, EOFError
+        raise error(f"{path}: cannot read as .npz ({first_line(e)})") from e
+
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_EMPTY_ZIP_MAGIC = b"PK\x05\x06"  # np.savez of no arrays
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _check_npz_magic(head: bytes) -> None:
+    """Raises ValueError unless `head` starts a zip archive (what np.savez writes)."""
+    if head.startswith(_NPY_MAGIC[: len(head)]):
+        raise ValueError("a single .npy array, not an .npz archive")
+    if head not in (_ZIP_MAGIC, _EMPTY_ZIP_MAGIC):
+        raise ValueError("not an .npz archive: the file does not start like a zip file")
 
 
 def read_json(path, error: type[ValueError] = FileReadError) -> dict:
@@ -67,10 +83,14 @@ def read_json(path, error: type[ValueError] = FileReadError) -> dict:
     return doc
 
 
-def first_line(e: BaseException) -> str:
-    """'TypeName: first line of the message' (library errors can span many lines)."""
+def first_line(e: BaseException, limit: int = 160) -> str:
+    """'TypeName: first sentence of the message' (library errors can span many lines and
+    sentences); a sentence over `limit` characters is cut at a word and ends in '...'."""
     lines = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {lines[0][:200] if lines else ''}"
+    sentence = lines[0].split(". ")[0].rstrip(".") if lines else ""
+    if len(sentence) > limit:
+        sentence = sentence[:limit].rsplit(" ", 1)[0] + " ..."
+    return f"{type(e).__name__}: {sentence}"
 
 
 def _umask() -> int:

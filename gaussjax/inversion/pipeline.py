@@ -386,6 +386,7 @@ def run(spec: RunSpec) -> RunSummary:
 
     Raises:
       ValueError, OSError: bad settings or files, before any result is written.
+      KeyboardInterrupt: Ctrl-C, with a one-line message saying how far the run got.
     """
     spec, generator, params, prior, lpips_params, inverter, targets, settings = prepare(spec)
     cfg = inverter.cfg
@@ -399,14 +400,25 @@ def run(spec: RunSpec) -> RunSummary:
     inverted = 0
     if todo:
         record_run_settings(spec.outdir, settings)
-        inverted = run_batches(
-            spec,
-            targets,
-            inverter,
-            sharding.replicate(mesh, params),
-            sharding.replicate(mesh, prior if cfg.prior_weight > 0 else None),
-            lpips_params,
-            mesh,
-            generator.cfg,
-        )
-    return RunSummary(inverted, len(results.finished_names(spec.outdir)), len(targets))
+        try:
+            inverted = run_batches(
+                spec,
+                targets,
+                inverter,
+                sharding.replicate(mesh, params),
+                sharding.replicate(mesh, prior if cfg.prior_weight > 0 else None),
+                lpips_params,
+                mesh,
+                generator.cfg,
+            )
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(
+                f"interrupted after {finished_count(spec.outdir, targets)} of {len(targets)} "
+                "images; rerun the same command to resume"
+            ) from None
+    return RunSummary(inverted, finished_count(spec.outdir, targets), len(targets))
+
+
+def finished_count(outdir: pathlib.Path, targets) -> int:
+    """How many of `targets` have a finished result in `outdir`."""
+    return len(results.finished_names(outdir) & {t["name"] for t in targets})
