@@ -56,6 +56,11 @@ _VGG = flags.DEFINE_string(
 _LPIPS_LIN = flags.DEFINE_string(
     "lpips_lin", None, "LPIPS v0.1 lin weights (with a torchvision --vgg)."
 )
+_SAVE_VIDEO = flags.DEFINE_bool(
+    "save_video",
+    False,
+    "Also write video/NAME.gif: target | image after every --steps_per_dispatch steps.",
+)
 _MULTIHOST = flags.DEFINE_bool(
     "multihost",
     False,
@@ -175,15 +180,15 @@ def main(argv):
             vgg=_VGG.value,
             lpips_lin=_LPIPS_LIN.value,
             lpips_explicit=bool(_LOSS.value and "lpips" in _LOSS.value),
+            save_video=_SAVE_VIDEO.value,
             log=log,
         )
         summary = pipeline.run(spec)
     except (ValueError, FileNotFoundError, OSError) as e:
         sys.exit(f"error: {e}")
-    log(
-        f"inverted {summary.inverted} now, {summary.finished}/{summary.total} finished in total; "
-        f"results in {_OUTDIR.value}"
-    )
+    log(f"inverted {summary.inverted} now, {summary.finished}/{summary.total} finished in total")
+    for line in summary.report:
+        log(line)
     if summary.finished == 0:
         sys.exit("error: no image could be inverted (see summary.jsonl)")
 

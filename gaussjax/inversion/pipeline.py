@@ -28,7 +28,7 @@ from flax import nnx
 from gaussjax.analysis import prior as prior_lib
 from gaussjax.files import checkpoints, images, results
 from gaussjax.files.safe_io import read_json, write_bytes_atomic
-from gaussjax.inversion import sharding
+from gaussjax.inversion import run_outputs, sharding
 from gaussjax.inversion.engine import InversionConfig, Inverter, make_optimizer
 from gaussjax.networks.demo import DEMO_NOTICE, demo_generator
 from gaussjax.networks.stylegan2 import PureGenerator
@@ -54,6 +54,7 @@ class RunSpec:
       vgg, lpips_lin: LPIPS weight files (see converters.vgg.load_lpips).
       lpips_explicit: the user asked for LPIPS; without `vgg` that is an error. Otherwise (a space's
         default loss) the LPIPS term is dropped with a notice and the summary records the loss used.
+      save_video: also write video/NAME.gif, the image after every dispatch (run_outputs).
       log: where progress lines go (process 0 only).
     """
 
@@ -69,16 +70,19 @@ class RunSpec:
     vgg: str | None = None
     lpips_lin: str | None = None
     lpips_explicit: bool = False
+    save_video: bool = False
     log: Callable[[str], None] = print
 
 
 @dataclasses.dataclass
 class RunSummary:
-    """inverted: images inverted by this call; finished: results in outdir; total: targets."""
+    """inverted: images inverted by this call; finished: results in outdir; total: targets;
+    report: the end-of-run summary lines (results.run_report)."""
 
     inverted: int
     finished: int
     total: int
+    report: list[str] = dataclasses.field(default_factory=list)
 
 
 def resolve_lpips(spec: RunSpec) -> RunSpec:
@@ -206,34 +210,50 @@ def generated_targets(spec: RunSpec, fns, params, gen_cfg):
 
 
 class Progress:
-    """One status line per dispatch with image-steps/s (a progress bar that logs well to files)."""
+    """One status line per dispatch (a progress bar that logs well to files): images finished,
+    the batch, its step and mean loss, image-steps/s and the estimated time left."""
 
-    def __init__(self, total_images, steps, log):
-        self.total, self.steps, self.log = total_images, steps, log
-        self.done_images, self.image_steps = 0, 0
+    def __init__(self, total_images: int, num_batches: int, steps: int, log):
+        self.total, self.num_batches, self.steps, self.log = total_images, num_batches, steps, log
+        self.done_images, self.done_batches, self.image_steps = 0, 0, 0
         self.t0 = time.perf_counter()
 
-    def batch_callback(self, batch_images):
-        start = time.perf_counter()
+    def batch_callback(self, batch_images: int):
+        """callback(step, loss [B]) for the next batch of `batch_images` images."""
 
         def callback(step, loss):
-            rate = (self.image_steps + batch_images * step) / max(
-                time.perf_counter() - self.t0, 1e-9
-            )
+            elapsed = max(time.perf_counter() - self.t0, 1e-9)
+            rate = (self.image_steps + batch_images * step) / elapsed
+            fraction = (self.done_batches + step / self.steps) / self.num_batches
             bar = "#" * int(20 * step / self.steps)
             self.log(
-                f"[{bar:<20}] images {self.done_images}/{self.total}  step {step}/{self.steps}  "
-                f"loss {float(np.mean(loss)):.4g}  {rate:.1f} image-steps/s  ({time.perf_counter() - start:.0f}s)"
+                f"[{bar:<20}] {self.done_images}/{self.total} images done, batch "
+                f"{self.done_batches + 1}/{self.num_batches}  step {step}/{self.steps}  "
+                f"loss {float(np.mean(loss)):.4g}  {rate:.1f} image-steps/s  "
+                f"ETA {format_seconds(elapsed * (1 - fraction) / fraction)}"
             )
 
         return callback
 
-    def finish_batch(self, batch_images):
-        self.done_images += batch_images
+    def finish_batch(self, saved_images: int, batch_images: int):
+        self.done_images += saved_images
+        self.done_batches += 1
         self.image_steps += batch_images * self.steps
 
 
-def run_batches(spec: RunSpec, targets, inverter, gen_params, prior, lpips_params, mesh, gen_cfg):
+def format_seconds(seconds: float) -> str:
+    """'45s', '3m05s', '2h07m'."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def run_batches(
+    spec: RunSpec, targets, inverter, gen_params, prior, lpips_params, mesh, gen_cfg, renderer=None
+):
     """Inverts the unfinished `targets` in fixed-size batches; returns how many this process saved.
 
     Batches are cut from the whole target list, finished or not, so an image is inverted in the
@@ -241,37 +261,72 @@ def run_batches(spec: RunSpec, targets, inverter, gen_params, prior, lpips_param
     bit-identical results. A batch with nothing left to do is skipped; one with finished images is
     run again whole and only its unfinished images are saved. Short batches are padded (one
     compile serves all). Each process takes its slice of every global batch, and all processes run
-    every batch that is not skipped: the batch is one global array.
+    every batch that is not skipped: the batch is one global array. Besides the results, each
+    batch writes its sheet, prepared targets, loss traces and (with a `renderer`) videos.
     """
     per_process = sharding.local_batch_size(min(spec.batch_size, len(targets)))
     global_size = per_process * jax.process_count()
     mine = jax.process_index() * per_process
-    progress = Progress(sum(not t["done"] for t in targets), inverter.cfg.num_steps, spec.log)
+    starts = [
+        start
+        for start in range(0, len(targets), global_size)
+        if not all(t["done"] for t in targets[start : start + global_size])
+    ]  # the same decision in every process
+    progress = Progress(
+        sum(not t["done"] for t in targets), len(starts), inverter.cfg.num_steps, spec.log
+    )
     ok = 0
-    for start in range(0, len(targets), global_size):
+    for start in starts:
         group = targets[start : start + global_size]
-        if all(t["done"] for t in group):  # the same decision in every process
-            continue
         loaded = [
             (t, load_pixels(t, gen_cfg, spec.outdir)) for t in group[mine : mine + per_process]
         ]
         batch = [t for t, pixels in loaded if pixels is not None]
+        recorder = run_outputs.BatchRecorder(
+            progress.batch_callback(len(batch)), keep_frames=renderer is not None
+        )
         t0 = time.perf_counter()
         result = inverter.invert(
             gen_params,
             *sharding.shard_batch(mesh, padded_batch(loaded, per_process, gen_cfg)),
             prior=prior,
             lpips_params=lpips_params,
-            progress=progress.batch_callback(len(batch)),
+            progress=recorder.progress,
+            snapshot=recorder.snapshot,
         )
+        batch_seconds = time.perf_counter() - t0
         keep = [i for i, t in enumerate(batch) if not t["done"]]
         if not keep:
+            progress.finish_batch(0, len(batch))
             continue
+        run_outputs.save_batch_visuals(
+            spec.outdir,
+            sheet_name(start // global_size),
+            batch,
+            [p for _, p in loaded if p is not None],
+            sharding.local_rows(result.images),
+            keep,
+            recorder,
+            renderer,
+        )
         result = jax.tree.map(functools.partial(_local_rows, rows=keep), result)
-        seconds = (time.perf_counter() - t0) / len(batch)
-        ok += results.save_batch(spec.outdir, [batch[i] for i in keep], result, inverter, seconds)
-        progress.finish_batch(len(keep))
+        ok += results.save_batch(
+            spec.outdir,
+            [batch[i] for i in keep],
+            result,
+            inverter,
+            batch_seconds / len(batch),
+            traces=recorder.trace(keep),
+            batch_seconds=batch_seconds,
+        )
+        progress.finish_batch(len(keep), len(batch))
     return ok
+
+
+def sheet_name(batch_index: int) -> str:
+    """batchNNNN, with the process index when several processes each write their rows."""
+    suffix = f"-p{jax.process_index()}" if jax.process_count() > 1 else ""
+    return f"batch{batch_index:04d}{suffix}"
 
 
 def padded_batch(loaded, size: int, gen_cfg):
@@ -410,13 +465,19 @@ def run(spec: RunSpec) -> RunSummary:
                 lpips_params,
                 mesh,
                 generator.cfg,
+                run_outputs.FrameRenderer(inverter.space, params) if spec.save_video else None,
             )
         except KeyboardInterrupt:
             raise KeyboardInterrupt(
                 f"interrupted after {finished_count(spec.outdir, targets)} of {len(targets)} "
                 "images; rerun the same command to resume"
             ) from None
-    return RunSummary(inverted, finished_count(spec.outdir, targets), len(targets))
+    names = [t["name"] for t in targets]
+    if inverted and jax.process_index() == 0:
+        run_outputs.save_loss_curve(spec.outdir, names)
+    report = results.run_report(spec.outdir, names)
+    report.append(run_outputs.files_line(spec.outdir, spec.save_video))
+    return RunSummary(inverted, finished_count(spec.outdir, targets), len(targets), report)
 
 
 def finished_count(outdir: pathlib.Path, targets) -> int:
