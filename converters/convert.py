@@ -111,9 +111,18 @@ def _from_torch_file(path, network, conv_clamp, mapping_lr_multiplier):
 
 
 def convert(
-    src, dst, network="G_ema", overwrite=False, conv_clamp=None, mapping_lr_multiplier=0.01
+    src,
+    dst,
+    network="G_ema",
+    overwrite=False,
+    conv_clamp=None,
+    mapping_lr_multiplier=0.01,
+    log=print,
 ):
     """Converts `src` into the generator directory `dst`. Returns the Generator.
+
+    With `overwrite`, a prior cached in the old `dst` is kept (see checkpoints.carry_over_prior);
+    `log` gets the message saying so.
 
     Raises:
       ConversionError: unreadable, unsafe or unsupported input; FileExistsError for an existing dst.
@@ -128,7 +137,9 @@ def convert(
         "format": fmt,
         "network": network,
     }
-    checkpoints.save_generator(dst, generator, metadata={"source": source}, overwrite=overwrite)
+    checkpoints.save_generator(
+        dst, generator, metadata={"source": source}, overwrite=overwrite, log=log
+    )
     return generator
 
 

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gaussjax.analysis.gaussianize import gaussianize
+from gaussjax.files.checkpoints import FINGERPRINT_KEY
 from gaussjax.files.safe_io import read_npz, write_bytes_atomic
 from gaussjax.networks.config import GeneratorConfig
 
@@ -48,7 +49,6 @@ PRIOR_KEYS = (
     "kurt_v",
 )
 _VECTOR_KEYS = ("mean_w", "skew_w", "kurt_w", "skew_v", "kurt_v")  # each [D]
-FINGERPRINT_KEY = "generator_fingerprint"
 _SCALAR_TYPES = {
     "num_samples": int,
     "seed": int,

@@ -16,12 +16,14 @@ import numpy as np
 from flax import nnx
 from orbax.checkpoint import v1 as ocp
 
-from gaussjax.files.safe_io import first_line, read_json
+from gaussjax.files.safe_io import first_line, read_json, read_npz
 from gaussjax.networks.config import GeneratorConfig
 from gaussjax.networks.stylegan2 import Generator
 
 CONFIG_FILE = "config.json"
 WEIGHTS_DIR = "weights"
+PRIOR_FILE = "prior.npz"  # the prior cached beside the weights (experiments.invert, README)
+FINGERPRINT_KEY = "generator_fingerprint"  # in a prior file: the generator it was fitted for
 
 
 def save_tree(path, tree) -> None:
@@ -63,12 +65,13 @@ def generator_fingerprint(generator: Generator) -> str:
 
 
 def save_generator(
-    dst, generator: Generator, metadata: dict | None = None, overwrite=False
+    dst, generator: Generator, metadata: dict | None = None, overwrite=False, log=print
 ) -> None:
     """Saves `generator` as a directory: `config.json` (human readable) + `weights/` (Orbax).
 
     The directory is assembled under a temporary name beside `dst` and renamed into place, so a
-    partly written generator never exists at `dst`.
+    partly written generator never exists at `dst`. Overwriting keeps the prior cached in the old
+    directory (`carry_over_prior`), and says what it did through `log`.
 
     Raises:
       FileExistsError: `dst` exists and `overwrite` is False, or `dst` is not a generator directory
@@ -87,9 +90,38 @@ def save_generator(
             **(metadata or {}),
         }
         (tmp / CONFIG_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        note = carry_over_prior(dst, tmp, doc["fingerprint"])
         _replace_dir(tmp, dst)
+        if note:
+            log(note)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def carry_over_prior(old_dir: pathlib.Path, new_dir: pathlib.Path, fingerprint: str) -> str | None:
+    """Copies the prior cached in a generator directory that is being replaced into its new
+    contents: as PRIOR_FILE when it was fitted for these very weights (same fingerprint), else
+    aside as prior.<its fingerprint>.npz, so nothing is lost but no stale prior is used.
+
+    Returns:
+      A message for the user, or None when `old_dir` holds no prior.
+    """
+    prior = old_dir / PRIOR_FILE
+    if not prior.is_file():
+        return None
+    try:
+        fitted_for = str(read_npz(prior)[FINGERPRINT_KEY])
+    except (ValueError, KeyError):
+        fitted_for = "unknown"
+    if fitted_for == fingerprint:
+        shutil.copy2(prior, new_dir / PRIOR_FILE)
+        return f"kept {prior}: the weights are unchanged (fingerprint {fingerprint})"
+    aside = f"prior.{fitted_for}.npz"
+    shutil.copy2(prior, new_dir / aside)
+    return (
+        f"{prior} was fitted for other weights ({fitted_for}; now {fingerprint}): kept as "
+        f"{old_dir / aside}, not used; fit a new prior with experiments.fit_prior"
+    )
 
 
 def check_destination(dst, overwrite: bool) -> None:

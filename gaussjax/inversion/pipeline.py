@@ -129,7 +129,7 @@ def obtain_prior(spec: RunSpec, fns, params, generator, fingerprint, gen_dir):
     """
     if spec.prior:
         return prior_lib.load_prior(spec.prior, expected_fingerprint=fingerprint)
-    cache = (gen_dir or spec.outdir) / "prior.npz"
+    cache = (gen_dir or spec.outdir) / checkpoints.PRIOR_FILE
     if cache.exists():
         prior, stats = prior_lib.load_prior(cache, expected_fingerprint=fingerprint)
         if (stats["num_samples"], stats["seed"]) == (spec.prior_samples, spec.seed):

@@ -20,7 +20,8 @@ from gaussjax.files import images, results, visuals
 from gaussjax.inversion import sharding
 from gaussjax.inversion import spaces as latent_spaces
 
-TARGETS_DIR, SHEETS_DIR, VIDEO_DIR, LOSS_CURVE = "targets", "sheets", "video", "loss_curve.png"
+TARGETS_DIR, VIDEO_DIR, LOSS_CURVE = "targets", "video", "loss_curve.png"
+SHEETS_DIR = images.SHEETS_DIR
 
 
 class BatchRecorder:
