@@ -15,11 +15,10 @@ import time
 
 import jax
 import numpy as np
-from absl import flags
+from absl import app, flags
 from flax import nnx
 
 from converters import official
-from gaussjax import cli
 from gaussjax.analysis.prior import make_prior
 from gaussjax.inversion import InversionConfig, Inverter
 from gaussjax.networks.config import GeneratorConfig
@@ -106,4 +105,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    app.run(main)

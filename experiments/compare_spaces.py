@@ -1,4 +1,4 @@
-"""Compares latent spaces at equal steps: PSNR (and LPIPS with --vgg) per space, in-domain and out-of-domain.
+r"""Compares latent spaces at equal steps: PSNR (and LPIPS with --vgg) per space, in-domain and out-of-domain.
 
     python -m experiments.compare_spaces --outdir=out/spaces --steps=300 \
         [--generator=DIR] [--ood_images=DIR|GLOB] [--spaces=w,wplus,z,zplus,f_w,f_wplus,f_z,f_zplus] \

@@ -1,4 +1,4 @@
-"""Edits or interpolates inversion results in their own latent space; writes PNG strips and GIFs.
+r"""Edits or interpolates inversion results in their own latent space; writes PNG strips and GIFs.
 
     python -m experiments.edit --generator=DIR --result=out/invert/NAME.npz --outdir=out/edit \
         [--direction=dir.npy | --component=K] [--distances=-2:2:11] \

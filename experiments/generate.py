@@ -1,4 +1,4 @@
-"""Renders images from a gaussjax generator: seeds (official generate.py seeding) or saved latents.
+r"""Renders images from a gaussjax generator: seeds (official generate.py seeding) or saved latents.
 
     python -m experiments.generate --generator=out/skip32 --seeds=0-7 --outdir=out/images \
         [--class_idx=K] [--truncation_psi=0.7] [--truncation_cutoff=N] [--noise_mode=const] \

@@ -1,4 +1,4 @@
-"""Inverts images into a StyleGAN2 latent space, with the Gaussianized prior (the main job).
+r"""Inverts images into a StyleGAN2 latent space, with the Gaussianized prior (the main job).
 
     python -m experiments.invert --outdir=out/invert \
         [--generator=DIR] [--prior=prior.npz] [--images=DIR|GLOB|FILE] \
