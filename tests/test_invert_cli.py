@@ -327,8 +327,9 @@ def test_run_shows_progress_and_a_summary_and_writes_what_users_look_at(tmp_path
     assert result.returncode == 0, result.stderr[-2000:]
     both = result.stdout + result.stderr
     assert "Unable to initialize backend" not in both and not re.search(r"^I\d{4} ", both, re.M)
-    assert "0/3 images done, batch 1/2  step 2/4" in result.stdout
-    assert "2/3 images done, batch 2/2  step 4/4" in result.stdout and "ETA 0s" in result.stdout
+    assert "images 1-2 of 3 (batch 1/2, 0 done)  step 2/4" in result.stdout
+    assert "images 3 of 3 (batch 2/2, 2 done)  step 4/4" in result.stdout
+    assert "ETA 0s" in result.stdout
     tail = result.stdout.strip().splitlines()[-4:]
     assert tail[1] == "3 of 3 images finished" and tail[2].startswith("PSNR  mean ")
     assert f"files in {out}/" in tail[3]

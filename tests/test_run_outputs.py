@@ -87,7 +87,7 @@ def test_progress_line_shows_images_done_and_an_eta(monkeypatch):
     progress = Progress(total_images=4, num_batches=2, steps=100, log=lines.append)
     progress.finish_batch(2, 2)
     progress.batch_callback(2)(50, np.array([1.0, 3.0]))  # 10 s in: 1.5 of 2 batches done
-    assert "2/4 images done, batch 2/2  step 50/100  loss 2" in lines[0]
+    assert "images 3-4 of 4 (batch 2/2, 2 done)  step 50/100  loss 2" in lines[0]
     assert "30.0 image-steps/s" in lines[0]  # (2 * 100 + 2 * 50) / 10 s
     assert lines[0].endswith("ETA 3s")  # 10 s * 0.5 / 1.5
     assert [format_seconds(s) for s in (45, 185, 7620)] == ["45s", "3m05s", "2h07m"]

@@ -210,8 +210,8 @@ def generated_targets(spec: RunSpec, fns, params, gen_cfg):
 
 
 class Progress:
-    """One status line per dispatch (a progress bar that logs well to files): images finished,
-    the batch, its step and mean loss, image-steps/s and the estimated time left."""
+    """One status line per dispatch (a progress bar that logs well to files): the images being
+    inverted, the batch, images done, step, mean loss, image-steps/s and the estimated time left."""
 
     def __init__(self, total_images: int, num_batches: int, steps: int, log):
         self.total, self.num_batches, self.steps, self.log = total_images, num_batches, steps, log
@@ -226,9 +226,11 @@ class Progress:
             rate = (self.image_steps + batch_images * step) / elapsed
             fraction = (self.done_batches + step / self.steps) / self.num_batches
             bar = "#" * int(20 * step / self.steps)
+            first, last = self.done_images + 1, self.done_images + batch_images
             self.log(
-                f"[{bar:<20}] {self.done_images}/{self.total} images done, batch "
-                f"{self.done_batches + 1}/{self.num_batches}  step {step}/{self.steps}  "
+                f"[{bar:<20}] images {first}{f'-{last}' if last > first else ''} of "
+                f"{self.total} (batch {self.done_batches + 1}/{self.num_batches}, "
+                f"{self.done_images} done)  step {step}/{self.steps}  "
                 f"loss {float(np.mean(loss)):.4g}  {rate:.1f} image-steps/s  "
                 f"ETA {format_seconds(elapsed * (1 - fraction) / fraction)}"
             )
