@@ -40,16 +40,20 @@ def read_npz(path, error: type[ValueError] = FileReadError) -> dict[str, np.ndar
     try:
         # Opened here, not by np.load, which leaks the handle when the zip directory is corrupt.
         with path.open("rb") as f:
-            _check_npz_magic(f.read(len(_ZIP_MAGIC)))
-            f.seek(0)
-            with np.load(f, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
+            problem = _not_a_zip(f.read(len(_ZIP_MAGIC)))
+            if problem is None:
+                f.seek(0)
+                with np.load(f, allow_pickle=False) as data:
+                    return {k: data[k] for k in data.files}
     except ValueError as e:
-        if "pickle" in str(e):  # numpy's advice to load it with allow_pickle: never
-            e = ValueError("it holds pickled Python objects, which are refused")
-        raise error(f"{path}: cannot read as .npz ({first_line(e)})") from e
+        # numpy's message advises loading with allow_pickle, which would run the file's code.
+        problem = "it holds pickled Python objects, which are refused"
+        if "pickle" not in str(e):
+            problem = first_line(e)
+        raise error(f"{path}: cannot read as .npz ({problem})") from e
     except Exception as e:  # zipfile, OSError, EOFError
         raise error(f"{path}: cannot read as .npz ({first_line(e)})") from e
+    raise error(f"{path}: cannot read as .npz ({problem})")
 
 
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -57,12 +61,13 @@ _EMPTY_ZIP_MAGIC = b"PK\x05\x06"  # np.savez of no arrays
 _NPY_MAGIC = b"\x93NUMPY"
 
 
-def _check_npz_magic(head: bytes) -> None:
-    """Raises ValueError unless `head` starts a zip archive (what np.savez writes)."""
+def _not_a_zip(head: bytes) -> str | None:
+    """What is wrong with a file starting with `head` as an .npz (a zip archive), or None."""
     if head.startswith(_NPY_MAGIC[: len(head)]):
-        raise ValueError("a single .npy array, not an .npz archive")
+        return "a single .npy array, not an .npz archive"
     if head not in (_ZIP_MAGIC, _EMPTY_ZIP_MAGIC):
-        raise ValueError("not an .npz archive: the file does not start like a zip file")
+        return "not an .npz archive: the file does not start like a zip file"
+    return None
 
 
 def read_json(path, error: type[ValueError] = FileReadError) -> dict:
