@@ -414,6 +414,7 @@ def prepare(spec: RunSpec):
     spec = resolve_lpips(spec)
     cfg = spec.config
     optimizer = make_optimizer(cfg)  # an unknown optimiser fails here, before any heavy work
+    targets = file_targets(spec) if spec.images else None  # so does a mistyped --images
     lpips_fns, lpips_params = load_lpips(spec)
     generator, gen_dir = load_generator(spec)
     fns, params = PureGenerator.split(generator)
@@ -421,7 +422,6 @@ def prepare(spec: RunSpec):
     if cfg.class_idx is not None:
         class_label = generator.cfg.class_labels(cfg.class_idx, 1)[0]
     fingerprint = checkpoints.generator_fingerprint(generator)  # hashes every weight: once per run
-    targets = file_targets(spec) if spec.images else None  # a bad --images fails before the prior
     prior, stats = obtain_prior(spec, fns, params, generator, fingerprint, gen_dir)
     inverter = Inverter(
         fns,
