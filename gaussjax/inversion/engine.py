@@ -393,7 +393,17 @@ class Inverter:
     def num_dispatches(self) -> int:
         return math.ceil(self.cfg.num_steps / self.cfg.steps_per_dispatch)
 
-    def invert(self, gen_params, targets, seeds, *, prior=None, lpips_params=None, progress=None):
+    def invert(
+        self,
+        gen_params,
+        targets,
+        seeds,
+        *,
+        prior=None,
+        lpips_params=None,
+        progress=None,
+        snapshot=None,
+    ):
         """Runs the whole optimisation for a batch.
 
         Args:
@@ -403,6 +413,9 @@ class Inverter:
           prior: GaussianPrior or None (no prior term).
           lpips_params: LPIPS state when the config uses LPIPS.
           progress: optional callback(steps_done, losses [B]).
+          snapshot: optional callback(variables) after each dispatch, with the batch's current
+            variables ({"latent": ..., "noise": ...}, each [B, ...]); they are donated to the next
+            dispatch, so copy what you keep (e.g. for a progress video).
         Returns:
           InversionResult (ws [B, num_ws, w_dim], images [B, H, W, C], terms {name: [B]}, noise, latents).
         """
@@ -410,6 +423,8 @@ class Inverter:
         state = self.init(gen_params, seeds, targets)
         for _ in range(self.num_dispatches()):
             state, loss = self.run(gen_params, lpips_params, prior, state, targets, feats)
+            if snapshot is not None:
+                snapshot(state["images"]["variables"])
             if progress is not None:
                 progress(int(state["step"]), loss)
         return self.evaluate(gen_params, lpips_params, prior, state, targets, feats)
