@@ -86,3 +86,47 @@ def invert_traced(study: Study, config: InversionConfig, targets: Targets):
         rows.append((int(state["step"]), *_metrics(study, result, targets.true_ws)))
     steps, psnr, latent_mse, energy = (np.asarray(column) for column in zip(*rows))
     return result, Trace(steps, psnr, latent_mse, energy)
+
+
+def final_row(trace: Trace, groups: np.ndarray) -> dict:
+    """Final PSNR, latent MSE and prior energy as mean ± std over groups (target seeds): each
+    group's mean over its images first, so the std says how much the result varies by seed.
+
+    Args:
+      trace: a Trace of N images.
+      groups: [N] the group (target seed) of each image.
+    """
+    row = {}
+    for name in ("psnr", "latent_mse", "prior"):
+        final = getattr(trace, name)[-1]
+        per_group = np.asarray([final[groups == g].mean() for g in np.unique(groups)])
+        row[f"{name}_mean"], row[f"{name}_std"] = float(per_group.mean()), float(per_group.std())
+    return row
+
+
+def choose_prior_weight(rows: list[dict], max_psnr_loss_db: float = 0.5) -> dict | None:
+    """The row with the lowest latent error among those whose mean PSNR is at most
+    `max_psnr_loss_db` below that of λ = 0 (rows: dicts with prior_weight, psnr_mean,
+    latent_mse_mean; one of them λ = 0). None without a λ = 0 row."""
+    baseline = [r for r in rows if r["prior_weight"] == 0]
+    if not baseline:
+        return None
+    floor = baseline[0]["psnr_mean"] - max_psnr_loss_db
+    allowed = [r for r in rows if r["psnr_mean"] >= floor]
+    return min(allowed, key=lambda r: r["latent_mse_mean"])
+
+
+def sweep(study: Study, space: str, prior_weights, targets: Targets, groups, log, **overrides):
+    """Inverts `targets` in `space` once per prior weight λ.
+
+    Returns:
+      (rows: one `final_row` per λ, with space and prior_weight; traces: {λ: Trace}).
+    """
+    rows, traces = [], {}
+    for weight in prior_weights:
+        config = InversionConfig.for_space(space, prior_weight=float(weight), **overrides)
+        _, trace = invert_traced(study, config, targets)
+        traces[float(weight)] = trace
+        rows.append({"space": space, "prior_weight": float(weight), **final_row(trace, groups)})
+        log(f"{space} λ={float(weight):g}: PSNR {rows[-1]['psnr_mean']:.2f} dB")
+    return rows, traces
