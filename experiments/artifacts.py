@@ -132,8 +132,8 @@ def run() -> None:
             ("mean_pairwise_distance", "mean pairwise distance"),
             ("change_from_raw", "change from raw (all)"),
             ("change_from_raw_outliers", "change from raw (outliers)"),
-            ("max_coefficient_outliers", "largest |c|, outliers"),
-            ("max_coefficient_all", "largest |c|, all"),
+            ("max_coefficient_outliers", "largest abs c, outliers"),
+            ("max_coefficient_all", "largest abs c, all"),
         ],
     )
     report.image(
