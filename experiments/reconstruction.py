@@ -30,13 +30,6 @@ _NUM_GENERATED = flags.DEFINE_integer("num_generated", 2, "Targets per target se
 _STEPS = flags.DEFINE_integer("steps", 200, "Optimisation steps.")
 _EVERY = flags.DEFINE_integer("curve_every", 20, "Steps between points of the curves.")
 MAX_PSNR_LOSS_DB = 0.5
-COLUMNS = [
-    ("space", "space"),
-    ("prior_weight", "λ"),
-    (("psnr_mean", "psnr_std"), "PSNR dB"),
-    (("latent_mse_mean", "latent_mse_std"), "latent MSE"),
-    (("prior_mean", "prior_std"), "prior energy"),
-]
 
 
 def true_energy(study, targets, space) -> float:
@@ -63,26 +56,6 @@ def curve_plots(outdir, traces: dict) -> None:
         )
 
 
-def chosen_rows(rows) -> list[dict]:
-    """Per space: the chosen λ, its PSNR loss and how many times lower its latent error is."""
-    chosen = []
-    for space in dict.fromkeys(r["space"] for r in rows):
-        mine = [r for r in rows if r["space"] == space]
-        best = inversions.choose_prior_weight(mine, MAX_PSNR_LOSS_DB)
-        base = next((r for r in mine if r["prior_weight"] == 0), None)
-        if best is None:
-            continue
-        chosen.append(
-            {
-                "space": space,
-                "prior_weight": best["prior_weight"],
-                "psnr_change_db": best["psnr_mean"] - base["psnr_mean"],
-                "latent_mse_ratio": base["latent_mse_mean"] / best["latent_mse_mean"],
-            }
-        )
-    return chosen
-
-
 def build_report(rows, chosen, energies, settings) -> Report:
     report = Report("Reconstruction of generated images with and without the prior")
     report.text(
@@ -90,18 +63,9 @@ def build_report(rows, chosen, energies, settings) -> Report:
         f"{settings['target_seeds']}), {settings['steps']} steps; mean ± std over target seeds. "
         f"Generator: {settings['generator']}."
     )
-    report.table("final", rows, COLUMNS)
+    report.table("final", rows, inversions.SWEEP_COLUMNS)
     report.heading(f"Chosen λ (lowest latent MSE at ≤ {MAX_PSNR_LOSS_DB} dB PSNR loss)")
-    report.table(
-        "chosen",
-        chosen,
-        [
-            ("space", "space"),
-            ("prior_weight", "λ"),
-            ("psnr_change_db", "PSNR change dB"),
-            ("latent_mse_ratio", "latent MSE ×lower than λ=0"),
-        ],
-    )
+    report.table("chosen", chosen, inversions.CHOSEN_COLUMNS)
     report.text(
         "The paper reports 3-4× lower reconstruction error with the prior. "
         + " ".join(
@@ -113,7 +77,9 @@ def build_report(rows, chosen, energies, settings) -> Report:
         + "."
     )
     report.image("psnr_curves.png", "PSNR per step (dashed: with the prior)")
-    report.image("latent_curves.png", "latent MSE against the true code per step (dashed: with the prior)")
+    report.image(
+        "latent_curves.png", "latent MSE against the true code per step (dashed: with the prior)"
+    )
     return report
 
 
@@ -152,7 +118,7 @@ def run() -> None:
         "seed": study_flags.SEED.value,
         "generator": study_flags.GENERATOR.value or "built-in demo (random weights)",
     }
-    chosen = chosen_rows(rows)
+    chosen = inversions.chosen_prior_weights(rows, MAX_PSNR_LOSS_DB)
     curves = {
         f"{space} λ={w:g}": {k: getattr(t, k) for k in ("steps", "psnr", "latent_mse", "prior")}
         for (space, w), t in traces.items()

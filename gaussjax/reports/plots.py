@@ -31,7 +31,7 @@ def save_figure(fig, path: pathlib.Path) -> None:
     write_bytes_atomic(path, buffer.getvalue())
 
 
-def line_plot(path, series: dict, *, xlabel: str, ylabel: str, logy=False, dashed=()):
+def line_plot(path, series: dict, *, xlabel: str, ylabel: str, logy=False, logx=False, dashed=()):
     """One line per entry {label: (x [T], y [T])}; labels in `dashed` are drawn dashed."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -40,6 +40,8 @@ def line_plot(path, series: dict, *, xlabel: str, ylabel: str, logy=False, dashe
     ax.set(xlabel=xlabel, ylabel=ylabel)
     if logy:
         ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log")
     if len(series) > 1:
         ax.legend(fontsize=7)
     ax.grid(alpha=0.3)

@@ -16,6 +16,21 @@ from gaussjax.inversion import pipeline
 from gaussjax.inversion.engine import InversionConfig, InversionResult
 from gaussjax.studies.setup import Study
 
+# Report columns (gaussjax.reports.markdown.Report.table) of `sweep` and `chosen_prior_weights` rows.
+SWEEP_COLUMNS = [
+    ("space", "space"),
+    ("prior_weight", "λ"),
+    (("psnr_mean", "psnr_std"), "PSNR dB"),
+    (("latent_mse_mean", "latent_mse_std"), "latent MSE"),
+    (("prior_mean", "prior_std"), "prior energy"),
+]
+CHOSEN_COLUMNS = [
+    ("space", "space"),
+    ("prior_weight", "λ"),
+    ("psnr_change_db", "PSNR change dB"),
+    ("latent_mse_ratio", "latent MSE ×lower than λ=0"),
+]
+
 
 @dataclasses.dataclass(frozen=True)
 class Targets:
@@ -114,6 +129,27 @@ def choose_prior_weight(rows: list[dict], max_psnr_loss_db: float = 0.5) -> dict
     floor = baseline[0]["psnr_mean"] - max_psnr_loss_db
     allowed = [r for r in rows if r["psnr_mean"] >= floor]
     return min(allowed, key=lambda r: r["latent_mse_mean"])
+
+
+def chosen_prior_weights(rows: list[dict], max_psnr_loss_db: float = 0.5) -> list[dict]:
+    """Per space of `sweep` rows: the `choose_prior_weight` λ, its PSNR change against λ = 0 and how
+    many times lower its latent error is."""
+    chosen = []
+    for space in dict.fromkeys(r["space"] for r in rows):
+        mine = [r for r in rows if r["space"] == space]
+        best = choose_prior_weight(mine, max_psnr_loss_db)
+        base = next((r for r in mine if r["prior_weight"] == 0), None)
+        if best is None:
+            continue
+        chosen.append(
+            {
+                "space": space,
+                "prior_weight": best["prior_weight"],
+                "psnr_change_db": best["psnr_mean"] - base["psnr_mean"],
+                "latent_mse_ratio": base["latent_mse_mean"] / best["latent_mse_mean"],
+            }
+        )
+    return chosen
 
 
 def sweep(study: Study, space: str, prior_weights, targets: Targets, groups, log, **overrides):

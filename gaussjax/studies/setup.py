@@ -33,10 +33,18 @@ class Study:
         s = self.stats
         return pca_lib.make_pca(s["mean"], s["cov"], s["mean_w"], s["negative_slope"])
 
+    def _jitted(self, name: str):
+        """jax.jit of fns.<name>, made once per study: a jit of a fresh bound method would
+        compile again on every call."""
+        cache = self.__dict__.setdefault("_jit_cache", {})
+        if name not in cache:
+            cache[name] = jax.jit(getattr(self.fns, name))
+        return cache[name]
+
     def map(self, z, class_idx: int | None = None, chunk: int = 1024) -> np.ndarray:
         """Mapped latents [N, num_ws, w_dim] of z [N, z_dim], in jitted chunks. A conditional
         generator maps with class `class_idx` (default 0)."""
-        mapping = jax.jit(self.fns.mapping)
+        mapping = self._jitted("mapping")
         out = []
         for start in range(0, len(z), chunk):
             rows = np.asarray(z[start : start + chunk], np.float32)
@@ -46,7 +54,7 @@ class Study:
 
     def render(self, ws, chunk: int = 64) -> np.ndarray:
         """Images [N, H, W, C] float32 (nominally [-1, 1]) of ws [N, num_ws, w_dim], const noise."""
-        synthesis = jax.jit(self.fns.synthesis)
+        synthesis = self._jitted("synthesis")
         return np.concatenate(
             [
                 np.asarray(synthesis(self.params, ws[i : i + chunk]))
