@@ -17,6 +17,7 @@ from absl import app, flags
 from experiments import study_flags
 from gaussjax.reports import plots
 from gaussjax.reports.markdown import Report
+from gaussjax.reports.progress import Progress
 from gaussjax.studies import inversions
 
 _SPACE = flags.DEFINE_string("space", "wplus", "Latent space (w, wplus, z, zplus).")
@@ -60,8 +61,9 @@ def run() -> None:
     study = study_flags.study()
     targets = inversions.generated_targets(study, _SPACE.value, _NUM_GENERATED.value, seeds)
     groups = np.repeat(seeds, _NUM_GENERATED.value)
+    progress = Progress(len(weights), "inversions")
     rows, _ = inversions.sweep(
-        study, _SPACE.value, weights, targets, groups, print, num_steps=_STEPS.value
+        study, _SPACE.value, weights, targets, groups, progress.tick, num_steps=_STEPS.value
     )
     sweep_plots(outdir, rows)
     chosen = inversions.chosen_prior_weights(rows, MAX_PSNR_LOSS_DB)

@@ -19,6 +19,7 @@ from experiments import study_flags
 from gaussjax.analysis.prior import prior_energy
 from gaussjax.reports import plots
 from gaussjax.reports.markdown import Report, format_number
+from gaussjax.reports.progress import Progress
 from gaussjax.studies import inversions
 
 _SPACES = flags.DEFINE_list("spaces", ["w", "wplus"], "Latent spaces (w, wplus, z, zplus).")
@@ -40,14 +41,17 @@ def true_energy(study, targets, space) -> float:
 
 def curve_plots(outdir, traces: dict) -> None:
     """psnr_curves.png and latent_curves.png: mean over targets per step, one line per (space, λ)."""
-    for metric, ylabel, logy in (("psnr", "PSNR (dB)", False), ("latent_mse", "latent MSE", True)):
+    for metric, name, ylabel, logy in (
+        ("psnr", "psnr", "PSNR (dB)", False),
+        ("latent_mse", "latent", "latent MSE", True),
+    ):
         series = {
             f"{space} λ={w:g}": (t.steps, getattr(t, metric).mean(axis=1))
             for (space, w), t in traces.items()
         }
         dashed = [f"{space} λ={w:g}" for space, w in traces if w > 0]
         plots.line_plot(
-            outdir / f"{metric}_curves.png",
+            outdir / f"{name}_curves.png",
             series,
             xlabel="step",
             ylabel=ylabel,
@@ -91,6 +95,7 @@ def run() -> None:
         raise ValueError("need --num_generated, --steps, --curve_every >= 1 and a target seed")
     study = study_flags.study()
     rows, traces, energies = [], {}, {}
+    progress = Progress(len(_SPACES.value) * len(weights), "inversions")
     for space in _SPACES.value:
         targets = inversions.generated_targets(study, space, _NUM_GENERATED.value, seeds)
         groups = np.repeat(seeds, _NUM_GENERATED.value)
@@ -101,7 +106,7 @@ def run() -> None:
             weights,
             targets,
             groups,
-            print,
+            progress.tick,
             num_steps=_STEPS.value,
             steps_per_dispatch=_EVERY.value,
         )

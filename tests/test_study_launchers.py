@@ -2,6 +2,7 @@
 are those of its results.json, with every embedded image present; bad flags exit with one line."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -9,32 +10,60 @@ import sys
 import numpy as np
 import pytest
 
+from gaussjax.analysis.prior import fit_generator_prior, save_prior
+from gaussjax.files.checkpoints import generator_fingerprint
+from gaussjax.networks.demo import demo_generator
+from gaussjax.networks.stylegan2 import PureGenerator
 from gaussjax.reports.markdown import Report, format_number
 from gaussjax.studies import inversions, metrics
 
-TINY = ["--prior_samples=300"]
 LAUNCHERS = {
     "latent_stats": ["--num_samples=200"],
     "artifacts": ["--num_samples=12", "--num_extremes=3", "--psis=0.7", "--taus=2"],
+    # The inversion launchers share one config (W, 2 steps, λ 0 and 1e-6, batch of 2), so with the
+    # shared compilation cache only the first of them compiles the engine.
     "reconstruction": [
         "--spaces=w",
         "--prior_weights=0,1e-6",
         "--target_seeds=0,1",
         "--num_generated=1",
-        "--steps=4",
-        "--curve_every=2",
+        "--steps=2",
+        "--curve_every=50",
     ],
-    "interpolation": ["--num_pairs=1", "--frames=3", "--steps=2", "--spaces=w"],
-    "prior_sweep": ["--space=w", "--prior_weights=0", "--num_generated=1", "--steps=2"],
+    "interpolation": [
+        "--num_pairs=1",
+        "--frames=3",
+        "--steps=2",
+        "--spaces=w",
+        "--prior_weight=1e-6",
+    ],
+    "prior_sweep": ["--space=w", "--prior_weights=0,1e-6", "--num_generated=1", "--steps=2"],
 }
 
 
-def run_launcher(name, *flags):
+@pytest.fixture(scope="session")
+def shared(tmp_path_factory):
+    """A demo-generator prior file for every launcher and a JAX compilation cache they share."""
+    root = tmp_path_factory.mktemp("study")
+    generator = demo_generator()
+    fns, params = PureGenerator.split(generator)
+    stats = fit_generator_prior(fns, params, generator.cfg, num_samples=300, seed=0, chunk_size=300)
+    save_prior(root / "prior.npz", stats, generator_fingerprint(generator))
+    env = {
+        **os.environ,
+        "JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
+    return root / "prior.npz", env
+
+
+def run_launcher(name, *flags, env=None):
     return subprocess.run(
         [sys.executable, "-m", f"experiments.{name}", *flags],
         capture_output=True,
         text=True,
         timeout=300,
+        env=env,
     )
 
 
@@ -44,8 +73,9 @@ def table_cells(row: dict) -> list[str]:
 
 
 @pytest.mark.parametrize("name", list(LAUNCHERS))
-def test_launcher_report_matches_its_json(name, tmp_path):
-    proc = run_launcher(name, f"--outdir={tmp_path}", *TINY, *LAUNCHERS[name])
+def test_launcher_report_matches_its_json(name, tmp_path, shared):
+    prior, env = shared
+    proc = run_launcher(name, f"--outdir={tmp_path}", f"--prior={prior}", *LAUNCHERS[name], env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[" in proc.stdout and "] " in proc.stdout, "expected a progress line"
     report = (tmp_path / "report.md").read_text()

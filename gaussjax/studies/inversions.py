@@ -55,7 +55,7 @@ def generated_targets(study: Study, space: str, num_per_seed: int, seeds) -> Tar
             num_generated=num_per_seed,
             outdir=study.base.outdir / "no-results-here",
         )
-        made = pipeline.generated_targets(spec, study.fns, study.params, study.cfg)
+        made = pipeline.generated_targets(spec, study.jitted_fns(), study.params, study.cfg)
         items += [(f"seed{seed}_{t['name']}", t) for t in made]
     return Targets(
         np.stack([t["pixels"] for _, t in items]).astype(np.float32),

@@ -2,6 +2,7 @@
 
 import dataclasses
 import pathlib
+import types
 from collections.abc import Callable
 
 import jax
@@ -40,6 +41,13 @@ class Study:
         if name not in cache:
             cache[name] = jax.jit(getattr(self.fns, name))
         return cache[name]
+
+    def jitted_fns(self) -> types.SimpleNamespace:
+        """`mapping` and `synthesis` of fns, jitted (for library code that calls them per image,
+        such as `pipeline.generated_targets`: eager calls would dispatch op by op)."""
+        return types.SimpleNamespace(
+            mapping=self._jitted("mapping"), synthesis=self._jitted("synthesis")
+        )
 
     def map(self, z, class_idx: int | None = None, chunk: int = 1024) -> np.ndarray:
         """Mapped latents [N, num_ws, w_dim] of z [N, z_dim], in jitted chunks. A conditional
