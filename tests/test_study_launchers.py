@@ -96,6 +96,23 @@ def test_launcher_without_outdir_fails_with_one_line():
     assert proc.stderr.strip().splitlines()[-1] == "error: --outdir is required"
 
 
+def test_library_imports_without_matplotlib_and_launchers_say_how_to_get_it(tmp_path):
+    block = "import sys; sys.modules['matplotlib'] = None; "
+    library = (
+        "import gaussjax, gaussjax.analysis.pca, gaussjax.studies.paths, gaussjax.reports.plots"
+    )
+    proc = subprocess.run([sys.executable, "-c", block + library], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    launcher = (
+        f"import runpy; sys.argv = ['artifacts', '--outdir={tmp_path}']; "
+        "runpy.run_module('experiments.artifacts', run_name='__main__')"
+    )
+    proc = subprocess.run([sys.executable, "-c", block + launcher], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: plots need matplotlib")
+    assert not (tmp_path / "report.md").exists()
+
+
 def test_report_tables_print_json_numbers(tmp_path):
     report = Report("t")
     report.table(
