@@ -29,6 +29,7 @@ _NUM_PAIRS = flags.DEFINE_integer("num_pairs", 3, "Pairs of inverted images.")
 _FRAMES = flags.DEFINE_integer("frames", 9, "Frames per path, ends included (>= 3).")
 _STEPS = flags.DEFINE_integer("steps", 200, "Optimisation steps.")
 SINGLE_CODE = ("w", "z")
+PATH_SPACES = ("w", "wplus", "z", "zplus")  # F spaces render from F too, which paths do not carry
 COLUMNS = [
     ("space", "space"),
     ("path", "path"),
@@ -132,6 +133,11 @@ def run() -> None:
     outdir = study_flags.outdir()
     if _NUM_PAIRS.value < 1 or _FRAMES.value < 3 or _STEPS.value < 1 or _WEIGHT.value <= 0:
         raise ValueError("need --num_pairs >= 1, --frames >= 3, --steps >= 1, --prior_weight > 0")
+    unsupported = set(_SPACES.value) - set(PATH_SPACES)
+    if unsupported:
+        raise ValueError(
+            f"--spaces: interpolation supports {PATH_SPACES}, not {sorted(unsupported)}"
+        )
     study = study_flags.study()
     ts = np.linspace(0.0, 1.0, _FRAMES.value)
     progress = Progress(2 * len(_SPACES.value), "inversions")

@@ -71,7 +71,10 @@ class Study:
         )
 
     def inverter(self, config: InversionConfig) -> Inverter:
-        """The engine for `config` on this generator, started from w̄ with the prior's w spread."""
+        """The engine for `config` on this generator, started from w̄ with the prior's w spread.
+        There are no LPIPS weights here: a space's default LPIPS term is dropped with a notice, as
+        experiments.invert does without --vgg."""
+        config = pipeline.resolve_lpips(dataclasses.replace(self.base, config=config)).config
         return Inverter(self.fns, self.cfg, config, self.stats["mean_w"], self.stats["w_std"])
 
 
