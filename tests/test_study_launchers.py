@@ -10,15 +10,11 @@ import sys
 import numpy as np
 import pytest
 
-from gaussjax.analysis.prior import fit_generator_prior, save_prior
-from gaussjax.files.checkpoints import generator_fingerprint
-from gaussjax.networks.demo import demo_generator
-from gaussjax.networks.stylegan2 import PureGenerator
 from gaussjax.reports.markdown import Report, format_number
 from gaussjax.studies import inversions, metrics
 
+LATENT_STATS = ["--num_samples=200"]
 LAUNCHERS = {
-    "latent_stats": ["--num_samples=200"],
     "artifacts": ["--num_samples=12", "--num_extremes=3", "--psis=0.7", "--taus=2"],
     # The inversion launchers share one config (W, 2 steps, λ 0 and 1e-6, batch of 2), so with the
     # shared compilation cache only the first of them compiles the engine.
@@ -43,18 +39,20 @@ LAUNCHERS = {
 
 @pytest.fixture(scope="session")
 def shared(tmp_path_factory):
-    """A demo-generator prior file for every launcher and a JAX compilation cache they share."""
+    """latent_stats run first: it fits the tiny demo prior every other launcher then reads
+    (--prior) and fills the JAX compilation cache they share. (prior file, env, its outdir)."""
     root = tmp_path_factory.mktemp("study")
-    generator = demo_generator()
-    fns, params = PureGenerator.split(generator)
-    stats = fit_generator_prior(fns, params, generator.cfg, num_samples=300, seed=0, chunk_size=300)
-    save_prior(root / "prior.npz", stats, generator_fingerprint(generator))
     env = {
         **os.environ,
         "JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache"),
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
     }
-    return root / "prior.npz", env
+    outdir = root / "latent_stats"
+    proc = run_launcher(
+        "latent_stats", f"--outdir={outdir}", "--prior_samples=300", *LATENT_STATS, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return outdir / "prior.npz", env, (outdir, proc.stdout)
 
 
 def run_launcher(name, *flags, env=None):
@@ -72,14 +70,12 @@ def table_cells(row: dict) -> list[str]:
     return [format_number(v) for v in row.values() if isinstance(v, int | float) or v is None]
 
 
-@pytest.mark.parametrize("name", list(LAUNCHERS))
-def test_launcher_report_matches_its_json(name, tmp_path, shared):
-    prior, env = shared
-    proc = run_launcher(name, f"--outdir={tmp_path}", f"--prior={prior}", *LAUNCHERS[name], env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "[" in proc.stdout and "] " in proc.stdout, "expected a progress line"
-    report = (tmp_path / "report.md").read_text()
-    data = json.loads((tmp_path / "results.json").read_text())
+def check_report(outdir, stdout) -> None:
+    """A progress line was printed; every number of results.json's tables is in report.md as the
+    report formats it; every embedded image exists."""
+    assert re.search(r"^\[#+ *\] \d+/\d+ ", stdout, re.M), "expected a progress line"
+    report = (outdir / "report.md").read_text()
+    data = json.loads((outdir / "results.json").read_text())
     assert data["tables"], "the report has no tables"
     for rows in data["tables"].values():
         assert rows
@@ -87,27 +83,35 @@ def test_launcher_report_matches_its_json(name, tmp_path, shared):
             for cell in table_cells(row):
                 assert cell in report, f"{cell} of {row} is not in report.md"
     embedded = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
-    assert embedded and all((tmp_path / f).stat().st_size > 0 for f in embedded)
+    assert embedded and all((outdir / f).stat().st_size > 0 for f in embedded)
 
 
-def test_launcher_without_outdir_fails_with_one_line():
-    proc = run_launcher("artifacts")
-    assert proc.returncode != 0
-    assert proc.stderr.strip().splitlines()[-1] == "error: --outdir is required"
+def test_latent_stats_report_matches_its_json(shared):
+    check_report(*shared[2])
+
+
+@pytest.mark.parametrize("name", list(LAUNCHERS))
+def test_launcher_report_matches_its_json(name, tmp_path, shared):
+    prior, env, _ = shared
+    proc = run_launcher(name, f"--outdir={tmp_path}", f"--prior={prior}", *LAUNCHERS[name], env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    check_report(tmp_path, proc.stdout)
 
 
 def test_library_imports_without_matplotlib_and_launchers_say_how_to_get_it(tmp_path):
+    # The library modules import (else the traceback would be the last line), then the launcher
+    # stops with one line before doing any work.
     block = "import sys; sys.modules['matplotlib'] = None; "
     library = (
-        "import gaussjax, gaussjax.analysis.pca, gaussjax.studies.paths, gaussjax.reports.plots"
+        "import gaussjax, gaussjax.analysis.pca, gaussjax.studies.paths, gaussjax.reports.plots; "
     )
-    proc = subprocess.run([sys.executable, "-c", block + library], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
     launcher = (
         f"import runpy; sys.argv = ['artifacts', '--outdir={tmp_path}']; "
         "runpy.run_module('experiments.artifacts', run_name='__main__')"
     )
-    proc = subprocess.run([sys.executable, "-c", block + launcher], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", block + library + launcher], capture_output=True, text=True
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: plots need matplotlib")
     assert not (tmp_path / "report.md").exists()
