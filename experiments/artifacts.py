@@ -34,6 +34,15 @@ _TAUS = flags.DEFINE_list(
 )
 _NUM_COMPONENTS = flags.DEFINE_integer("num_components", None, "Compress only the first K PCs.")
 _NUM_EXTREMES = flags.DEFINE_integer("num_extremes", 8, "Outlier samples to profile and show.")
+COLUMNS = [
+    ("method", "method"),
+    ("per_pixel_std", "per-pixel std"),
+    ("mean_pairwise_distance", "mean pairwise distance"),
+    ("change_from_raw", "change from raw (all)"),
+    ("change_from_raw_outliers", "change from raw (outliers)"),
+    ("max_coefficient_outliers", "largest abs c, outliers"),
+    ("max_coefficient_all", "largest abs c, all"),
+]
 
 
 def methods(pca) -> dict:
@@ -100,16 +109,8 @@ def report_text(rows, extremes_count, num_samples) -> str:
     return "\n\n".join(lines)
 
 
-def run() -> None:
-    outdir = study_flags.outdir()
-    if _NUM_SAMPLES.value < 2 or _NUM_EXTREMES.value < 1:
-        raise ValueError("--num_samples must be >= 2 and --num_extremes >= 1")
-    study = study_flags.study()
-    pca = study.pca
-    w = study.map(sample_z(_NUM_SAMPLES.value, study.cfg.z_dim, study_flags.SEED.value))[:, 0]
-    raw_c = np.asarray(pca_lib.to_coefficients(pca, jnp.asarray(w)))
-    order = np.argsort(-np.asarray(pca_lib.outlier_scores(raw_c, _NUM_COMPONENTS.value)))
-    extremes = order[: min(_NUM_EXTREMES.value, len(w))]
+def evaluate_methods(study, pca, w, extremes):
+    """Renders every method's samples: (table rows, {method: images of the outliers})."""
     table = methods(pca)
     progress = Progress(len(table), "methods")
     rows, grids, raw_imgs = [], {}, None
@@ -120,30 +121,36 @@ def run() -> None:
         rows.append(method_row(name, w_new, imgs, raw_imgs, pca, extremes))
         grids[name] = imgs[extremes]
         progress.tick(name)
-    write_plots(outdir, raw_c, extremes, grids)
+    return rows, grids
+
+
+def build_report(rows, extremes, num_samples) -> Report:
     report = Report("Artifacts: truncation versus log compression of PC coefficients")
-    report.text(report_text(rows, len(extremes), len(w)))
-    report.table(
-        "methods",
-        rows,
-        [
-            ("method", "method"),
-            ("per_pixel_std", "per-pixel std"),
-            ("mean_pairwise_distance", "mean pairwise distance"),
-            ("change_from_raw", "change from raw (all)"),
-            ("change_from_raw_outliers", "change from raw (outliers)"),
-            ("max_coefficient_outliers", "largest abs c, outliers"),
-            ("max_coefficient_all", "largest abs c, all"),
-        ],
-    )
+    report.text(report_text(rows, len(extremes), num_samples))
+    report.table("methods", rows, COLUMNS)
     report.image(
         "pc_profile.png", "mean |whitened PC coefficient| of the outliers and of all samples"
     )
-    report.image("extremes.png", "the outliers; rows: " + ", ".join(table))
+    report.image("extremes.png", "the outliers; rows: " + ", ".join(r["method"] for r in rows))
     report.text(
         "The compression formula, its threshold and components are our choice (the paper's are "
         "unknown). Distances are RMS pixel differences in [-1, 1] units."
     )
+    return report
+
+
+def run() -> None:
+    outdir = study_flags.outdir()
+    if _NUM_SAMPLES.value < 2 or _NUM_EXTREMES.value < 1:
+        raise ValueError("--num_samples must be >= 2 and --num_extremes >= 1")
+    study = study_flags.study()
+    pca = study.pca
+    w = study.map(sample_z(_NUM_SAMPLES.value, study.cfg.z_dim, study_flags.SEED.value))[:, 0]
+    raw_c = np.asarray(pca_lib.to_coefficients(pca, jnp.asarray(w)))
+    order = np.argsort(-np.asarray(pca_lib.outlier_scores(raw_c, _NUM_COMPONENTS.value)))
+    extremes = order[: min(_NUM_EXTREMES.value, len(w))]
+    rows, grids = evaluate_methods(study, pca, w, extremes)
+    write_plots(outdir, raw_c, extremes, grids)
     settings = {
         "num_samples": len(w),
         "psis": _PSIS.value,
@@ -155,7 +162,7 @@ def run() -> None:
         "raw_coefficient_mean_abs": np.abs(raw_c).mean(axis=0),
         "outlier_coefficient_mean_abs": np.abs(raw_c[extremes]).mean(axis=0),
     }
-    report.write(outdir, {"settings": settings})
+    build_report(rows, extremes, len(w)).write(outdir, {"settings": settings})
     print(f"wrote {outdir / 'report.md'}, results.json and PNGs")
 
 
