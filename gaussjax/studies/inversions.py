@@ -6,7 +6,6 @@ one extra render per dispatch. Results equal those of `Inverter.invert` (same ca
 """
 
 import dataclasses
-import zlib
 
 import jax.numpy as jnp
 import numpy as np
@@ -53,6 +52,8 @@ def generated_targets(study: Study, space: str, num_per_seed: int, seeds) -> Tar
             config=InversionConfig.for_space(space),
             seed=int(seed),
             num_generated=num_per_seed,
+            # pipeline.generated_targets marks targets finished in spec.outdir; a study keeps
+            # no per-image results, so point it at a folder that holds none.
             outdir=study.base.outdir / "no-results-here",
         )
         made = pipeline.generated_targets(spec, study.jitted_fns(), study.params, study.cfg)
@@ -61,7 +62,7 @@ def generated_targets(study: Study, space: str, num_per_seed: int, seeds) -> Tar
         np.stack([t["pixels"] for _, t in items]).astype(np.float32),
         np.stack([t["true_ws"] for _, t in items]).astype(np.float32),
         [name for name, _ in items],
-        np.asarray([zlib.crc32(n.encode()) & 0x7FFFFFFF for n, _ in items], np.int32),
+        np.asarray([pipeline.image_seed(name) for name, _ in items], np.int32),
     )
 
 
