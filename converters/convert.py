@@ -19,10 +19,11 @@ import hashlib
 import pathlib
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from converters import files, nvidia_pickle, official, rosinality, tf_official, tf_pickle
 from converters.errors import ConversionError
+from gaussjax import cli
 from gaussjax.files import checkpoints
 from gaussjax.networks.config import GeneratorConfig
 
@@ -123,9 +124,18 @@ def _from_torch_file(path, network, conv_clamp, mapping_lr_multiplier):
 
 
 def convert(
-    src, dst, network="G_ema", overwrite=False, conv_clamp=None, mapping_lr_multiplier=0.01
+    src,
+    dst,
+    network="G_ema",
+    overwrite=False,
+    conv_clamp=None,
+    mapping_lr_multiplier=0.01,
+    log=print,
 ):
     """Converts `src` into the generator directory `dst`. Returns the Generator.
+
+    With `overwrite`, a prior cached in the old `dst` is kept (see checkpoints.carry_over_prior);
+    `log` gets the message saying so.
 
     Raises:
       ConversionError: unreadable, unsafe or unsupported input; FileExistsError for an existing dst.
@@ -140,7 +150,9 @@ def convert(
         "format": fmt,
         "network": network,
     }
-    checkpoints.save_generator(dst, generator, metadata={"source": source}, overwrite=overwrite)
+    checkpoints.save_generator(
+        dst, generator, metadata={"source": source}, overwrite=overwrite, log=log
+    )
     return generator
 
 
@@ -167,4 +179,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

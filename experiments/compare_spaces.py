@@ -1,4 +1,4 @@
-"""Compares latent spaces at equal steps: PSNR (and LPIPS with --vgg) per space, in-domain and out-of-domain.
+r"""Compares latent spaces at equal steps: PSNR (and LPIPS with --vgg) per space, in-domain and out-of-domain.
 
     python -m experiments.compare_spaces --outdir=out/spaces --steps=300 \
         [--generator=DIR] [--ood_images=DIR|GLOB] [--spaces=w,wplus,z,zplus,f_w,f_wplus,f_z,f_zplus] \
@@ -15,8 +15,9 @@ import pathlib
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
+from gaussjax import cli
 from gaussjax.files import results
 from gaussjax.inversion import pipeline
 from gaussjax.inversion.engine import InversionConfig
@@ -139,4 +140,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

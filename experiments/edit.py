@@ -1,4 +1,4 @@
-"""Edits or interpolates inversion results in their own latent space; writes PNG strips and GIFs.
+r"""Edits or interpolates inversion results in their own latent space; writes PNG strips and GIFs.
 
     python -m experiments.edit --generator=DIR --result=out/invert/NAME.npz --outdir=out/edit \
         [--direction=dir.npy | --component=K] [--distances=-2:2:11] \
@@ -8,7 +8,7 @@ Z/Z+ results (z, zplus, f_z, f_zplus) walk on the sphere with re-projection afte
 F held fixed; W/W+ results move linearly. --direction is a .npy of shape [D] or the latent's shape;
 --component=K uses the K-th principal direction of mapped samples (GANSpace style: for Z the
 regression of z on the W principal coordinates), scaled by its standard deviation. With
---interpolate_to it interpolates instead (slerp per Z row, lerp otherwise). Writes NAME_edit.png
+--interpolate_to it interpolates instead (slerp per Z row, lerp otherwise). Writes sheets/NAME_edit.png
 (a strip) and NAME_edit.gif (or NAME_interp.*), without --generator the built-in demo generator.
 """
 
@@ -17,9 +17,9 @@ import sys
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from gaussjax import editing
+from gaussjax import cli, editing
 from gaussjax.files import checkpoints, images
 from gaussjax.inversion.saved import load_results, render_variables
 from gaussjax.networks.demo import demo_generator
@@ -109,12 +109,12 @@ def main(argv):
     outdir = pathlib.Path(_OUTDIR.value)
     outdir.mkdir(parents=True, exist_ok=True)
     name = f"{pathlib.Path(_RESULT.value).stem}_{suffix}"
-    images.save_png(outdir / f"{name}.png", images.make_grid(frames, columns=len(frames)))
+    (outdir / images.SHEETS_DIR).mkdir(exist_ok=True)  # strips stay out of image folders
+    strip = outdir / images.SHEETS_DIR / f"{name}.png"
+    images.save_png(strip, images.make_grid(frames, columns=len(frames)))
     images.save_gif(outdir / f"{name}.gif", frames, _DURATION.value)
-    print(
-        f"wrote {name}.png ({len(frames)} frames, {saved.space.name} space) and {name}.gif to {outdir}"
-    )
+    print(f"wrote {strip} ({len(frames)} frames, {saved.space.name} space) and {outdir / name}.gif")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -1,11 +1,11 @@
-"""Fits the Gaussianized latent prior (μ, Σ of v = LeakyReLU_5(w)) of a gaussjax generator.
+r"""Fits the Gaussianized latent prior (μ, Σ of v = LeakyReLU_5(w)) of a gaussjax generator.
 
     python -m experiments.fit_prior --generator=DIR --num_samples=N --seed=S --out=prior.npz \
         [--chunk_size=4096] [--class_idx=K]
 
 Samples z ~ N(0, I), maps it to w, accumulates the mean and covariance of v = gaussianize(w) in
-float64 (papers note §1.3), prints the skewness / excess kurtosis of w vs v, and writes an npz for
-`gaussjax.prior.load_prior`, stamped with the generator's fingerprint so that it is never used with
+float64, prints the skewness / excess kurtosis of w vs v, and writes an npz for
+`gaussjax.analysis.prior.load_prior`, stamped with the generator's fingerprint so that it is never used with
 another generator. On a conditional generator, --class_idx=K fits class K; without it the prior is
 the marginal over classes (each sample's class drawn uniformly at random).
 """
@@ -14,8 +14,9 @@ import pathlib
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
+from gaussjax import cli
 from gaussjax.analysis import prior
 from gaussjax.files import checkpoints
 from gaussjax.networks.stylegan2 import PureGenerator
@@ -108,4 +109,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

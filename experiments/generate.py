@@ -1,10 +1,10 @@
-"""Renders images from a gaussjax generator: seeds (official generate.py seeding) or saved latents.
+r"""Renders images from a gaussjax generator: seeds (official generate.py seeding) or saved latents.
 
     python -m experiments.generate --generator=out/skip32 --seeds=0-7 --outdir=out/images \
         [--class_idx=K] [--truncation_psi=0.7] [--truncation_cutoff=N] [--noise_mode=const] \
         [--latents=projected_w.npz]
 
-Writes seedNNNN.png per seed (or latentNNNN.png per row of --latents) and grid.png. z for seed s is
+Writes seedNNNN.png per seed (or latentNNNN.png per row of --latents) and sheets/grid.png. z for seed s is
 np.random.RandomState(s).randn(1, z_dim), as in NVIDIA's generate.py, so seeds give the same images as
 the official code. --latents renders an experiments.invert result in its own space (W, W+, Z, Z+,
 F/...: the saved native latents), or key `w` [N, num_ws, w_dim] of any other file (the official
@@ -17,8 +17,9 @@ import sys
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
+from gaussjax import cli
 from gaussjax.files import checkpoints, images
 from gaussjax.inversion.saved import load_results, render_variables
 from gaussjax.networks.demo import DEMO_NOTICE, demo_generator
@@ -99,9 +100,13 @@ def main(argv):
         )
     for name, img in zip(names, imgs):
         images.save_png(outdir / f"{name}.png", img)
-    images.save_png(outdir / "grid.png", images.make_grid(imgs))
-    print(f"wrote {len(imgs)} images and grid.png to {outdir}")
+    # In a subfolder, so that `invert --images=OUTDIR` takes the images and not the contact sheet.
+    (outdir / images.SHEETS_DIR).mkdir(exist_ok=True)
+    images.save_png(outdir / images.SHEETS_DIR / "grid.png", images.make_grid(imgs))
+    print(
+        f"wrote {len(imgs)} images to {outdir} and their contact sheet {images.SHEETS_DIR}/grid.png"
+    )
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -1,4 +1,4 @@
-"""Inverts images into a StyleGAN2 latent space, with the Gaussianized prior (the main job).
+r"""Inverts images into a StyleGAN2 latent space, with the Gaussianized prior (the main job).
 
     python -m experiments.invert --outdir=out/invert \
         [--generator=DIR] [--prior=prior.npz] [--images=DIR|GLOB|FILE] \
@@ -19,8 +19,9 @@ import pathlib
 import sys
 
 import jax
-from absl import app, flags
+from absl import flags
 
+from gaussjax import cli
 from gaussjax.inversion import pipeline
 from gaussjax.inversion.engine import InversionConfig
 from gaussjax.inversion.spaces import SPACES
@@ -54,6 +55,11 @@ _VGG = flags.DEFINE_string(
 )
 _LPIPS_LIN = flags.DEFINE_string(
     "lpips_lin", None, "LPIPS v0.1 lin weights (with a torchvision --vgg)."
+)
+_SAVE_VIDEO = flags.DEFINE_bool(
+    "save_video",
+    False,
+    "Also write video/NAME.gif: target | image after every --steps_per_dispatch steps.",
 )
 _MULTIHOST = flags.DEFINE_bool(
     "multihost",
@@ -122,6 +128,18 @@ _CONFIG_FLAGS = {
         "class_idx",
         flags.DEFINE_integer("class_idx", None, "Conditional generators: the class."),
     ),
+    "dtype": (
+        "dtype",
+        flags.DEFINE_enum(
+            "dtype", None, ["float32", "bfloat16"], "Synthesis compute dtype (bfloat16: GPU/TPU)."
+        ),
+    ),
+    "remat": (
+        "remat",
+        flags.DEFINE_bool(
+            "remat", None, "Recompute synthesis blocks in the backward pass (memory)."
+        ),
+    ),
 }
 
 
@@ -174,19 +192,19 @@ def main(argv):
             vgg=_VGG.value,
             lpips_lin=_LPIPS_LIN.value,
             lpips_explicit=bool(_LOSS.value and "lpips" in _LOSS.value),
+            save_video=_SAVE_VIDEO.value,
             log=log,
         )
         summary = pipeline.run(spec)
     except (ValueError, FileNotFoundError, OSError) as e:
         sys.exit(f"error: {e}")
-    log(
-        f"inverted {summary.inverted} now, {summary.finished}/{summary.total} finished in total; "
-        f"results in {_OUTDIR.value}"
-    )
+    log(f"inverted {summary.inverted} now, {summary.finished}/{summary.total} finished in total")
+    for line in summary.report:
+        log(line)
     if summary.finished == 0:
         sys.exit("error: no image could be inverted (see summary.jsonl)")
 
 
 if __name__ == "__main__":
     jax.config.config_with_absl()  # --jax_platforms, --jax_num_cpu_devices, ... work as flags
-    app.run(main)
+    cli.run(main)

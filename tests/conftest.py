@@ -1,6 +1,7 @@
 """Shared test set-up: 4 CPU devices (sharding tests), fixture generators, strict numerics."""
 
 import json
+import os
 
 import jax
 import numpy as np
@@ -15,6 +16,15 @@ from converters import official  # noqa: E402
 from gaussjax.networks.config import GeneratorConfig  # noqa: E402
 
 OFFICIAL_FIXTURES = ("skip32", "cond64_resnet", "orig16_gray")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """Launchers (and their subprocesses) share one persistent compilation cache per test session,
+    never the user's ~/.cache."""
+    path = tmp_path_factory.mktemp("xla_cache")
+    os.environ["GAUSSJAX_CACHE_DIR"] = str(path)
+    return path
 
 
 @pytest.fixture(scope="session")

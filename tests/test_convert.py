@@ -87,6 +87,12 @@ def test_converting_twice_is_identical_and_dst_is_protected(fixture_dir, tmp_pat
     assert (tmp_path / "a" / "config.json").read_bytes() == (
         tmp_path / "b" / "config.json"
     ).read_bytes()
+    # The weights read back are identical (weights/ bytes are not: Orbax stores timestamps).
+    fingerprints = {
+        checkpoints.generator_fingerprint(checkpoints.load_generator_module(tmp_path / d))
+        for d in "ab"
+    }
+    assert fingerprints == {checkpoints.read_generator_config(tmp_path / "a")[1]["fingerprint"]}
     with pytest.raises(FileExistsError, match="--overwrite"):
         convert_lib.convert(src, tmp_path / "a")
     convert_lib.convert(fixture_dir / "skip32.pkl", tmp_path / "a", overwrite=True)
@@ -153,3 +159,20 @@ def test_cli_exit_code_and_message(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "no such file" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_is_quiet_unless_verbosity_is_given(fixture_dir, tmp_path):
+    def run(*flags):
+        return subprocess.run(
+            [sys.executable, "-m", "converters.convert", f"--src={fixture_dir / 'orig16_gray.pkl'}"]
+            + list(flags),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    quiet = run(f"--dst={tmp_path / 'a'}")
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert quiet.stderr == "" and len(quiet.stdout.splitlines()) == 1  # "wrote ...": nothing else
+    verbose = run(f"--dst={tmp_path / 'b'}", "--verbosity=0")
+    assert verbose.returncode == 0 and "checkpoint" in verbose.stderr  # Orbax's INFO lines

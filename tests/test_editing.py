@@ -252,7 +252,7 @@ def test_edit_launcher_walks_a_zplus_result_and_interpolates(tmp_path):
     assert edit.returncode == 0, edit.stderr[-2000:]
     with Image.open(tmp_path / "edit" / "generated0000_edit.gif") as gif:
         assert gif.n_frames == 3
-    strip = np.asarray(Image.open(tmp_path / "edit" / "generated0000_edit.png"))
+    strip = np.asarray(Image.open(tmp_path / "edit" / "sheets" / "generated0000_edit.png"))
     assert strip.shape == (32, 96, 3)
     middle = strip[:, 32:64]  # distance 0: the inversion result itself
     np.testing.assert_array_equal(
@@ -266,7 +266,7 @@ def test_edit_launcher_walks_a_zplus_result_and_interpolates(tmp_path):
         f"--outdir={tmp_path / 'edit'}",
     )
     assert interp.returncode == 0, interp.stderr[-2000:]
-    strip = np.asarray(Image.open(tmp_path / "edit" / "generated0000_interp.png"))
+    strip = np.asarray(Image.open(tmp_path / "edit" / "sheets" / "generated0000_interp.png"))
     np.testing.assert_array_equal(
         strip[:, -32:], np.asarray(Image.open(tmp_path / "inv" / "generated0001.png"))
     )

@@ -45,12 +45,12 @@ def test_latents_render_to_the_official_images_and_seeds_write_a_grid(fixture_di
         f"--outdir={tmp_path / 'seeds'}",
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert sorted(p.name for p in (tmp_path / "seeds").iterdir()) == [
-        "grid.png",
-        "seed0000.png",
-        "seed0001.png",
-        "seed0002.png",
-    ]
+    # The grid sits in sheets/, so a folder of generated images holds only them (invert --images).
+    names = ["seed0000.png", "seed0001.png", "seed0002.png"]
+    assert [p.name for p in images.image_files(str(tmp_path / "seeds"))] == names
+    grid = np.asarray(Image.open(tmp_path / "seeds" / "sheets" / "grid.png"))
+    seeds = [np.asarray(Image.open(tmp_path / "seeds" / n)) for n in names]
+    np.testing.assert_array_equal(grid[:32, :64], np.concatenate(seeds[:2], axis=1))
     bad = generate(
         f"--generator={tmp_path / 'gen'}",
         f"--latents={fixture_dir / 'cond64_resnet_io.npz'}",

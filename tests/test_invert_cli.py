@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -270,15 +271,111 @@ def test_conditional_generator_prior_cache_prior_off_and_changed_settings(tmp_pa
     assert changed.returncode != 0 and "other settings (num_steps)" in changed.stderr
 
 
-@pytest.mark.parametrize("flag", ["--steps=0", "--batch_size=0", "--optimizer=chain", "--space=z9"])
-def test_bad_flags_give_one_line_errors(tmp_path, flag):
-    result = run_invert(tmp_path / "out", flag)
+@pytest.mark.parametrize(
+    "flag",
+    [
+        "--steps=0",
+        "--batch_size=0",
+        "--optimizer=chain",
+        "--space=z9",
+        "--generator={tmp}/nothing",
+        "--prior={tmp}/garbage.npz",
+        "--loss=lpips",
+        "--prior_weight=-1",
+        "--images={tmp}/nothing",
+    ],
+)
+def test_bad_flags_give_one_line_errors_and_create_no_outdir(tmp_path, flag):
+    (tmp_path / "garbage.npz").write_bytes(b"garbage")
+    result = run_invert(tmp_path / "out", flag.format(tmp=tmp_path))
     assert result.returncode != 0
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr and "allow_pickle" not in result.stderr
     assert (
         result.stderr.strip().splitlines()[-1].startswith("error: ")
         or "FATAL Flags parsing error" in result.stderr
     )
+    assert not (tmp_path / "out").exists()  # created only when work starts
+
+
+def own_prior(path, dim=64):
+    """A bring-your-own prior (mean and cov only) for the demo generator: no fit needed."""
+    np.savez(path, mean=np.zeros(dim), cov=np.eye(dim))
+    return f"--prior={path}"
+
+
+def test_failed_run_writes_nothing_and_never_blocks_the_corrected_run(tmp_path):
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "in" / "black.png")
+    prior = own_prior(tmp_path / "mine.npz")
+    typo = run_invert(tmp_path / "out", f"--images={tmp_path / 'inn'}", prior)
+    assert typo.returncode != 0 and "matches no image files" in typo.stderr
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "out").mkdir()  # as an older version left it: settings, no results
+    (tmp_path / "out" / "run.json").write_text('{"num_steps": 999}')
+    fixed = run_invert(tmp_path / "out", f"--images={tmp_path / 'in'}", prior, "--steps=2")
+    assert fixed.returncode == 0, fixed.stderr[-2000:]
+    assert results.finished_names(tmp_path / "out") == {"black"}
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["num_steps"] == 2
+
+
+def test_run_shows_progress_and_a_summary_and_writes_what_users_look_at(tmp_path):
+    """One run: quiet logs, progress with ETA, the end-of-run summary, prepared targets, sheets,
+    trace.jsonl, loss_curve.png, videos, per-image seconds and the usual file permissions."""
+    out = tmp_path / "out"
+    flags = ["--num_generated=3", "--steps=4", "--steps_per_dispatch=2", "--save_video"]
+    result = run_invert(out, *flags, own_prior(tmp_path / "mine.npz"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    both = result.stdout + result.stderr
+    assert "Unable to initialize backend" not in both and not re.search(r"^I\d{4} ", both, re.M)
+    assert "images 1-2 of 3 (batch 1/2, 0 done)  step 2/4" in result.stdout
+    assert "images 3 of 3 (batch 2/2, 2 done)  step 4/4" in result.stdout
+    assert "ETA 0s" in result.stdout
+    tail = result.stdout.strip().splitlines()[-4:]
+    assert tail[1] == "3 of 3 images finished" and tail[2].startswith("PSNR  mean ")
+    assert f"files in {out}/" in tail[3]
+    records = {r["name"]: r for r in results.read_summary(out)}
+    assert tail[2].endswith(f"({min(records, key=lambda n: records[n]['psnr'])})")  # the worst
+    first = records["generated0000"]
+    assert first["seconds"] == pytest.approx(first["batch_seconds"] / 2, abs=1e-3)
+    read = lambda path: np.asarray(Image.open(path))  # noqa: E731
+    sheet = read(out / "sheets" / "batch0000.png")
+    assert sheet.shape == (64, 96, 3) and read(out / "sheets" / "batch0001.png").shape == (
+        32,
+        96,
+        3,
+    )
+    for row, name in enumerate(["generated0000", "generated0001"]):
+        target, recon = read(out / "targets" / f"{name}.png"), read(out / f"{name}.png")
+        cells = np.split(sheet[32 * row : 32 * (row + 1)], 3, axis=1)
+        np.testing.assert_array_equal(cells[0], target)
+        np.testing.assert_array_equal(cells[1], recon)
+        np.testing.assert_array_equal(cells[2], np.abs(target.astype(int) - recon.astype(int)))
+    traces = results.read_traces(out)
+    assert sorted(traces) == sorted(records) and all(s == [2, 4] for s, _ in traces.values())
+    assert read(out / "loss_curve.png").shape == (400, 640, 3)
+    with Image.open(out / "video" / "generated0002.gif") as gif:
+        assert gif.n_frames == 2 and gif.size == (64, 32)  # target | image, after each dispatch
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [p for p in out.rglob("*") if p.is_file()]:
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
+    out = tmp_path / "out"
+    flags = ["--num_generated=3", "--batch_size=1", "--steps=40", own_prior(tmp_path / "p.npz")]
+    cmd = [sys.executable, "-m", "experiments.invert", f"--outdir={out}", *FAST, *flags]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not results.finished_names(out):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in stderr
+    done = len(results.finished_names(out))
+    assert stderr.strip().splitlines() == [
+        f"interrupted after {done} of 3 images; rerun the same command to resume"
+    ]
 
 
 def test_resume_after_sigkill_in_f_zplus(tmp_path):

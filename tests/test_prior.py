@@ -262,7 +262,7 @@ def test_load_prior_refuses_bad_files(tmp_path):
     with pytest.raises(ValueError, match="cannot read as .npz"):
         load_prior(tmp_path / "array.npy")
     np.savez(tmp_path / "partial.npz", mean=np.zeros(3))
-    with pytest.raises(ValueError, match="missing keys"):
+    with pytest.raises(ValueError, match=r"not a prior file, missing \['cov'\]"):
         load_prior(tmp_path / "partial.npz")
     good = tmp_path / "good.npz"
     save_prior(good, _small_stats(), "abcd")

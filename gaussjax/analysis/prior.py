@@ -19,6 +19,7 @@ Typical use:
 import dataclasses
 import functools
 import io
+import math
 import pathlib
 from collections.abc import Callable
 from typing import NamedTuple
@@ -28,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gaussjax.analysis.gaussianize import gaussianize
+from gaussjax.files.checkpoints import FINGERPRINT_KEY
 from gaussjax.files.safe_io import read_npz, write_bytes_atomic
 from gaussjax.networks.config import GeneratorConfig
 
@@ -47,7 +49,6 @@ PRIOR_KEYS = (
     "kurt_v",
 )
 _VECTOR_KEYS = ("mean_w", "skew_w", "kurt_w", "skew_v", "kurt_v")  # each [D]
-FINGERPRINT_KEY = "generator_fingerprint"
 _SCALAR_TYPES = {
     "num_samples": int,
     "seed": int,
@@ -405,22 +406,64 @@ def save_prior(path, stats: dict, generator_fingerprint: str) -> None:
     write_bytes_atomic(path, buffer.getvalue())
 
 
+# What a prior file must hold; the rest is filled in (`_complete_prior`), so a prior made
+# elsewhere (only μ and Σ of v) loads too.
+REQUIRED_KEYS = ("mean", "cov")
+DEFAULT_NEGATIVE_SLOPE = 0.2  # StyleGAN2's mapping network
+
+
 def _read_prior_file(path: pathlib.Path) -> dict:
     """The arrays of a prior npz (scalars as Python values), or a one-line ValueError."""
     if not path.is_file():
         raise ValueError(f"{path}: no such prior file (make one with experiments.fit_prior)")
     stats = read_npz(path)
-    missing = [k for k in (*PRIOR_KEYS, FINGERPRINT_KEY) if k not in stats]
+    missing = [k for k in REQUIRED_KEYS if k not in stats]
     if missing:
-        raise ValueError(f"{path}: not a prior file, missing keys {missing}")
+        raise ValueError(
+            f"{path}: not a prior file, missing {missing} (a prior needs at least 'mean' [D] and "
+            "'cov' [D, D] of v = LeakyReLU_5(w))"
+        )
     dim = stats["mean"].shape[0] if stats["mean"].ndim == 1 else -1
-    if stats["cov"].shape != (dim, dim) or any(stats[k].shape != (dim,) for k in _VECTOR_KEYS):
+    vectors = [k for k in _VECTOR_KEYS if k in stats]
+    if stats["cov"].shape != (dim, dim) or any(stats[k].shape != (dim,) for k in vectors):
         raise ValueError(
             f"{path}: corrupt prior file (mean {stats['mean'].shape}, cov {stats['cov'].shape})"
         )
     for key, kind in _SCALAR_TYPES.items():
-        stats[key] = kind(stats[key])
-    return stats
+        if key in stats:
+            stats[key] = kind(stats[key])
+    return _complete_prior(stats)
+
+
+def _complete_prior(stats: dict) -> dict:
+    """Fills what a bring-your-own prior may lack: negative_slope (0.2), mean_w and w_std (in
+    closed form from μ, Σ), and None for the fit's provenance (num_samples, seed, class_idx,
+    generator_fingerprint: a prior without one is not checked against the generator). The
+    diagnostics (skew_*, kurt_*) stay absent."""
+    stats = {"negative_slope": DEFAULT_NEGATIVE_SLOPE, **stats}
+    if "mean_w" not in stats or "w_std" not in stats:
+        mean_w, w_std = degaussianized_moments(stats["mean"], stats["cov"], stats["negative_slope"])
+        stats = {"mean_w": mean_w, "w_std": w_std, **stats}
+    return {k: stats.get(k) for k in ("num_samples", "seed", "class_idx", FINGERPRINT_KEY)} | stats
+
+
+def degaussianized_moments(mean, cov, negative_slope: float) -> tuple[np.ndarray, float]:
+    """Mean [D] and RMS spread sqrt(Σ_i Var w_i) (as `w_std`) of w = degaussianize(v) when
+    v ~ N(mean, cov), coordinate by coordinate in closed form.
+
+    With α = μ/σ, Φ, φ the normal cdf and pdf: E[v·1(v≥0)] = μΦ(α) + σφ(α) and
+    E[v²·1(v≥0)] = (μ² + σ²)Φ(α) + μσφ(α); the negative half is the rest, scaled by the slope.
+    """
+    mu = np.asarray(mean, np.float64)
+    sigma = np.sqrt(np.maximum(np.diag(np.asarray(cov, np.float64)), 1e-30))
+    alpha = mu / sigma
+    cdf = 0.5 * (1.0 + np.vectorize(math.erf)(alpha / math.sqrt(2.0)))
+    pdf = np.exp(-0.5 * alpha**2) / math.sqrt(2.0 * math.pi)
+    pos1 = mu * cdf + sigma * pdf
+    pos2 = (mu**2 + sigma**2) * cdf + mu * sigma * pdf
+    mean_w = pos1 + negative_slope * (mu - pos1)
+    second_w = pos2 + negative_slope**2 * (mu**2 + sigma**2 - pos2)
+    return mean_w, float(np.sqrt(np.sum(np.maximum(second_w - mean_w**2, 0.0))))
 
 
 def load_prior(
@@ -431,20 +474,21 @@ def load_prior(
     Args:
       path: the npz file.
       expected_fingerprint: if given, the fingerprint of the generator in use; a prior fitted on
-        another generator is refused.
+        another generator is refused (a prior without a fingerprint is not checked).
       ridge: relative ridge for `make_prior`.
 
     Returns:
-      (prior, stats): the GaussianPrior and the stored dict (PRIOR_KEYS + generator_fingerprint).
+      (prior, stats): the GaussianPrior and the stored dict (PRIOR_KEYS + generator_fingerprint;
+      for a file holding only mean and cov, the rest as `_complete_prior` fills it in).
 
     Raises:
-      ValueError: missing, unreadable or incomplete file, a fingerprint mismatch, or a covariance
+      ValueError: missing or unreadable file, no mean/cov, a fingerprint mismatch, or a covariance
         that cannot be factorised.
     """
     path = pathlib.Path(path)
     stats = _read_prior_file(path)
     stored = stats[FINGERPRINT_KEY]
-    if expected_fingerprint is not None and stored != expected_fingerprint:
+    if None not in (expected_fingerprint, stored) and stored != expected_fingerprint:
         raise ValueError(
             f"{path} was fitted for generator {stored}, but this generator is "
             f"{expected_fingerprint}: refit with experiments.fit_prior"

@@ -16,11 +16,14 @@ import numpy as np
 from flax import nnx
 from orbax.checkpoint import v1 as ocp
 
+from gaussjax.files.safe_io import first_line, read_json, read_npz
 from gaussjax.networks.config import GeneratorConfig
 from gaussjax.networks.stylegan2 import Generator
 
 CONFIG_FILE = "config.json"
 WEIGHTS_DIR = "weights"
+PRIOR_FILE = "prior.npz"  # the prior cached beside the weights (experiments.invert, README)
+FINGERPRINT_KEY = "generator_fingerprint"  # in a prior file: the generator it was fitted for
 
 
 def save_tree(path, tree) -> None:
@@ -62,12 +65,13 @@ def generator_fingerprint(generator: Generator) -> str:
 
 
 def save_generator(
-    dst, generator: Generator, metadata: dict | None = None, overwrite=False
+    dst, generator: Generator, metadata: dict | None = None, overwrite=False, log=print
 ) -> None:
     """Saves `generator` as a directory: `config.json` (human readable) + `weights/` (Orbax).
 
     The directory is assembled under a temporary name beside `dst` and renamed into place, so a
-    partly written generator never exists at `dst`.
+    partly written generator never exists at `dst`. Overwriting keeps the prior cached in the old
+    directory (`carry_over_prior`), and says what it did through `log`.
 
     Raises:
       FileExistsError: `dst` exists and `overwrite` is False, or `dst` is not a generator directory
@@ -86,9 +90,38 @@ def save_generator(
             **(metadata or {}),
         }
         (tmp / CONFIG_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        note = carry_over_prior(dst, tmp, doc["fingerprint"])
         _replace_dir(tmp, dst)
+        if note:
+            log(note)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def carry_over_prior(old_dir: pathlib.Path, new_dir: pathlib.Path, fingerprint: str) -> str | None:
+    """Copies the prior cached in a generator directory that is being replaced into its new
+    contents: as PRIOR_FILE when it was fitted for these very weights (same fingerprint), else
+    aside as prior.<its fingerprint>.npz, so nothing is lost but no stale prior is used.
+
+    Returns:
+      A message for the user, or None when `old_dir` holds no prior.
+    """
+    prior = old_dir / PRIOR_FILE
+    if not prior.is_file():
+        return None
+    try:
+        fitted_for = str(read_npz(prior)[FINGERPRINT_KEY])
+    except (ValueError, KeyError):
+        fitted_for = "unknown"
+    if fitted_for == fingerprint:
+        shutil.copy2(prior, new_dir / PRIOR_FILE)
+        return f"kept {prior}: the weights are unchanged (fingerprint {fingerprint})"
+    aside = f"prior.{fitted_for}.npz"
+    shutil.copy2(prior, new_dir / aside)
+    return (
+        f"{prior} was fitted for other weights ({fitted_for}; now {fingerprint}): kept as "
+        f"{old_dir / aside}, not used; fit a new prior with experiments.fit_prior"
+    )
 
 
 def check_destination(dst, overwrite: bool) -> None:
@@ -124,14 +157,31 @@ def read_generator_config(path) -> tuple[GeneratorConfig, dict]:
             f"{path} is not a gaussjax generator directory "
             f"(expected {CONFIG_FILE} and {WEIGHTS_DIR}/; make one with converters.convert)"
         )
-    doc = json.loads(cfg_file.read_text())
-    return GeneratorConfig.from_dict(doc["generator"]), doc
+    doc = read_json(cfg_file, ValueError)
+    if not isinstance(doc.get("generator"), dict):
+        raise ValueError(f"{cfg_file}: no 'generator' section (rewrite it with converters.convert)")
+    try:
+        return GeneratorConfig.from_dict(doc["generator"]), doc
+    except (TypeError, ValueError) as e:  # missing, unknown or ill-typed fields
+        raise ValueError(f"{cfg_file}: bad generator config ({first_line(e)})") from e
 
 
 def load_generator_module(path) -> Generator:
-    """Restores the Generator saved by `save_generator`."""
+    """Restores the Generator saved by `save_generator`.
+
+    Raises:
+      FileNotFoundError: not a generator directory. ValueError: a corrupt config.json, or weights
+        that do not match it (one line naming the file).
+    """
+    path = pathlib.Path(path)
     cfg, _ = read_generator_config(path)
     model = abstract_generator(cfg)
     graphdef, abstract_state = nnx.split(model)
-    state = load_tree(pathlib.Path(path) / WEIGHTS_DIR, abstract_state)
+    weights = pathlib.Path(path) / WEIGHTS_DIR
+    try:
+        state = load_tree(weights, abstract_state)
+    except Exception as e:  # Orbax raises many kinds, with messages of hundreds of lines
+        raise ValueError(
+            f"{weights} cannot be read as the generator of {path / CONFIG_FILE} ({first_line(e)})"
+        ) from e
     return nnx.merge(graphdef, state)

@@ -101,6 +101,9 @@ def image_files(spec: str) -> list[pathlib.Path]:
     return sorted(p for p in root.glob(pattern) if p.is_file())
 
 
+# Every launcher writes contact sheets (grids, strips, comparison sheets) into this subfolder of
+# its output folder, so `image_files(OUTDIR)` (which does not descend) lists images only.
+SHEETS_DIR = "sheets"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 

@@ -9,6 +9,7 @@ NAME.npz holds `w` [1, num_ws, w_dim] (the official projector's projected_w.npz 
 the noise maps were optimised, `noise_00`, `noise_01`, ... [res, res]; `read_latents` reads both.
 """
 
+import collections
 import io as _io
 import json
 import math
@@ -21,11 +22,27 @@ from gaussjax.files import images
 from gaussjax.files.safe_io import read_npz, write_bytes_atomic
 
 SUMMARY = "summary.jsonl"
+TRACE = "trace.jsonl"  # per image: the loss after every dispatch, {"name", "steps", "loss"}
+
+
+def append_trace(outdir, name: str, steps, losses) -> None:
+    """Appends the loss trace of one image (steps [K] ints, losses [K] floats) to trace.jsonl."""
+    record = {"name": name, "steps": [int(s) for s in steps], "loss": [float(v) for v in losses]}
+    append_summary(outdir, record, TRACE)
+
+
+def read_traces(outdir) -> dict[str, tuple[list[int], list]]:
+    """{name: (steps, losses)} from trace.jsonl; an image traced twice (a batch rerun after a
+    crash between its trace and summary lines) keeps its last trace. NaN losses read as None."""
+    return {r["name"]: (r["steps"], r["loss"]) for r in _read_jsonl(pathlib.Path(outdir) / TRACE)}
 
 
 def read_summary(outdir) -> list[dict]:
     """All complete JSON lines of `summary.jsonl` (a torn last line is skipped)."""
-    path = pathlib.Path(outdir) / SUMMARY
+    return _read_jsonl(pathlib.Path(outdir) / SUMMARY)
+
+
+def _read_jsonl(path: pathlib.Path) -> list[dict]:
     if not path.exists():
         return []
     records = []
@@ -49,9 +66,9 @@ def finished_names(outdir) -> set[str]:
     }
 
 
-def append_summary(outdir, record: dict) -> None:
+def append_summary(outdir, record: dict, filename: str = SUMMARY) -> None:
     """Appends one JSON line durably (fsync), first terminating a torn line left by a crash."""
-    path = pathlib.Path(outdir) / SUMMARY
+    path = pathlib.Path(outdir) / filename
     line = json.dumps(_finite_or_none(record), sort_keys=True) + "\n"
     with open(path, "a+b") as f:
         f.seek(0, os.SEEK_END)
@@ -68,9 +85,38 @@ def _finite_or_none(value):
     """JSON has no NaN/inf: report them as null (the status field says why)."""
     if isinstance(value, dict):
         return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def last_records(outdir, names) -> dict[str, dict]:
+    """The latest summary record of each of `names` that has one (a rerun adds newer lines)."""
+    wanted = set(names)
+    return {r["name"]: r for r in read_summary(outdir) if r.get("name") in wanted}
+
+
+def run_report(outdir, names) -> list[str]:
+    """The end-of-run summary of the images `names`: how many are finished, failed (nan) or
+    unreadable, and the mean and worst PSNR (and LPIPS when it was used)."""
+    records = last_records(outdir, names)
+    ok = [r for r in records.values() if r.get("status") == "ok" and r.get("psnr") is not None]
+    counts = collections.Counter(r.get("status") for r in records.values())
+    lines = [
+        f"{len(ok)} of {len(names)} images finished"
+        + "".join(f", {n} {status}" for status, n in sorted(counts.items()) if status != "ok")
+    ]
+    for key, unit, worst in (("psnr", " dB", min), ("lpips", "", max)):
+        values = [r for r in ok if r.get(key) is not None]
+        if values:
+            bad = worst(values, key=lambda r: r[key])
+            mean = sum(r[key] for r in values) / len(values)
+            lines.append(
+                f"{key.upper():5s} mean {mean:.4g}{unit}, worst {bad[key]:.4g}{unit} ({bad['name']})"
+            )
+    return lines
 
 
 def save_result(outdir, name: str, arrays: dict[str, np.ndarray], image: np.ndarray) -> None:
@@ -82,7 +128,9 @@ def save_result(outdir, name: str, arrays: dict[str, np.ndarray], image: np.ndar
     images.save_png(outdir / f"{name}.png", images.to_uint8(image[None])[0])
 
 
-def save_batch(outdir, batch: list[dict], result, inverter, seconds: float) -> int:
+def save_batch(
+    outdir, batch: list[dict], result, inverter, seconds: float, traces=None, batch_seconds=None
+) -> int:
     """Saves the results of one batch; non-finite results are reported, never saved.
 
     Args:
@@ -91,7 +139,10 @@ def save_batch(outdir, batch: list[dict], result, inverter, seconds: float) -> i
       result: an InversionResult of host arrays, rows matching `batch`.
       inverter: the Inverter (its config is recorded in each summary line, its space saves the
         native latents).
-      seconds: wall time per image.
+      seconds: the image's share of the batch's wall time (batch time / images in the batch:
+        a batch is inverted together, so no image has a time of its own).
+      traces: optional (steps [K], losses [K, len(batch)]) of the batch, saved to trace.jsonl.
+      batch_seconds: optional wall time of the whole batch, recorded beside `seconds`.
     Returns:
       The number of images saved.
     """
@@ -106,8 +157,11 @@ def save_batch(outdir, batch: list[dict], result, inverter, seconds: float) -> i
             "prior_weight": cfg.prior_weight,
             "loss_used": cfg.loss_label,
             "seconds": round(seconds, 3),
+            **({} if batch_seconds is None else {"batch_seconds": round(batch_seconds, 3)}),
             **{k: float(v[i]) for k, v in result.terms.items()},
         }
+        if traces is not None:
+            append_trace(outdir, target["name"], traces[0], np.asarray(traces[1])[:, i])
         if not (np.all(np.isfinite(result.ws[i])) and np.isfinite(record["loss"])):
             print(f"{target['name']}: non-finite loss or latent; not saved", flush=True)
             append_summary(outdir, {**record, "status": "nan"})

@@ -4,6 +4,7 @@ Readers raise one-line errors that name the file (a `ValueError` subclass of the
 so command-line tools can print them as they are. Writers never leave a half-written file behind.
 """
 
+import json
 import os
 import pathlib
 import tempfile
@@ -39,19 +40,62 @@ def read_npz(path, error: type[ValueError] = FileReadError) -> dict[str, np.ndar
     try:
         # Opened here, not by np.load, which leaks the handle when the zip directory is corrupt.
         with path.open("rb") as f:
-            data = np.load(f, allow_pickle=False)
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise ValueError("a single .npy array, not an .npz archive")
-            with data:
-                return {k: data[k] for k in data.files}
-    except Exception as e:  # zipfile, ValueError (incl. object arrays), OSError, EOFError
+            problem = _not_a_zip(f.read(len(_ZIP_MAGIC)))
+            if problem is None:
+                f.seek(0)
+                with np.load(f, allow_pickle=False) as data:
+                    return {k: data[k] for k in data.files}
+    except ValueError as e:
+        # numpy's message advises loading with allow_pickle, which would run the file's code.
+        problem = "it holds pickled Python objects, which are refused"
+        if "pickle" not in str(e):
+            problem = first_line(e)
+        raise error(f"{path}: cannot read as .npz ({problem})") from e
+    except Exception as e:  # zipfile, OSError, EOFError
         raise error(f"{path}: cannot read as .npz ({first_line(e)})") from e
+    raise error(f"{path}: cannot read as .npz ({problem})")
 
 
-def first_line(e: BaseException) -> str:
-    """'TypeName: first line of the message' (library errors can span many lines)."""
+_ZIP_MAGIC = b"PK\x03\x04"
+_EMPTY_ZIP_MAGIC = b"PK\x05\x06"  # np.savez of no arrays
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _not_a_zip(head: bytes) -> str | None:
+    """What is wrong with a file starting with `head` as an .npz (a zip archive), or None."""
+    if head.startswith(_NPY_MAGIC[: len(head)]):
+        return "a single .npy array, not an .npz archive"
+    if head not in (_ZIP_MAGIC, _EMPTY_ZIP_MAGIC):
+        return "not an .npz archive: the file does not start like a zip file"
+    return None
+
+
+def read_json(path, error: type[ValueError] = FileReadError) -> dict:
+    """The JSON object in `path`.
+
+    Raises:
+      error: missing/empty file, invalid JSON (with its line and column) or not an object.
+    """
+    path = require_file(path, error)
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: corrupt JSON ({e.msg} at line {e.lineno}, column {e.colno})") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise error(f"{path}: cannot read ({first_line(e)})") from e
+    if not isinstance(doc, dict):
+        raise error(f"{path}: expected a JSON object, found {type(doc).__name__}")
+    return doc
+
+
+def first_line(e: BaseException, limit: int = 160) -> str:
+    """'TypeName: first sentence of the message' (library errors can span many lines and
+    sentences); a sentence over `limit` characters is cut at a word and ends in '...'."""
     lines = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {lines[0][:200] if lines else ''}"
+    sentence = lines[0].split(". ")[0].rstrip(".") if lines else ""
+    if len(sentence) > limit:
+        sentence = sentence[:limit].rsplit(" ", 1)[0] + " ..."
+    return f"{type(e).__name__}: {sentence}"
 
 
 def _umask() -> int:

@@ -57,6 +57,10 @@ class InversionConfig:
     feature_layer: int | None = None
     feature_init: str = "mean_latent"
     class_idx: int | None = None  # conditional generators: the class Z spaces map with
+    # Speed and memory: the synthesis compute dtype ("bfloat16" for accelerators; the image, styles
+    # and losses stay float32) and per-block rematerialisation in the backward pass.
+    dtype: str = "float32"
+    remat: bool = False
 
     @property
     def loss_label(self) -> str:
@@ -85,11 +89,14 @@ class InversionConfig:
             raise ValueError("no data term: mse_weight and lpips_weight are both 0")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"dtype must be one of {COMPUTE_DTYPES}, got {self.dtype!r}")
         if not 0 < self.truncation_psi <= 1:
             raise ValueError(f"truncation_psi must be in (0, 1], got {self.truncation_psi}")
 
 
 LR_SCHEDULES = ("official", "constant")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 # Loss term -> the config field holding its weight.
 LOSS_WEIGHTS = {
     "mse": "mse_weight",
@@ -279,7 +286,14 @@ class Inverter:
         """All loss terms of one image (scalars) and its rendered image."""
         variables, constants = image_state["variables"], image_state["constants"]
         ws, image = latent_spaces.render(
-            self.space, gen_params, latent, constants, key, variables.get("noise")
+            self.space,
+            gen_params,
+            latent,
+            constants,
+            key,
+            variables.get("noise"),
+            dtype=jnp.dtype(self.cfg.dtype),
+            remat=self.cfg.remat,
         )
         terms = {"mse": jnp.mean(jnp.square(image - target))}
         if self.statics.lpips_fns is not None:
@@ -379,7 +393,17 @@ class Inverter:
     def num_dispatches(self) -> int:
         return math.ceil(self.cfg.num_steps / self.cfg.steps_per_dispatch)
 
-    def invert(self, gen_params, targets, seeds, *, prior=None, lpips_params=None, progress=None):
+    def invert(
+        self,
+        gen_params,
+        targets,
+        seeds,
+        *,
+        prior=None,
+        lpips_params=None,
+        progress=None,
+        snapshot=None,
+    ):
         """Runs the whole optimisation for a batch.
 
         Args:
@@ -389,6 +413,9 @@ class Inverter:
           prior: GaussianPrior or None (no prior term).
           lpips_params: LPIPS state when the config uses LPIPS.
           progress: optional callback(steps_done, losses [B]).
+          snapshot: optional callback(variables) after each dispatch, with the batch's current
+            variables ({"latent": ..., "noise": ...}, each [B, ...]); they are donated to the next
+            dispatch, so copy what you keep (e.g. for a progress video).
         Returns:
           InversionResult (ws [B, num_ws, w_dim], images [B, H, W, C], terms {name: [B]}, noise, latents).
         """
@@ -396,6 +423,8 @@ class Inverter:
         state = self.init(gen_params, seeds, targets)
         for _ in range(self.num_dispatches()):
             state, loss = self.run(gen_params, lpips_params, prior, state, targets, feats)
+            if snapshot is not None:
+                snapshot(state["images"]["variables"])
             if progress is not None:
                 progress(int(state["step"]), loss)
         return self.evaluate(gen_params, lpips_params, prior, state, targets, feats)

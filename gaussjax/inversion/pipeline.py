@@ -8,8 +8,10 @@ every launcher (experiments.invert and the paper's experiments) runs inversions 
 What `run` does, in order: validate everything it can before writing anything; load the generator,
 the prior (a file, the cache beside the generator, or a fresh fit that is then cached) and LPIPS;
 refuse an output folder that holds results of other settings (`run.json`); list the targets still
-to do (files, or images rendered from seeded latents); invert them in fixed-size batches, sharded
-over every device of every process; write NAME.npz / NAME.png and a summary line per image.
+to do (files, or images rendered from seeded latents); create the output folder and record the
+settings; invert the targets in fixed-size batches, sharded over every device of every process;
+write NAME.npz / NAME.png and a summary line per image, and what people look at (run_outputs:
+prepared targets, sheets, loss traces and curve, videos); return the end-of-run report.
 """
 
 import dataclasses
@@ -26,9 +28,9 @@ import numpy as np
 from flax import nnx
 
 from gaussjax.analysis import prior as prior_lib
-from gaussjax.files import checkpoints, images, results
-from gaussjax.files.safe_io import write_bytes_atomic
-from gaussjax.inversion import sharding
+from gaussjax.files import checkpoints, images, prefetch, results
+from gaussjax.files.safe_io import read_json, write_bytes_atomic
+from gaussjax.inversion import run_outputs, sharding
 from gaussjax.inversion.engine import InversionConfig, Inverter, make_optimizer
 from gaussjax.networks.demo import DEMO_NOTICE, demo_generator
 from gaussjax.networks.stylegan2 import PureGenerator
@@ -54,6 +56,7 @@ class RunSpec:
       vgg, lpips_lin: LPIPS weight files (see converters.vgg.load_lpips).
       lpips_explicit: the user asked for LPIPS; without `vgg` that is an error. Otherwise (a space's
         default loss) the LPIPS term is dropped with a notice and the summary records the loss used.
+      save_video: also write video/NAME.gif, the image after every dispatch (run_outputs).
       log: where progress lines go (process 0 only).
     """
 
@@ -69,16 +72,19 @@ class RunSpec:
     vgg: str | None = None
     lpips_lin: str | None = None
     lpips_explicit: bool = False
+    save_video: bool = False
     log: Callable[[str], None] = print
 
 
 @dataclasses.dataclass
 class RunSummary:
-    """inverted: images inverted by this call; finished: results in outdir; total: targets."""
+    """inverted: images inverted by this call; finished: results in outdir; total: targets;
+    report: the end-of-run summary lines (results.run_report)."""
 
     inverted: int
     finished: int
     total: int
+    report: list[str] = dataclasses.field(default_factory=list)
 
 
 def resolve_lpips(spec: RunSpec) -> RunSpec:
@@ -125,7 +131,7 @@ def obtain_prior(spec: RunSpec, fns, params, generator, fingerprint, gen_dir):
     """
     if spec.prior:
         return prior_lib.load_prior(spec.prior, expected_fingerprint=fingerprint)
-    cache = (gen_dir or spec.outdir) / "prior.npz"
+    cache = (gen_dir or spec.outdir) / checkpoints.PRIOR_FILE
     if cache.exists():
         prior, stats = prior_lib.load_prior(cache, expected_fingerprint=fingerprint)
         if (stats["num_samples"], stats["seed"]) == (spec.prior_samples, spec.seed):
@@ -153,7 +159,7 @@ def image_seed(name: str) -> int:
 
 
 def file_targets(spec: RunSpec):
-    """Every input file as {name, file, done}; pixels are read batch by batch (`load_pixels`)."""
+    """Every input file as {name, file, done}; pixels are read ahead of the device, batch by batch (`read_pixels`)."""
     paths = images.image_files(spec.images)
     if not paths:
         raise ValueError(f"--images={spec.images} matches no image files")
@@ -162,10 +168,10 @@ def file_targets(spec: RunSpec):
     return [{"name": n, "file": str(p), "done": n in done} for n, p in zip(names, paths)]
 
 
-def load_pixels(target, gen_cfg, outdir):
-    """float32 [H, W, C] in [-1, 1] for a target; None (recorded in the summary) if unreadable.
+def read_pixels(target, gen_cfg):
+    """float32 [H, W, C] in [-1, 1] for a target, or the ValueError saying why it is unreadable.
 
-    Unreadable files are tried again on every run, so a file fixed later is picked up.
+    Pure (no output), so it can run in background threads ahead of the device.
     """
     if "pixels" in target:
         return target["pixels"]
@@ -174,9 +180,19 @@ def load_pixels(target, gen_cfg, outdir):
             images.load_image(target["file"], gen_cfg.img_resolution, gen_cfg.img_channels)
         )
     except ValueError as e:
-        print(f"skipping {target['file']}: {e}", flush=True)
-        results.append_summary(outdir, {**target, "status": "unreadable", "reason": str(e)})
-        return None
+        return e
+
+
+def checked_pixels(target, pixels, outdir):
+    """`pixels`, or None after recording an unreadable target in the summary.
+
+    Unreadable files are tried again on every run, so a file fixed later is picked up.
+    """
+    if not isinstance(pixels, ValueError):
+        return pixels
+    print(f"skipping {target['file']}: {pixels}", flush=True)
+    results.append_summary(outdir, {**target, "status": "unreadable", "reason": str(pixels)})
+    return None
 
 
 def generated_targets(spec: RunSpec, fns, params, gen_cfg):
@@ -206,34 +222,52 @@ def generated_targets(spec: RunSpec, fns, params, gen_cfg):
 
 
 class Progress:
-    """One status line per dispatch with image-steps/s (a progress bar that logs well to files)."""
+    """One status line per dispatch (a progress bar that logs well to files): the images being
+    inverted, the batch, images done, step, mean loss, image-steps/s and the estimated time left."""
 
-    def __init__(self, total_images, steps, log):
-        self.total, self.steps, self.log = total_images, steps, log
-        self.done_images, self.image_steps = 0, 0
+    def __init__(self, total_images: int, num_batches: int, steps: int, log):
+        self.total, self.num_batches, self.steps, self.log = total_images, num_batches, steps, log
+        self.done_images, self.done_batches, self.image_steps = 0, 0, 0
         self.t0 = time.perf_counter()
 
-    def batch_callback(self, batch_images):
-        start = time.perf_counter()
+    def batch_callback(self, batch_images: int):
+        """callback(step, loss [B]) for the next batch of `batch_images` images."""
 
         def callback(step, loss):
-            rate = (self.image_steps + batch_images * step) / max(
-                time.perf_counter() - self.t0, 1e-9
-            )
+            elapsed = max(time.perf_counter() - self.t0, 1e-9)
+            rate = (self.image_steps + batch_images * step) / elapsed
+            fraction = (self.done_batches + step / self.steps) / self.num_batches
             bar = "#" * int(20 * step / self.steps)
+            first, last = self.done_images + 1, self.done_images + batch_images
             self.log(
-                f"[{bar:<20}] images {self.done_images}/{self.total}  step {step}/{self.steps}  "
-                f"loss {float(np.mean(loss)):.4g}  {rate:.1f} image-steps/s  ({time.perf_counter() - start:.0f}s)"
+                f"[{bar:<20}] images {first}{f'-{last}' if last > first else ''} of "
+                f"{self.total} (batch {self.done_batches + 1}/{self.num_batches}, "
+                f"{self.done_images} done)  step {step}/{self.steps}  "
+                f"loss {float(np.mean(loss)):.4g}  {rate:.1f} image-steps/s  "
+                f"ETA {format_seconds(elapsed * (1 - fraction) / fraction)}"
             )
 
         return callback
 
-    def finish_batch(self, batch_images):
-        self.done_images += batch_images
+    def finish_batch(self, saved_images: int, batch_images: int):
+        self.done_images += saved_images
+        self.done_batches += 1
         self.image_steps += batch_images * self.steps
 
 
-def run_batches(spec: RunSpec, targets, inverter, gen_params, prior, lpips_params, mesh, gen_cfg):
+def format_seconds(seconds: float) -> str:
+    """'45s', '3m05s', '2h07m'."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def run_batches(
+    spec: RunSpec, targets, inverter, gen_params, prior, lpips_params, mesh, gen_cfg, renderer=None
+):
     """Inverts the unfinished `targets` in fixed-size batches; returns how many this process saved.
 
     Batches are cut from the whole target list, finished or not, so an image is inverted in the
@@ -241,37 +275,76 @@ def run_batches(spec: RunSpec, targets, inverter, gen_params, prior, lpips_param
     bit-identical results. A batch with nothing left to do is skipped; one with finished images is
     run again whole and only its unfinished images are saved. Short batches are padded (one
     compile serves all). Each process takes its slice of every global batch, and all processes run
-    every batch that is not skipped: the batch is one global array.
+    every batch that is not skipped: the batch is one global array. Besides the results, each
+    batch writes its sheet, prepared targets, loss traces and (with a `renderer`) videos.
     """
     per_process = sharding.local_batch_size(min(spec.batch_size, len(targets)))
     global_size = per_process * jax.process_count()
     mine = jax.process_index() * per_process
-    progress = Progress(sum(not t["done"] for t in targets), inverter.cfg.num_steps, spec.log)
+    starts = [
+        start
+        for start in range(0, len(targets), global_size)
+        if not all(t["done"] for t in targets[start : start + global_size])
+    ]  # the same decision in every process
+    progress = Progress(
+        sum(not t["done"] for t in targets), len(starts), inverter.cfg.num_steps, spec.log
+    )
+    # Files are decoded two batches ahead of the device, in background threads.
+    reads = prefetch.ordered_map(
+        functools.partial(read_pixels, gen_cfg=gen_cfg),
+        [t for start in starts for t in targets[start + mine : start + mine + per_process]],
+        ahead=2 * per_process,
+    )
     ok = 0
-    for start in range(0, len(targets), global_size):
-        group = targets[start : start + global_size]
-        if all(t["done"] for t in group):  # the same decision in every process
-            continue
-        loaded = [
-            (t, load_pixels(t, gen_cfg, spec.outdir)) for t in group[mine : mine + per_process]
-        ]
+    for start in starts:
+        group = targets[start + mine : start + mine + per_process]
+        loaded = [(t, checked_pixels(t, next(reads), spec.outdir)) for t in group]
         batch = [t for t, pixels in loaded if pixels is not None]
+        recorder = run_outputs.BatchRecorder(
+            progress.batch_callback(len(batch)), keep_frames=renderer is not None
+        )
         t0 = time.perf_counter()
         result = inverter.invert(
             gen_params,
             *sharding.shard_batch(mesh, padded_batch(loaded, per_process, gen_cfg)),
             prior=prior,
             lpips_params=lpips_params,
-            progress=progress.batch_callback(len(batch)),
+            progress=recorder.progress,
+            snapshot=recorder.snapshot,
         )
+        batch_seconds = time.perf_counter() - t0
         keep = [i for i, t in enumerate(batch) if not t["done"]]
         if not keep:
+            progress.finish_batch(0, len(batch))
             continue
+        run_outputs.save_batch_visuals(
+            spec.outdir,
+            sheet_name(start // global_size),
+            batch,
+            [p for _, p in loaded if p is not None],
+            sharding.local_rows(result.images),
+            keep,
+            recorder,
+            renderer,
+        )
         result = jax.tree.map(functools.partial(_local_rows, rows=keep), result)
-        seconds = (time.perf_counter() - t0) / len(batch)
-        ok += results.save_batch(spec.outdir, [batch[i] for i in keep], result, inverter, seconds)
-        progress.finish_batch(len(keep))
+        ok += results.save_batch(
+            spec.outdir,
+            [batch[i] for i in keep],
+            result,
+            inverter,
+            batch_seconds / len(batch),
+            traces=recorder.trace(keep),
+            batch_seconds=batch_seconds,
+        )
+        progress.finish_batch(len(keep), len(batch))
     return ok
+
+
+def sheet_name(batch_index: int) -> str:
+    """batchNNNN, with the process index when several processes each write their rows."""
+    suffix = f"-p{jax.process_index()}" if jax.process_count() > 1 else ""
+    return f"batch{batch_index:04d}{suffix}"
 
 
 def padded_batch(loaded, size: int, gen_cfg):
@@ -292,21 +365,31 @@ def _local_rows(x, rows):
 
 
 def check_run_settings(outdir: pathlib.Path, settings: dict) -> None:
-    """Records the settings of the first run in OUTDIR/run.json; a resume with others is refused
-    (finished images would otherwise silently mix two experiments)."""
+    """Refuses an output folder holding results of a run with other settings (finished images
+    would otherwise silently mix two experiments). Reads only: `record_run_settings` writes.
+
+    A folder without finished results (e.g. left by a run that failed or was stopped early) is
+    never refused: its run.json is replaced when work starts.
+    """
     path = outdir / "run.json"
-    if path.exists():
-        previous = json.loads(path.read_text())
-        changed = sorted(
-            k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k)
+    if not path.exists() or not results.finished_names(outdir):
+        return
+    previous = read_json(path)
+    changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+    if changed:
+        raise ValueError(
+            f"{outdir} holds results of a run with other settings ({', '.join(changed)}); "
+            f"use a new --outdir or the same flags"
         )
-        if changed:
-            raise ValueError(
-                f"{outdir} holds results of a run with other settings ({', '.join(changed)}); "
-                f"use a new --outdir or the same flags"
-            )
-    elif jax.process_index() == 0:
-        write_bytes_atomic(path, (json.dumps(settings, indent=2, sort_keys=True) + "\n").encode())
+
+
+def record_run_settings(outdir: pathlib.Path, settings: dict) -> None:
+    """Creates OUTDIR (every process) and writes run.json (process 0): called when work starts,
+    after every check."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:
+        text = json.dumps(settings, indent=2, sort_keys=True) + "\n"
+        write_bytes_atomic(outdir / "run.json", text.encode())
 
 
 def run_settings(spec: RunSpec, fingerprint: str, stats) -> dict:
@@ -337,13 +420,15 @@ def prepare(spec: RunSpec):
     """Everything before the optimisation; raises ValueError/OSError for bad input.
 
     Returns:
-      (spec with LPIPS resolved, generator, params, prior, lpips_params, inverter, targets): every
-      target, each with `done` telling whether its result is already finished.
+      (spec with LPIPS resolved, generator, params, prior, lpips_params, inverter, targets,
+      settings): every target, each with `done` telling whether its result is already finished,
+      and the settings for run.json (written by `run` when work starts).
     """
     check_spec(spec)
     spec = resolve_lpips(spec)
     cfg = spec.config
     optimizer = make_optimizer(cfg)  # an unknown optimiser fails here, before any heavy work
+    targets = file_targets(spec) if spec.images else None  # so does a mistyped --images
     lpips_fns, lpips_params = load_lpips(spec)
     generator, gen_dir = load_generator(spec)
     fns, params = PureGenerator.split(generator)
@@ -362,13 +447,11 @@ def prepare(spec: RunSpec):
         optimizer=optimizer,
         class_label=class_label,
     )
-    spec.outdir.mkdir(parents=True, exist_ok=True)
-    check_run_settings(spec.outdir, run_settings(spec, fingerprint, stats))
-    if spec.images:
-        targets = file_targets(spec)
-    else:
+    settings = run_settings(spec, fingerprint, stats)
+    check_run_settings(spec.outdir, settings)
+    if targets is None:
         targets = generated_targets(spec, fns, params, generator.cfg)
-    return spec, generator, params, prior, lpips_params, inverter, targets
+    return spec, generator, params, prior, lpips_params, inverter, targets, settings
 
 
 def run(spec: RunSpec) -> RunSummary:
@@ -376,8 +459,9 @@ def run(spec: RunSpec) -> RunSummary:
 
     Raises:
       ValueError, OSError: bad settings or files, before any result is written.
+      KeyboardInterrupt: Ctrl-C, with a one-line message saying how far the run got.
     """
-    spec, generator, params, prior, lpips_params, inverter, targets = prepare(spec)
+    spec, generator, params, prior, lpips_params, inverter, targets, settings = prepare(spec)
     cfg = inverter.cfg
     todo = sum(not t["done"] for t in targets)
     spec.log(
@@ -388,14 +472,32 @@ def run(spec: RunSpec) -> RunSummary:
     mesh = sharding.data_mesh()
     inverted = 0
     if todo:
-        inverted = run_batches(
-            spec,
-            targets,
-            inverter,
-            sharding.replicate(mesh, params),
-            sharding.replicate(mesh, prior if cfg.prior_weight > 0 else None),
-            lpips_params,
-            mesh,
-            generator.cfg,
-        )
-    return RunSummary(inverted, len(results.finished_names(spec.outdir)), len(targets))
+        record_run_settings(spec.outdir, settings)
+        try:
+            inverted = run_batches(
+                spec,
+                targets,
+                inverter,
+                sharding.replicate(mesh, params),
+                sharding.replicate(mesh, prior if cfg.prior_weight > 0 else None),
+                lpips_params,
+                mesh,
+                generator.cfg,
+                run_outputs.FrameRenderer(inverter.space, params) if spec.save_video else None,
+            )
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(
+                f"interrupted after {finished_count(spec.outdir, targets)} of {len(targets)} "
+                "images; rerun the same command to resume"
+            ) from None
+    names = [t["name"] for t in targets]
+    if inverted and jax.process_index() == 0:
+        run_outputs.save_loss_curve(spec.outdir, names)
+    report = results.run_report(spec.outdir, names)
+    report.append(run_outputs.files_line(spec.outdir, spec.save_video))
+    return RunSummary(inverted, finished_count(spec.outdir, targets), len(targets), report)
+
+
+def finished_count(outdir: pathlib.Path, targets) -> int:
+    """How many of `targets` have a finished result in `outdir`."""
+    return len(results.finished_names(outdir) & {t["name"] for t in targets})

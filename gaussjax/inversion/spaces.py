@@ -146,7 +146,17 @@ class LatentSpace:
         }
 
 
-def render(space: LatentSpace, gen_params, variables, constants=None, key=None, noise=None):
+def render(
+    space: LatentSpace,
+    gen_params,
+    variables,
+    constants=None,
+    key=None,
+    noise=None,
+    *,
+    dtype=jnp.float32,
+    remat=False,
+):
     """One image from a space's variables: (ws [num_ws, w_dim], image [H, W, C] float32).
 
     Args:
@@ -156,6 +166,7 @@ def render(space: LatentSpace, gen_params, variables, constants=None, key=None, 
       constants: per-image constants from `init` ({} when rendering a saved result).
       key: the per-step PRNG key during optimisation; None for the deterministic render.
       noise: optional per-layer noise maps [res, res] (optimised ones), else the stored constants.
+      dtype, remat: the synthesis compute dtype and rematerialisation (SynthesisNetwork).
     """
     inputs = space.synthesis_inputs(gen_params, variables, constants or {}, key)
     ws, state, const = jax.tree.map(
@@ -168,6 +179,8 @@ def render(space: LatentSpace, gen_params, variables, constants=None, key=None, 
         start_layer=inputs.start_layer,
         start_state=state,
         const_input=const,
+        dtype=dtype,
+        remat=remat,
     )[0]
     return inputs.ws, image
 

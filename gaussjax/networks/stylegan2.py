@@ -6,6 +6,7 @@ stored unscaled and multiplied at run time by `lr_multiplier / sqrt(fan_in)` (bi
 cross-correlation orientation (the converter flips the official true-convolution conv0 kernels).
 """
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -262,6 +263,7 @@ class SynthesisNetwork(nnx.Module):
         start_layer=None,
         start_state=None,
         stop_layer=None,
+        remat=False,
     ):
         """Args:
           ws: [N, num_ws, w_dim]. Rows read only by skipped layers are ignored.
@@ -277,6 +279,9 @@ class SynthesisNetwork(nnx.Module):
           start_layer, start_state: run layers start_layer+1, ... from `start_state`, the state after
             layer `start_layer` (a SynthesisState whose `img` None restarts the RGB accumulator).
           stop_layer: return the SynthesisState after this layer instead of the image.
+          remat: recompute each synthesis block's activations in the backward pass
+            (`jax.checkpoint`) instead of keeping them: less memory per image, about one more
+            forward pass of compute.
         Returns:
           Images [N, img_resolution, img_resolution, img_channels] float32, or a SynthesisState.
         """
@@ -293,12 +298,24 @@ class SynthesisNetwork(nnx.Module):
                 f"layers must satisfy start_layer < stop_layer < {cfg.num_layers}, "
                 f"got {start_layer}, {stop_layer}"
             )
-        state = start_state
         if first == 0:
             state = self.blocks[0].input_state(ws.shape[0], dtype, const_input)
+        else:
+            state = start_state._replace(
+                x=start_state.x.astype(dtype),
+                residual=None
+                if start_state.residual is None
+                else start_state.residual.astype(dtype),
+            )
+        for block_first, block_last in _block_spans(first, last):
+            run = functools.partial(self._layers, block_first, block_last)
+            state = (jax.checkpoint(run) if remat else run)(state, ws, noises)
+        return state if stop_layer is not None else state.img
+
+    def _layers(self, first, last, state, ws, noises) -> SynthesisState:
         for j in range(first, last + 1):
             state = self._layer(j, state, ws, noises[j])
-        return state if stop_layer is not None else state.img
+        return state
 
     def _layer(self, j, state, ws, noise) -> SynthesisState:
         block = self.blocks[(j + 1) // 2]
@@ -357,6 +374,20 @@ class Generator(nnx.Module):
         """z [N, z_dim] (+ c [N, c_dim]) -> images [N, H, W, C]; see MappingNetwork / SynthesisNetwork."""
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
         return self.synthesis(ws, **synthesis_kwargs)
+
+
+def _block_spans(first, last):
+    """(first, last) layer index pairs of the blocks that layers first..last touch, clipped.
+
+    Block 0 is layer 0; block k >= 1 is layers 2k - 1 (conv0) and 2k (conv1).
+    """
+    spans = []
+    j = first
+    while j <= last:
+        end = min(last, 2 * ((j + 1) // 2))
+        spans.append((j, end))
+        j = end + 1
+    return spans
 
 
 def _noise_nhwc(noise, res):
