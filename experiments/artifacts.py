@@ -16,9 +16,10 @@ report.md, results.json and PNGs into --outdir.
 
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from experiments import study_flags
+from gaussjax import cli
 from gaussjax.analysis import pca as pca_lib
 from gaussjax.files import images as image_files
 from gaussjax.reports import plots
@@ -172,4 +173,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

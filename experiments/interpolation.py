@@ -13,9 +13,10 @@ animated GIF per pair (left: no prior, right: prior), plots, report.md and resul
 """
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from experiments import study_flags
+from gaussjax import cli
 from gaussjax.files import images as image_files
 from gaussjax.inversion.engine import InversionConfig
 from gaussjax.reports import plots
@@ -181,4 +182,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -10,9 +10,10 @@ the eigenvalue spectrum of the prior's Σ, into --outdir.
 """
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from experiments import study_flags
+from gaussjax import cli
 from gaussjax.analysis.gaussianize import gaussianize
 from gaussjax.reports import plots
 from gaussjax.reports.markdown import Report
@@ -128,4 +129,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -12,9 +12,10 @@ chosen λ to experiments.invert as --prior_weight.
 """
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from experiments import study_flags
+from gaussjax import cli
 from gaussjax.reports import plots
 from gaussjax.reports.markdown import Report
 from gaussjax.reports.progress import Progress
@@ -96,4 +97,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -13,9 +13,10 @@ the lowest latent error at no more than 0.5 dB PSNR loss against λ = 0, into --
 """
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from experiments import study_flags
+from gaussjax import cli
 from gaussjax.analysis.prior import prior_energy
 from gaussjax.reports import plots
 from gaussjax.reports.markdown import Report, format_number
@@ -140,4 +141,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -2,7 +2,6 @@
 are those of its results.json, with every embedded image present; bad flags exit with one line."""
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -40,28 +39,20 @@ LAUNCHERS = {
 @pytest.fixture(scope="session")
 def shared(tmp_path_factory):
     """latent_stats run first: it fits the tiny demo prior every other launcher then reads
-    (--prior) and fills the JAX compilation cache they share. (prior file, env, its outdir)."""
-    root = tmp_path_factory.mktemp("study")
-    env = {
-        **os.environ,
-        "JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache"),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    }
-    outdir = root / "latent_stats"
-    proc = run_launcher(
-        "latent_stats", f"--outdir={outdir}", "--prior_samples=300", *LATENT_STATS, env=env
-    )
+    (--prior). All of them share the session's compilation cache (conftest). (prior file, the
+    latent_stats outdir and output)."""
+    outdir = tmp_path_factory.mktemp("study") / "latent_stats"
+    proc = run_launcher("latent_stats", f"--outdir={outdir}", "--prior_samples=300", *LATENT_STATS)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return outdir / "prior.npz", env, (outdir, proc.stdout)
+    return outdir / "prior.npz", (outdir, proc.stdout)
 
 
-def run_launcher(name, *flags, env=None):
+def run_launcher(name, *flags):
     return subprocess.run(
         [sys.executable, "-m", f"experiments.{name}", *flags],
         capture_output=True,
         text=True,
         timeout=300,
-        env=env,
     )
 
 
@@ -87,13 +78,13 @@ def check_report(outdir, stdout) -> None:
 
 
 def test_latent_stats_report_matches_its_json(shared):
-    check_report(*shared[2])
+    check_report(*shared[1])
 
 
 @pytest.mark.parametrize("name", list(LAUNCHERS))
 def test_launcher_report_matches_its_json(name, tmp_path, shared):
-    prior, env, _ = shared
-    proc = run_launcher(name, f"--outdir={tmp_path}", f"--prior={prior}", *LAUNCHERS[name], env=env)
+    prior, _ = shared
+    proc = run_launcher(name, f"--outdir={tmp_path}", f"--prior={prior}", *LAUNCHERS[name])
     assert proc.returncode == 0, proc.stderr[-3000:]
     check_report(tmp_path, proc.stdout)
 
