@@ -27,8 +27,8 @@ def ordered_map(fn, items, *, ahead: int, workers: int | None = None):
     try:
         pending = collections.deque(pool.submit(fn, x) for x in itertools.islice(items, ahead))
         while pending:
-            future = pending.popleft()
+            result = pending.popleft().result()
             pending.extend(pool.submit(fn, x) for x in itertools.islice(items, 1))
-            yield future.result()
+            yield result
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,1 @@
+"""Measuring speed: the inversion step, the device's matmul rate, the official code, the loader."""
