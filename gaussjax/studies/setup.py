@@ -1,0 +1,116 @@
+"""A generator with its Gaussianized prior, loaded once for a whole study (many inversions/samples)."""
+
+import dataclasses
+import pathlib
+import types
+from collections.abc import Callable
+
+import jax
+import numpy as np
+
+from gaussjax.analysis import pca as pca_lib
+from gaussjax.analysis.prior import GaussianPrior
+from gaussjax.files import checkpoints
+from gaussjax.inversion import pipeline
+from gaussjax.inversion.engine import InversionConfig, Inverter
+from gaussjax.networks.config import GeneratorConfig
+from gaussjax.networks.stylegan2 import PureGenerator
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """fns, params: `PureGenerator.split` of the generator; prior/stats: as `prior.load_prior`
+    returns them; base: the RunSpec the generator and prior were obtained with."""
+
+    fns: object
+    params: object
+    cfg: GeneratorConfig
+    prior: GaussianPrior
+    stats: dict
+    base: pipeline.RunSpec
+
+    @property
+    def pca(self) -> pca_lib.LatentPCA:
+        s = self.stats
+        return pca_lib.make_pca(s["mean"], s["cov"], s["mean_w"], s["negative_slope"])
+
+    def _jitted(self, name: str):
+        """jax.jit of fns.<name>, made once per study: a jit of a fresh bound method would
+        compile again on every call."""
+        cache = self.__dict__.setdefault("_jit_cache", {})
+        if name not in cache:
+            cache[name] = jax.jit(getattr(self.fns, name))
+        return cache[name]
+
+    def jitted_fns(self) -> types.SimpleNamespace:
+        """`mapping` and `synthesis` of fns, jitted (for library code that calls them per image,
+        such as `pipeline.generated_targets`: eager calls would dispatch op by op)."""
+        return types.SimpleNamespace(
+            mapping=self._jitted("mapping"), synthesis=self._jitted("synthesis")
+        )
+
+    def map(self, z, class_idx: int | None = None, chunk: int = 1024) -> np.ndarray:
+        """Mapped latents [N, num_ws, w_dim] of z [N, z_dim], in jitted chunks. A conditional
+        generator maps with class `class_idx` (default 0)."""
+        mapping = self._jitted("mapping")
+        out = []
+        for start in range(0, len(z), chunk):
+            rows = np.asarray(z[start : start + chunk], np.float32)
+            c = None if self.cfg.c_dim == 0 else self.cfg.class_labels(class_idx or 0, len(rows))
+            out.append(np.asarray(mapping(self.params, rows, c)))
+        return np.concatenate(out)
+
+    def render(self, ws, chunk: int = 64) -> np.ndarray:
+        """Images [N, H, W, C] float32 (nominally [-1, 1]) of ws [N, num_ws, w_dim], const noise."""
+        synthesis = self._jitted("synthesis")
+        return np.concatenate(
+            [
+                np.asarray(synthesis(self.params, ws[i : i + chunk]))
+                for i in range(0, len(ws), chunk)
+            ]
+        )
+
+    def inverter(self, config: InversionConfig) -> Inverter:
+        """The engine for `config` on this generator, started from w̄ with the prior's w spread.
+        There are no LPIPS weights here: a space's default LPIPS term is dropped with a notice, as
+        experiments.invert does without --vgg."""
+        config = pipeline.resolve_lpips(dataclasses.replace(self.base, config=config)).config
+        return Inverter(self.fns, self.cfg, config, self.stats["mean_w"], self.stats["w_std"])
+
+
+def load_study(
+    outdir: pathlib.Path,
+    generator: str | None = None,
+    prior: str | None = None,
+    prior_samples: int = 10000,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> Study:
+    """Loads the generator (None: the demo generator) and its prior: `prior`, the cached one, or a
+    fresh fit cached beside the generator (in `outdir` for the demo generator), as
+    experiments.invert does.
+
+    Raises:
+      ValueError, OSError: unreadable generator or prior, or a prior of another generator.
+    """
+    outdir.mkdir(parents=True, exist_ok=True)
+    base = pipeline.RunSpec(
+        outdir=outdir,
+        config=InversionConfig(),
+        generator=generator,
+        prior=prior,
+        prior_samples=prior_samples,
+        seed=seed,
+        log=log,
+    )
+    pipeline.check_spec(base)
+    module, gen_dir = pipeline.load_generator(base)
+    fns, params = PureGenerator.split(module)
+    fingerprint = checkpoints.generator_fingerprint(module)
+    gaussian, stats = pipeline.obtain_prior(base, fns, params, module, fingerprint, gen_dir)
+    return Study(fns, params, module.cfg, gaussian, stats, base)
+
+
+def sample_z(num: int, z_dim: int, seed: int) -> np.ndarray:
+    """[num, z_dim] float32 z ~ N(0, I), as NVIDIA's generate.py draws them (RandomState(seed))."""
+    return np.random.RandomState(seed).randn(num, z_dim).astype(np.float32)
