@@ -1,7 +1,7 @@
 r"""Inversion speed per generator and batch, against the hardware and the official PyTorch code.
 
     python -m experiments.benchmark --out=benchmark [--generators=fixtures,demo,c128ch64,ffhq256] \
-        [--batch_sizes=1,8] [--steps=5] [--dtype=float32|bfloat16] [--remat=off|on|both] [--lpips] \
+        [--batch_sizes=1,8] [--steps=3] [--dtype=float32|bfloat16] [--remat=off|on|both] [--lpips] \
         [--official_code=PATH/TO/stylegan2-ada-pytorch] [--loader_images=32]
 
 Times the W+ inversion dispatch the run pipeline uses (Adam, MSE [+ LPIPS]; random targets) and
@@ -18,8 +18,8 @@ of decoding and resizing camera-sized JPEGs alone, one at a time and read ahead 
 
 Shapes (random weights; speed does not depend on the weights): c128ch64 is a 128 px skip generator
 with 64 channels everywhere; ffhq256 the official FFHQ-256 config (channel_base 16384, clamp 256);
-ffhq1024 config-f (GPU-sized). On 2 CPU cores the defaults take about 10 minutes (--generators=
-fixtures,demo for a quick look).
+ffhq1024 config-f (GPU-sized). On 2 CPU cores ffhq256 takes most of the time (about 5 minutes with
+the official step); --generators=fixtures,demo gives a quick look.
 """
 
 import dataclasses
@@ -62,8 +62,8 @@ _GENERATORS = flags.DEFINE_list(
     f"Any of fixtures, demo, {', '.join(SHAPES)}.",
 )
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "8"], "Batch sizes to time.")
-_STEPS = flags.DEFINE_integer("steps", 5, "Optimisation steps per timed dispatch.")
-_DISPATCHES = flags.DEFINE_integer("dispatches", 3, "Timed dispatches (median) after a warm-up.")
+_STEPS = flags.DEFINE_integer("steps", 3, "Optimisation steps per timed dispatch.")
+_DISPATCHES = flags.DEFINE_integer("dispatches", 2, "Timed dispatches (median) after a warm-up.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Synthesis dtype.")
 _REMAT = flags.DEFINE_enum("remat", "both", ["off", "on", "both"], "Rematerialisation.")
 _LPIPS = flags.DEFINE_bool("lpips", False, "Add LPIPS-VGG16 at 256 px (random weights).")
