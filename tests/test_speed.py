@@ -108,6 +108,7 @@ def test_ordered_map_raises_at_the_failing_items_turn():
 
 def test_compilation_cache_directory_choice(tmp_path, monkeypatch):
     previous = jax.config.jax_compilation_cache_dir
+    min_time = jax.config.jax_persistent_cache_min_compile_time_secs
     try:
         jax.config.update("jax_compilation_cache_dir", None)
         monkeypatch.setenv("GAUSSJAX_CACHE_DIR", "")
@@ -115,10 +116,12 @@ def test_compilation_cache_directory_choice(tmp_path, monkeypatch):
         monkeypatch.setenv("GAUSSJAX_CACHE_DIR", str(tmp_path / "env"))
         assert runtime.enable_compilation_cache() == tmp_path / "env"
         assert jax.config.jax_compilation_cache_dir == str(tmp_path / "env")
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 0
         # Already set (a --jax_compilation_cache_dir flag): kept.
         assert runtime.enable_compilation_cache(tmp_path / "other") == tmp_path / "env"
     finally:
         jax.config.update("jax_compilation_cache_dir", previous)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", min_time)
 
 
 def test_step_timing_counts_flops_and_memory():
