@@ -411,7 +411,7 @@ def test_load_errors_are_one_line(tmp_path, torch_state):
         (lambda: vgg.load_lpips(tmp_path / "absent.pth", tmp_path / "lin.npz"), "no such file"),
         (lambda: vgg.load_lpips(tmp_path / "junk.pth", tmp_path / "lin.npz"), "cannot read"),
         (lambda: vgg.load_lpips(tmp_path / "absent.pt"), "no such file"),
-        (lambda: vgg.load_lpips(tmp_path / "junk.pth"), "not a TorchScript archive"),
+        (lambda: vgg.load_lpips(tmp_path / "junk.pth"), "not NVIDIA's TorchScript vgg16.pt"),
     ]
     for call, match in cases:
         with pytest.raises(ConversionError, match=match) as info:
