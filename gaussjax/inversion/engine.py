@@ -123,7 +123,10 @@ def lr_schedule(cfg: InversionConfig):
 
 
 def make_optimizer(cfg: InversionConfig) -> optax.GradientTransformation:
-    """optax.<cfg.optimizer>(learning_rate=the official schedule)."""
+    """optax.<cfg.optimizer>(learning_rate=the official schedule).
+
+    Latent variables named with one of the space's `constant_rate_prefixes` keep the constant
+    rate cfg.learning_rate instead (SPHInX: the schedule drives the style head only)."""
     factory = getattr(optax, cfg.optimizer, None)
     try:
         tx = factory(learning_rate=lr_schedule(cfg))
@@ -131,7 +134,20 @@ def make_optimizer(cfg: InversionConfig) -> optax.GradientTransformation:
         raise ValueError(f"{cfg.optimizer!r} is not an optax optimiser taking learning_rate") from e
     if not isinstance(tx, optax.GradientTransformation):
         raise ValueError(f"optax.{cfg.optimizer} is not an optimiser")
-    return tx
+    prefixes = latent_spaces.constant_rate_prefixes(cfg.space)
+    if not prefixes or cfg.lr_schedule == "constant":
+        return tx
+    transforms = {"scheduled": tx, "constant": factory(learning_rate=cfg.learning_rate)}
+    return optax.multi_transform(transforms, functools.partial(_rate_labels, prefixes=prefixes))
+
+
+def _rate_labels(variables: dict, prefixes) -> dict:
+    """The engine's variables {"latent": {name: ...}, "noise": ...} -> "scheduled" / "constant"."""
+    labels = jax.tree.map(lambda _: "scheduled", variables)
+    for name, value in variables["latent"].items():
+        label = "constant" if name.startswith(prefixes) else "scheduled"
+        labels["latent"][name] = jax.tree.map(lambda _, label=label: label, value)
+    return labels
 
 
 def latent_noise_scale(cfg: InversionConfig, t, unit):
@@ -256,6 +272,10 @@ class Inverter:
             latent_spaces.SpaceOptions.from_config(cfg),
         )
         self.space = latent_spaces.make_space(cfg.space, context)
+        if cfg.optimize_noise and self.space.owns_noise:
+            raise ValueError(
+                f"the {cfg.space} space optimises its own noise maps: drop --optimize_noise"
+            )
         self.tx = optimizer or make_optimizer(cfg)
         self.statics = Statics(gen_fns, lpips_fns, self.space, gen_cfg.noise_resolutions)
         self.trace_counts = {"init": 0, "run": 0, "evaluate": 0}
@@ -315,11 +335,11 @@ class Inverter:
         t = step / self.cfg.num_steps
 
         def loss_fn(variables):
-            latent = self.space.perturb(
-                variables["latent"],
-                ramp_key,
-                latent_noise_scale(self.cfg, t, self.space.noise_unit),
-            )
+            latent = variables["latent"]
+            if self.cfg.latent_noise_factor > 0:  # zero noise would still cost a draw per leaf
+                latent = self.space.perturb(
+                    latent, ramp_key, latent_noise_scale(self.cfg, t, self.space.noise_unit)
+                )
             terms, _, _ = self._terms(
                 gen_params,
                 lpips_params,
