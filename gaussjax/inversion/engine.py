@@ -24,6 +24,7 @@ from flax import nnx
 
 from gaussjax.analysis.prior import prior_energy
 from gaussjax.inversion import spaces as latent_spaces
+from gaussjax.inversion import tasks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +62,17 @@ class InversionConfig:
     # and losses stay float32) and per-block rematerialisation in the backward pass.
     dtype: str = "float32"
     remat: bool = False
+    # The inverse problem (tasks.py): the loss compares A(G(s)) with y = A(x) (+ noise).
+    task: str = "invert"
+    denoise_std: float = 0.25  # SPHInX's README: sigma on [-1, 1]
+    measurement_std: float = 0.0  # inpaint / super_resolution / compressed_sensing: noise on y
+    inpaint_mask: str | None = None  # a mask image (white = known); None: a seeded block
+    inpaint_block_height: float = 0.4  # the public code's random_occlusion block, as fractions
+    inpaint_block_width: float = 0.2
+    sr_factor: int = 4
+    cs_ratio: float = 0.1  # measurements / pixel values ([NF] in the paper)
+    cs_operator: str = "gaussian"  # or "partial_circulant"
+    task_seed: int = 0  # the operator's randomness (mask block, sensing matrix)
 
     @property
     def loss_label(self) -> str:
@@ -93,6 +105,7 @@ class InversionConfig:
             raise ValueError(f"dtype must be one of {COMPUTE_DTYPES}, got {self.dtype!r}")
         if not 0 < self.truncation_psi <= 1:
             raise ValueError(f"truncation_psi must be in (0, 1], got {self.truncation_psi}")
+        tasks.check_task(self)
 
 
 LR_SCHEDULES = ("official", "constant")
@@ -191,6 +204,11 @@ def area_downsample(img, size: int):
     return img.reshape(size, f, size, f, img.shape[-1]).mean(axis=(1, 3))
 
 
+def _measurement_key(image_key):
+    """The key of an image's measurement noise (independent of its optimisation keys)."""
+    return jax.random.fold_in(image_key, 2)
+
+
 def psnr(mse):
     """PSNR in dB of images in [-1, 1] (peak-to-peak 2) from their MSE."""
     return 10.0 * jnp.log10(4.0 / jnp.maximum(mse, 1e-20))
@@ -276,6 +294,10 @@ class Inverter:
             raise ValueError(
                 f"the {cfg.space} space optimises its own noise maps: drop --optimize_noise"
             )
+        self.task = tasks.make_task(cfg, gen_cfg)
+        if cfg.lpips_weight > 0 and cfg.task == "super_resolution":
+            if gen_cfg.img_resolution // cfg.sr_factor < 16:
+                raise ValueError("LPIPS on super_resolution measurements needs them >= 16 px")
         self.tx = optimizer or make_optimizer(cfg)
         self.statics = Statics(gen_fns, lpips_fns, self.space, gen_cfg.noise_resolutions)
         self.trace_counts = {"init": 0, "run": 0, "evaluate": 0}
@@ -283,6 +305,7 @@ class Inverter:
         self.run = jax.jit(self._run, donate_argnames=("state",))
         self.evaluate = jax.jit(self._evaluate)
         self.features = jax.jit(self.target_features)
+        self.measurements = jax.jit(self._measurements)
 
     # ---- per-image pieces -------------------------------------------------------------------------
     def _init_one(self, gen_params, key, target):
@@ -296,6 +319,7 @@ class Inverter:
         return {
             "variables": variables,
             "constants": constants,
+            "measurement": self.task.measure(target, _measurement_key(key)),
             "opt_state": self.tx.init(variables),
             "key": key,
         }
@@ -315,10 +339,13 @@ class Inverter:
             dtype=jnp.dtype(self.cfg.dtype),
             remat=self.cfg.remat,
         )
-        terms = {"mse": jnp.mean(jnp.square(image - target))}
+        # The data terms compare the measurements (`target` is the clean image, for evaluation).
+        task_key = None if key is None or not self.task.needs_key else jax.random.fold_in(key, 7)
+        measured = self.task.forward(image, task_key)
+        terms = {"mse": jnp.mean(jnp.square(measured - image_state["measurement"]))}
         if self.statics.lpips_fns is not None:
             lpips = nnx.merge(self.statics.lpips_fns, lpips_params)
-            feats = lpips.features(area_downsample(image, self.cfg.lpips_resolution)[None])[0]
+            feats = lpips.features(area_downsample(measured, self.cfg.lpips_resolution)[None])[0]
             terms["lpips"] = jnp.sum(jnp.square(feats - target_feats))
         if prior is not None:
             # Scored on the variables themselves, not on their ramp-perturbed copy.
@@ -397,13 +424,23 @@ class Inverter:
             terms, ws, image = self._terms(
                 gen_params, lpips_params, prior, image_state, latent, target, feats
             )
-            terms["psnr"] = psnr(terms["mse"])
+            terms["psnr"] = psnr(jnp.mean(jnp.square(image - target)))  # against the clean target
+            if self.task.name == "denoise":
+                terms["input_psnr"] = psnr(
+                    jnp.mean(jnp.square(image_state["measurement"] - target))
+                )
             return InversionResult(ws, image, terms, image_state["variables"].get("noise"), latent)
 
         return jax.vmap(one)(state["images"], targets, target_feats)
 
+    def _measurements(self, seeds, targets):
+        """The measurements y of clean targets [B, H, W, C], as `init` makes them."""
+        keys = jax.vmap(jax.random.key)(seeds)
+        return jax.vmap(lambda k, x: self.task.measure(x, _measurement_key(k)))(keys, targets)
+
     def target_features(self, lpips_params, targets):
-        """LPIPS feature vectors of the targets [B, F] (a [B, 0] placeholder without LPIPS)."""
+        """LPIPS feature vectors of the targets [B, F] (a [B, 0] placeholder without LPIPS);
+        pass the measurements (`measurements`) when the task is not `invert`."""
         if self.statics.lpips_fns is None:
             return jnp.zeros((targets.shape[0], 0), jnp.float32)
         lpips = nnx.merge(self.statics.lpips_fns, lpips_params)
@@ -439,7 +476,8 @@ class Inverter:
         Returns:
           InversionResult (ws [B, num_ws, w_dim], images [B, H, W, C], terms {name: [B]}, noise, latents).
         """
-        feats = self.features(lpips_params, targets)
+        measured = targets if self.task.name == "invert" else self.measurements(seeds, targets)
+        feats = self.features(lpips_params, measured)
         state = self.init(gen_params, seeds, targets)
         for _ in range(self.num_dispatches()):
             state, loss = self.run(gen_params, lpips_params, prior, state, targets, feats)
