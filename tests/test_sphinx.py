@@ -156,10 +156,8 @@ def test_a_batch_equals_its_images_inverted_one_at_a_time(sphinx_run):
 
 
 def test_sphinx_refuses_engine_noise():
-    gen_cfg, fns, _, w_mean, w_std = tiny_generator()
-    cfg = InversionConfig.for_space("sphinx", optimize_noise=True, lpips_weight=0.0)
     with pytest.raises(ValueError, match="own noise maps"):
-        Inverter(fns, gen_cfg, cfg, w_mean, w_std)
+        InversionConfig.for_space("sphinx", optimize_noise=True)
 
 
 def test_monotonic_hinge_closed_form():

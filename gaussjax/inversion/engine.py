@@ -106,6 +106,10 @@ class InversionConfig:
             raise ValueError(f"dtype must be one of {COMPUTE_DTYPES}, got {self.dtype!r}")
         if not 0 < self.truncation_psi <= 1:
             raise ValueError(f"truncation_psi must be in (0, 1], got {self.truncation_psi}")
+        if self.optimize_noise and latent_spaces.owns_noise(self.space):
+            raise ValueError(
+                f"the {self.space} space optimises its own noise maps: drop --optimize_noise"
+            )
         tasks.check_task(self)
 
 
@@ -291,10 +295,6 @@ class Inverter:
             latent_spaces.SpaceOptions.from_config(cfg),
         )
         self.space = latent_spaces.make_space(cfg.space, context)
-        if cfg.optimize_noise and self.space.owns_noise:
-            raise ValueError(
-                f"the {cfg.space} space optimises its own noise maps: drop --optimize_noise"
-            )
         self.task = tasks.make_task(cfg, gen_cfg)
         if cfg.lpips_weight > 0 and cfg.task == "super_resolution":
             if gen_cfg.img_resolution // cfg.sr_factor < 16:

@@ -528,6 +528,12 @@ def space_defaults(name: str) -> dict:
     return dict(_SPACE_CLASSES[name].defaults)
 
 
+def owns_noise(name: str) -> bool:
+    """Whether the space's variables include its noise maps (without building it)."""
+    check_space_name(name)
+    return not name.startswith("f_") and _SPACE_CLASSES[name].owns_noise
+
+
 def constant_rate_prefixes(name: str) -> tuple[str, ...]:
     """The space's `constant_rate_prefixes` (without building it)."""
     check_space_name(name)
