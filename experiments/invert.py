@@ -3,7 +3,8 @@ r"""Inverts images into a StyleGAN2 latent space, with the Gaussianized prior (t
     python -m experiments.invert --outdir=out/invert \
         [--generator=DIR] [--prior=prior.npz] [--images=DIR|GLOB|FILE] \
         [--space=w|wplus|z|zplus|f_w|f_wplus|f_z|f_zplus] [--prior_weight=1e-5] [--steps=N] \
-        [--batch_size=8] [--loss=mse|lpips|mse+lpips --vgg=FILE] [--optimize_noise]
+        [--batch_size=8] [--loss=mse|lpips|mse+lpips --vgg=FILE] [--optimize_noise] \
+        [--task=invert|denoise|inpaint|super_resolution|compressed_sensing [task settings]]
 
 Per image it writes NAME.npz (`w` [1, num_ws, w_dim], the official projector's format, plus the
 space's own latents) and NAME.png (the reconstruction), and one line in summary.jsonl. Rerunning
@@ -13,6 +14,10 @@ schedule, loss weights); flags given explicitly override them. Without --generat
 built-in demo generator (seeded random weights); without --images it inverts images the generator
 makes from seeded latents and reports the latent error against the true latents. Without --prior
 a prior is fitted once and cached beside the generator (in --outdir for the demo generator).
+
+--task solves an inverse problem in any space (gaussjax/inversion/tasks.py): the images are the
+clean targets, the measurement y = A(x) (+ noise) is simulated from them, the loss compares A(G(s))
+with y, NAME.png is the clean render G(s) and the summary's psnr compares it with the clean image.
 """
 
 import pathlib
@@ -25,6 +30,7 @@ from gaussjax import cli
 from gaussjax.inversion import pipeline
 from gaussjax.inversion.engine import InversionConfig
 from gaussjax.inversion.spaces import SPACES
+from gaussjax.inversion.tasks import CS_OPERATORS, TASKS
 
 _OUTDIR = flags.DEFINE_string("outdir", None, "Output directory (resumable).")
 _GENERATOR = flags.DEFINE_string(
@@ -139,6 +145,46 @@ _CONFIG_FLAGS = {
         flags.DEFINE_bool(
             "remat", None, "Recompute synthesis blocks in the backward pass (memory)."
         ),
+    ),
+    "task": (
+        "task",
+        flags.DEFINE_enum("task", None, list(TASKS), "Inverse problem; default invert."),
+    ),
+    "denoise_std": (
+        "denoise_std",
+        flags.DEFINE_float("denoise_std", None, "denoise: noise sigma on [-1, 1] (0.25)."),
+    ),
+    "measurement_std": (
+        "measurement_std",
+        flags.DEFINE_float("measurement_std", None, "Other tasks: Gaussian noise on y (0)."),
+    ),
+    "inpaint_mask": (
+        "inpaint_mask",
+        flags.DEFINE_string("inpaint_mask", None, "inpaint: mask image, white = known."),
+    ),
+    "inpaint_block_height": (
+        "inpaint_block_height",
+        flags.DEFINE_float("inpaint_block_height", None, "inpaint: hole height fraction (0.4)."),
+    ),
+    "inpaint_block_width": (
+        "inpaint_block_width",
+        flags.DEFINE_float("inpaint_block_width", None, "inpaint: hole width fraction (0.2)."),
+    ),
+    "sr_factor": (
+        "sr_factor",
+        flags.DEFINE_integer("sr_factor", None, "super_resolution: box downsampling factor (4)."),
+    ),
+    "cs_ratio": (
+        "cs_ratio",
+        flags.DEFINE_float("cs_ratio", None, "compressed_sensing: measurements / values (0.1)."),
+    ),
+    "cs_operator": (
+        "cs_operator",
+        flags.DEFINE_enum("cs_operator", None, list(CS_OPERATORS), "compressed_sensing operator."),
+    ),
+    "task_seed": (
+        "task_seed",
+        flags.DEFINE_integer("task_seed", None, "Seed of the operator (mask block, matrix)."),
     ),
 }
 

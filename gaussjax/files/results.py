@@ -153,6 +153,7 @@ def save_batch(
             "name": target["name"],
             "file": target["file"],
             "space": cfg.space,
+            "task": cfg.task,
             "steps": cfg.num_steps,
             "prior_weight": cfg.prior_weight,
             "loss_used": cfg.loss_label,

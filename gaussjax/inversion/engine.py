@@ -6,7 +6,8 @@ Per image the objective is (shared/notes/papers.md §1.4, reference-stylegan2.md
       + prior_weight * sum_l ||L^-1 (leaky_relu_5(w_l) - mu)||^2 + noise_reg_weight * noise_reg
       + the latent space's own terms (F spaces: feature_reg_weight * mean((F - F0)^2)),
 
-where s are the space's variables (spaces.py) and w_l the W rows they render with. It is optimised
+where s are the space's variables (spaces.py) and w_l the W rows they render with; for an inverse
+problem (tasks.py) the data terms compare A(G(s)) with the measurement y = A(x). It is optimised
 with optax (Adam by default) under the official projector's learning-rate schedule (or a constant
 rate) and latent-noise ramp. A batch of B images is inverted together by `jax.vmap` over a per-image
 step: every image has its own latents, noise maps, optimiser state and PRNG key, so its result does
@@ -24,6 +25,7 @@ from flax import nnx
 
 from gaussjax.analysis.prior import prior_energy
 from gaussjax.inversion import spaces as latent_spaces
+from gaussjax.inversion import tasks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +63,17 @@ class InversionConfig:
     # and losses stay float32) and per-block rematerialisation in the backward pass.
     dtype: str = "float32"
     remat: bool = False
+    # The inverse problem (tasks.py): the loss compares A(G(s)) with y = A(x) (+ noise).
+    task: str = "invert"
+    denoise_std: float = 0.25  # SPHInX's README: sigma on [-1, 1]
+    measurement_std: float = 0.0  # inpaint / super_resolution / compressed_sensing: noise on y
+    inpaint_mask: str | None = None  # a mask image (white = known); None: a seeded block
+    inpaint_block_height: float = 0.4  # the public code's random_occlusion block, as fractions
+    inpaint_block_width: float = 0.2
+    sr_factor: int = 4
+    cs_ratio: float = 0.1  # measurements / pixel values ([NF] in the paper)
+    cs_operator: str = "gaussian"  # or "partial_circulant"
+    task_seed: int = 0  # the operator's randomness (mask block, sensing matrix)
 
     @property
     def loss_label(self) -> str:
@@ -93,6 +106,11 @@ class InversionConfig:
             raise ValueError(f"dtype must be one of {COMPUTE_DTYPES}, got {self.dtype!r}")
         if not 0 < self.truncation_psi <= 1:
             raise ValueError(f"truncation_psi must be in (0, 1], got {self.truncation_psi}")
+        if self.optimize_noise and latent_spaces.owns_noise(self.space):
+            raise ValueError(
+                f"the {self.space} space optimises its own noise maps: drop --optimize_noise"
+            )
+        tasks.check_task(self)
 
 
 LR_SCHEDULES = ("official", "constant")
@@ -123,7 +141,10 @@ def lr_schedule(cfg: InversionConfig):
 
 
 def make_optimizer(cfg: InversionConfig) -> optax.GradientTransformation:
-    """optax.<cfg.optimizer>(learning_rate=the official schedule)."""
+    """optax.<cfg.optimizer>(learning_rate=the official schedule).
+
+    Latent variables named with one of the space's `constant_rate_prefixes` keep the constant
+    rate cfg.learning_rate instead (SPHInX: the schedule drives the style head only)."""
     factory = getattr(optax, cfg.optimizer, None)
     try:
         tx = factory(learning_rate=lr_schedule(cfg))
@@ -131,7 +152,20 @@ def make_optimizer(cfg: InversionConfig) -> optax.GradientTransformation:
         raise ValueError(f"{cfg.optimizer!r} is not an optax optimiser taking learning_rate") from e
     if not isinstance(tx, optax.GradientTransformation):
         raise ValueError(f"optax.{cfg.optimizer} is not an optimiser")
-    return tx
+    prefixes = latent_spaces.constant_rate_prefixes(cfg.space)
+    if not prefixes or cfg.lr_schedule == "constant":
+        return tx
+    transforms = {"scheduled": tx, "constant": factory(learning_rate=cfg.learning_rate)}
+    return optax.multi_transform(transforms, functools.partial(_rate_labels, prefixes=prefixes))
+
+
+def _rate_labels(variables: dict, prefixes) -> dict:
+    """The engine's variables {"latent": {name: ...}, "noise": ...} -> "scheduled" / "constant"."""
+    labels = jax.tree.map(lambda _: "scheduled", variables)
+    for name, value in variables["latent"].items():
+        label = "constant" if name.startswith(prefixes) else "scheduled"
+        labels["latent"][name] = jax.tree.map(lambda _, label=label: label, value)
+    return labels
 
 
 def latent_noise_scale(cfg: InversionConfig, t, unit):
@@ -173,6 +207,11 @@ def area_downsample(img, size: int):
         return img
     f = h // size
     return img.reshape(size, f, size, f, img.shape[-1]).mean(axis=(1, 3))
+
+
+def _measurement_key(image_key):
+    """The key of an image's measurement noise (independent of its optimisation keys)."""
+    return jax.random.fold_in(image_key, 2)
 
 
 def psnr(mse):
@@ -256,6 +295,10 @@ class Inverter:
             latent_spaces.SpaceOptions.from_config(cfg),
         )
         self.space = latent_spaces.make_space(cfg.space, context)
+        self.task = tasks.make_task(cfg, gen_cfg)
+        if cfg.lpips_weight > 0 and cfg.task == "super_resolution":
+            if gen_cfg.img_resolution // cfg.sr_factor < 16:
+                raise ValueError("LPIPS on super_resolution measurements needs them >= 16 px")
         self.tx = optimizer or make_optimizer(cfg)
         self.statics = Statics(gen_fns, lpips_fns, self.space, gen_cfg.noise_resolutions)
         self.trace_counts = {"init": 0, "run": 0, "evaluate": 0}
@@ -263,6 +306,7 @@ class Inverter:
         self.run = jax.jit(self._run, donate_argnames=("state",))
         self.evaluate = jax.jit(self._evaluate)
         self.features = jax.jit(self.target_features)
+        self.measurements = jax.jit(self._measurements)
 
     # ---- per-image pieces -------------------------------------------------------------------------
     def _init_one(self, gen_params, key, target):
@@ -276,6 +320,7 @@ class Inverter:
         return {
             "variables": variables,
             "constants": constants,
+            "measurement": self.task.measure(target, _measurement_key(key)),
             "opt_state": self.tx.init(variables),
             "key": key,
         }
@@ -295,10 +340,13 @@ class Inverter:
             dtype=jnp.dtype(self.cfg.dtype),
             remat=self.cfg.remat,
         )
-        terms = {"mse": jnp.mean(jnp.square(image - target))}
+        # The data terms compare the measurements (`target` is the clean image, for evaluation).
+        task_key = None if key is None or not self.task.needs_key else jax.random.fold_in(key, 7)
+        measured = self.task.forward(image, task_key)
+        terms = {"mse": jnp.mean(jnp.square(measured - image_state["measurement"]))}
         if self.statics.lpips_fns is not None:
             lpips = nnx.merge(self.statics.lpips_fns, lpips_params)
-            feats = lpips.features(area_downsample(image, self.cfg.lpips_resolution)[None])[0]
+            feats = lpips.features(area_downsample(measured, self.cfg.lpips_resolution)[None])[0]
             terms["lpips"] = jnp.sum(jnp.square(feats - target_feats))
         if prior is not None:
             # Scored on the variables themselves, not on their ramp-perturbed copy.
@@ -315,11 +363,11 @@ class Inverter:
         t = step / self.cfg.num_steps
 
         def loss_fn(variables):
-            latent = self.space.perturb(
-                variables["latent"],
-                ramp_key,
-                latent_noise_scale(self.cfg, t, self.space.noise_unit),
-            )
+            latent = variables["latent"]
+            if self.cfg.latent_noise_factor > 0:  # zero noise would still cost a draw per leaf
+                latent = self.space.perturb(
+                    latent, ramp_key, latent_noise_scale(self.cfg, t, self.space.noise_unit)
+                )
             terms, _, _ = self._terms(
                 gen_params,
                 lpips_params,
@@ -377,13 +425,23 @@ class Inverter:
             terms, ws, image = self._terms(
                 gen_params, lpips_params, prior, image_state, latent, target, feats
             )
-            terms["psnr"] = psnr(terms["mse"])
+            terms["psnr"] = psnr(jnp.mean(jnp.square(image - target)))  # against the clean target
+            if self.task.name == "denoise":
+                terms["input_psnr"] = psnr(
+                    jnp.mean(jnp.square(image_state["measurement"] - target))
+                )
             return InversionResult(ws, image, terms, image_state["variables"].get("noise"), latent)
 
         return jax.vmap(one)(state["images"], targets, target_feats)
 
+    def _measurements(self, seeds, targets):
+        """The measurements y of clean targets [B, H, W, C], as `init` makes them."""
+        keys = jax.vmap(jax.random.key)(seeds)
+        return jax.vmap(lambda k, x: self.task.measure(x, _measurement_key(k)))(keys, targets)
+
     def target_features(self, lpips_params, targets):
-        """LPIPS feature vectors of the targets [B, F] (a [B, 0] placeholder without LPIPS)."""
+        """LPIPS feature vectors of the targets [B, F] (a [B, 0] placeholder without LPIPS);
+        pass the measurements (`measurements`) when the task is not `invert`."""
         if self.statics.lpips_fns is None:
             return jnp.zeros((targets.shape[0], 0), jnp.float32)
         lpips = nnx.merge(self.statics.lpips_fns, lpips_params)
@@ -419,7 +477,8 @@ class Inverter:
         Returns:
           InversionResult (ws [B, num_ws, w_dim], images [B, H, W, C], terms {name: [B]}, noise, latents).
         """
-        feats = self.features(lpips_params, targets)
+        measured = targets if self.task.name == "invert" else self.measurements(seeds, targets)
+        feats = self.features(lpips_params, measured)
         state = self.init(gen_params, seeds, targets)
         for _ in range(self.num_dispatches()):
             state, loss = self.run(gen_params, lpips_params, prior, state, targets, feats)

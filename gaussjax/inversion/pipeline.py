@@ -153,9 +153,11 @@ def obtain_prior(spec: RunSpec, fns, params, generator, fingerprint, gen_dir):
     return prior_lib.make_prior(stats["mean"], stats["cov"], stats["negative_slope"]), stats
 
 
-def image_seed(name: str) -> int:
-    """Per-image PRNG seed from its name: results do not depend on batch composition or order."""
-    return zlib.crc32(name.encode()) & 0x7FFFFFFF
+def image_seed(name: str, seed: int = 0) -> int:
+    """Per-image PRNG seed from its name (and the run's seed when it is not 0, so that repeated
+    runs over the same files differ): results do not depend on batch composition or order."""
+    text = name if seed == 0 else f"{seed}:{name}"
+    return zlib.crc32(text.encode()) & 0x7FFFFFFF
 
 
 def file_targets(spec: RunSpec):
@@ -306,7 +308,7 @@ def run_batches(
         t0 = time.perf_counter()
         result = inverter.invert(
             gen_params,
-            *sharding.shard_batch(mesh, padded_batch(loaded, per_process, gen_cfg)),
+            *sharding.shard_batch(mesh, padded_batch(loaded, per_process, gen_cfg, spec.seed)),
             prior=prior,
             lpips_params=lpips_params,
             progress=recorder.progress,
@@ -347,7 +349,7 @@ def sheet_name(batch_index: int) -> str:
     return f"batch{batch_index:04d}{suffix}"
 
 
-def padded_batch(loaded, size: int, gen_cfg):
+def padded_batch(loaded, size: int, gen_cfg, seed: int = 0):
     """(pixels [size, H, W, C], seeds [size]) of the readable targets, padded by repeating the last
     one (a dummy image when none is readable): one compiled shape serves every batch."""
     pixels = [p for _, p in loaded if p is not None]
@@ -356,7 +358,7 @@ def padded_batch(loaded, size: int, gen_cfg):
         res, ch = gen_cfg.img_resolution, gen_cfg.img_channels
         pixels, names = [np.zeros((res, res, ch), np.float32)], ["padding"]
     pad = size - len(pixels)
-    seeds = [image_seed(n) for n in names + names[-1:] * pad]
+    seeds = [image_seed(n, seed) for n in names + names[-1:] * pad]
     return np.stack(pixels + pixels[-1:] * pad).astype(np.float32), np.asarray(seeds, np.int32)
 
 
@@ -466,6 +468,7 @@ def run(spec: RunSpec) -> RunSummary:
     todo = sum(not t["done"] for t in targets)
     spec.log(
         f"{len(targets)} images: {len(targets) - todo} already done, {todo} to invert in {cfg.space} "
+        f"{'' if cfg.task == 'invert' else f'(task {cfg.task}) '}"
         f"({cfg.num_steps} steps, λ={cfg.prior_weight}, loss {cfg.loss_label}) on {jax.device_count()} "
         "device(s)"
     )

@@ -14,11 +14,14 @@ Spaces (`SPACES`):
   f_<space>    F/Z+ and its ablations: the activation after `feature_layer` (default: the first,
                upsampling conv of the 16x16 block) is optimised jointly with the latent, the RGB
                accumulator restarts there, and mean((F - F0)^2) keeps F near its initialisation.
+  sphinx       SPHInX: the parameters of a style head (-> W+, bypassing the mapping) and a content
+               head (-> the 4x4 constant), plus freely optimised noise maps (heads.py).
 
 Every function here works on ONE image; the engine vmaps them over a batch.
 """
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -26,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gaussjax.inversion import heads
 from gaussjax.networks.stylegan2 import SynthesisState
 
 
@@ -75,12 +79,14 @@ class SpaceContext:
 
 class SynthesisInputs(NamedTuple):
     """What one image's synthesis receives: ws [num_ws, w_dim]; optionally the layer to start after
-    and the state there (unbatched: x [H, W, C], ...), and a [4, 4, C] replacement of the constant."""
+    and the state there (unbatched: x [H, W, C], ...), a [4, 4, C] replacement of the constant, and
+    the noise maps [r, r] of a space that optimises its own (they take precedence over the engine's)."""
 
     ws: jax.Array
     start_layer: int | None = None
     start_state: SynthesisState | None = None
     const_input: jax.Array | None = None
+    noise: list | None = None
 
 
 class LatentSpace:
@@ -92,6 +98,10 @@ class LatentSpace:
 
     name: str = ""
     defaults: dict = {}
+    # Variables whose names start with one of these keep a constant learning rate under the
+    # "official" schedule (see engine.make_optimizer); the rest follow the schedule.
+    constant_rate_prefixes: tuple[str, ...] = ()
+    owns_noise = False  # True: the space's variables include its noise maps (no engine noise)
 
     def __init__(self, ctx: SpaceContext):
         self.ctx = ctx
@@ -175,7 +185,7 @@ def render(
     image = space.ctx.gen_fns.synthesis(
         gen_params,
         ws,
-        noise=noise,
+        noise=noise if inputs.noise is None else inputs.noise,
         start_layer=inputs.start_layer,
         start_state=state,
         const_input=const,
@@ -425,8 +435,81 @@ def _feature_arrays(state: SynthesisState) -> dict:
     return out
 
 
+class SphinxSpace(LatentSpace):
+    """SPHInX (papers note §3): per image, the parameters of the style head (its output is the W+
+    code; the mapping network is bypassed), of the content head (its output replaces the 4x4
+    constant) and the noise maps, optimised freely (no regulariser, no renormalisation).
+
+    Vicinal sampling: every optimisation step feeds both heads fresh Gaussian inputs, z
+    [num_ws, w_dim] and s [4, 4, 8], so they learn to map a whole neighbourhood to the target
+    (our reading of the paper's "vicinal regularization", as in the public code). The result
+    renders from the mean input (z = 0, s = 0).
+    """
+
+    name = "sphinx"
+    # The public code: MSE + 1.5 LPIPS, Adam 1e-3 with the ramp schedule on the style head only,
+    # 5000 steps; no prior and no latent-noise ramp (the vicinal inputs take its place).
+    defaults = {
+        "num_steps": 5000,
+        "learning_rate": 1e-3,
+        "lr_schedule": "official",
+        "latent_noise_factor": 0.0,
+        "lpips_weight": 1.5,
+        "prior_weight": 0.0,
+    }
+    constant_rate_prefixes = ("content_", "noise_")
+    owns_noise = True
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        cfg = ctx.gen_cfg
+        self.noise_keys = (
+            tuple(f"noise_{j:02d}" for j in range(cfg.num_layers)) if cfg.use_noise else ()
+        )
+        self.const_channels = cfg.channels(4)
+        shapes = jax.eval_shape(lambda k: self._heads(k), jax.random.key(0))
+        self.variable_keys = tuple(shapes) + self.noise_keys
+
+    def _heads(self, key):
+        style_key, content_key = jax.random.split(key)
+        cfg = self.ctx.gen_cfg
+        return {
+            **heads.init_style_head(style_key, cfg.num_ws, cfg.w_dim),
+            **heads.init_content_head(content_key, self.const_channels),
+        }
+
+    def init(self, gen_params, key, target):
+        head_key, noise_key = jax.random.split(key)
+        resolutions = self.ctx.gen_cfg.noise_resolutions
+        noise = heads.split_draw(
+            noise_key, {name: (r, r) for name, r in zip(self.noise_keys, resolutions)}
+        )
+        return {**self._heads(head_key), **noise}, {}
+
+    def synthesis_inputs(self, gen_params, variables, constants, key=None):
+        cfg = self.ctx.gen_cfg
+        z_shape, s_shape = (cfg.num_ws, cfg.w_dim), (4, 4, heads.CONTENT_CODE)
+        size = math.prod(z_shape)
+        if key is None:
+            flat = jnp.zeros(size + math.prod(s_shape))
+        else:  # one draw for both inputs: every RNG call is costly to compile
+            flat = jax.random.normal(key, (size + math.prod(s_shape),))
+        z, s = flat[:size].reshape(z_shape), flat[size:].reshape(s_shape)
+        noise = [variables[k] for k in self.noise_keys] if self.noise_keys else None
+        return SynthesisInputs(
+            heads.style_head(variables, z),
+            const_input=heads.content_head(variables, s),
+            noise=noise,
+        )
+
+    def prior_rows(self, gen_params, variables):
+        return self.synthesis_inputs(gen_params, variables, {}).ws
+
+
 _BASE_SPACES = {cls.name: cls for cls in (WSpace, WPlusSpace, ZSpace, ZPlusSpace)}
-SPACES = tuple(_BASE_SPACES) + tuple(f"f_{name}" for name in _BASE_SPACES)
+_OTHER_SPACES = {cls.name: cls for cls in (SphinxSpace,)}  # no F variant
+SPACES = tuple(_BASE_SPACES) + tuple(f"f_{name}" for name in _BASE_SPACES) + tuple(_OTHER_SPACES)
+_SPACE_CLASSES = {**_BASE_SPACES, **_OTHER_SPACES}
 
 
 def make_space(name: str, ctx: SpaceContext) -> LatentSpace:
@@ -434,7 +517,7 @@ def make_space(name: str, ctx: SpaceContext) -> LatentSpace:
     check_space_name(name)
     if name.startswith("f_"):
         return WithFeatures(ctx, _BASE_SPACES[name[2:]](ctx))
-    return _BASE_SPACES[name](ctx)
+    return _SPACE_CLASSES[name](ctx)
 
 
 def space_defaults(name: str) -> dict:
@@ -442,7 +525,19 @@ def space_defaults(name: str) -> dict:
     check_space_name(name)
     if name.startswith("f_"):
         return _feature_space_defaults(_BASE_SPACES[name[2:]].defaults)
-    return dict(_BASE_SPACES[name].defaults)
+    return dict(_SPACE_CLASSES[name].defaults)
+
+
+def owns_noise(name: str) -> bool:
+    """Whether the space's variables include its noise maps (without building it)."""
+    check_space_name(name)
+    return not name.startswith("f_") and _SPACE_CLASSES[name].owns_noise
+
+
+def constant_rate_prefixes(name: str) -> tuple[str, ...]:
+    """The space's `constant_rate_prefixes` (without building it)."""
+    check_space_name(name)
+    return () if name.startswith("f_") else _SPACE_CLASSES[name].constant_rate_prefixes
 
 
 def check_space_name(name: str) -> None:

@@ -27,10 +27,11 @@ DEMO_NOTICE = (
 )
 
 
-def demo_generator(seed: int = 0) -> Generator:
-    """The demo generator: DEMO_CONFIG with weights drawn from `seed` and non-zero biases and noise
-    strengths (so every term of the forward pass is exercised, as in the reference fixtures)."""
-    G = Generator(DEMO_CONFIG, rngs=nnx.Rngs(seed))
+def demo_generator(seed: int = 0, cfg: GeneratorConfig = DEMO_CONFIG) -> Generator:
+    """The demo generator: `cfg` (default DEMO_CONFIG) with weights drawn from `seed` and non-zero
+    biases and noise strengths (so every term of the forward pass is exercised, as in the
+    reference fixtures)."""
+    G = Generator(cfg, rngs=nnx.Rngs(seed))
     graphdef, state = nnx.split(G)
     flat = nnx.to_flat_state(state)
     key = jax.random.key(seed + 1)

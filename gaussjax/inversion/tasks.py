@@ -1,0 +1,173 @@
+"""Forward operators for inverse problems: the loss compares A(G(s)) with the measurement y = A(x)
+(+ noise), for every latent space (papers note §3.5).
+
+The input images are the clean x; the measurement is simulated from them, so the clean render G(s)
+is always compared with x too (the summary's `psnr`). Tasks (`TASKS`):
+
+  invert              A = identity.
+  denoise             y = clip(x + sigma e, -1, 1); every step the render gets a FRESH draw of the
+                      same sigma and is clipped too, as SPHInX's public code does (sigma on [-1, 1],
+                      default 0.25, the README's).
+  inpaint             A = a 0/1 mask (1: known pixel): a mask file (white = known, resized), or a
+                      block of the given fractions of the image at a seeded position (the public
+                      code's random_occlusion is 0.4 x 0.2).
+  super_resolution    A = box downsampling by an integer factor.
+  compressed_sensing  y = A vec(x), M = round(ratio N) measurements of the N pixel values: a seeded
+                      dense Gaussian A (entries N(0, 1/N)) or a partial-circulant one (random signs,
+                      circular convolution with a N(0, 1/N) filter by FFT, M seeded indices), as
+                      the public SPHInX utils. Measurement ratios are not given there ([NF]).
+
+Inpainting, super-resolution and compressed sensing may add N(0, measurement_std^2) to y (drawn
+once per image). Operators are built once per run from the config (`make_task`): their arrays are
+host constants, and `forward` / `measure` are pure and jit-able, per image [H, W, C].
+"""
+
+import dataclasses
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+TASKS = ("invert", "denoise", "inpaint", "super_resolution", "compressed_sensing")
+CS_OPERATORS = ("gaussian", "partial_circulant")
+MAX_DENSE_ENTRIES = 2**27  # a dense Gaussian operator beyond this (512 MB) is refused
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A forward operator. `forward(image, key)`: A applied to a render (key: the step's PRNG key,
+    None for the deterministic evaluation); `measure(x, key)`: the measurement y of a clean x."""
+
+    name: str
+    arrays: dict  # host constants of the operator (mask, matrix, signs, ...)
+    noise_std: float = 0.0  # denoise: sigma of the per-step draw; others: noise on y
+    factor: int = 1
+
+    @property
+    def image_shaped(self) -> bool:
+        """Whether measurements are images (LPIPS can compare them)."""
+        return self.name != "compressed_sensing"
+
+    @property
+    def needs_key(self) -> bool:
+        """Whether `forward` draws noise at every step."""
+        return self.name == "denoise"
+
+    def forward(self, image, key=None):
+        if self.name == "denoise":
+            if key is not None:
+                image = image + self.noise_std * jax.random.normal(key, image.shape)
+            return jnp.clip(image, -1.0, 1.0)
+        if self.name == "inpaint":
+            return image * self.arrays["mask"]
+        if self.name == "super_resolution":
+            return box_downsample(image, self.factor)
+        if self.name == "compressed_sensing":
+            return sense(self.arrays, image.reshape(-1))
+        return image
+
+    def measure(self, x, key):
+        if self.name == "denoise":
+            return self.forward(x, key)
+        y = self.forward(x)
+        if self.noise_std > 0:
+            y = y + self.noise_std * jax.random.normal(key, y.shape)
+        return y
+
+
+def box_downsample(image, factor: int):
+    """[H, W, C] -> [H / factor, W / factor, C], the mean of each factor x factor block."""
+    h, w, c = image.shape
+    return image.reshape(h // factor, factor, w // factor, factor, c).mean(axis=(1, 3))
+
+
+def sense(arrays: dict, x):
+    """Compressed-sensing measurements [M] of a flat image x [N]."""
+    if "matrix" in arrays:
+        return arrays["matrix"] @ x
+    spectrum = arrays["filter_fft_re"] + 1j * arrays["filter_fft_im"]
+    conv = jnp.fft.ifft(jnp.fft.fft(arrays["signs"] * x) * spectrum).real
+    return conv[arrays["indices"]]
+
+
+def make_task(cfg, gen_cfg) -> Task:
+    """The operator of an InversionConfig's task for images of the generator's shape.
+
+    Raises:
+      ValueError: settings that do not fit (checked in `check_task` too) or an unreadable mask.
+    """
+    check_task(cfg)
+    if cfg.task == "compressed_sensing" and cfg.lpips_weight > 0:
+        raise ValueError("compressed-sensing measurements are not images: set lpips_weight=0")
+    res, ch = gen_cfg.img_resolution, gen_cfg.img_channels
+    rs = np.random.RandomState(cfg.task_seed)
+    if cfg.task == "denoise":
+        return Task("denoise", {}, cfg.denoise_std)
+    if cfg.task == "inpaint":
+        mask = load_mask(cfg.inpaint_mask, res) if cfg.inpaint_mask else block_mask(cfg, res, rs)
+        return Task("inpaint", {"mask": mask[..., None]}, cfg.measurement_std)
+    if cfg.task == "super_resolution":
+        if res % cfg.sr_factor:
+            raise ValueError(f"sr_factor {cfg.sr_factor} does not divide the resolution {res}")
+        return Task("super_resolution", {}, cfg.measurement_std, cfg.sr_factor)
+    if cfg.task == "compressed_sensing":
+        arrays = sensing_arrays(cfg.cs_operator, res * res * ch, cfg.cs_ratio, rs)
+        return Task("compressed_sensing", arrays, cfg.measurement_std)
+    return Task("invert", {})
+
+
+def sensing_arrays(operator: str, n: int, ratio: float, rs: np.random.RandomState) -> dict:
+    """The seeded arrays of a compressed-sensing operator with round(ratio n) measurements."""
+    m = max(1, round(ratio * n))
+    if operator == "gaussian":
+        if m * n > MAX_DENSE_ENTRIES:
+            raise ValueError(
+                f"a dense Gaussian operator of {m} x {n} is too large: use "
+                "cs_operator=partial_circulant"
+            )
+        return {"matrix": (rs.randn(m, n) / math.sqrt(n)).astype(np.float32)}
+    spectrum = np.fft.fft(rs.randn(n) / math.sqrt(n))
+    return {
+        "signs": rs.choice([-1.0, 1.0], n).astype(np.float32),
+        "filter_fft_re": spectrum.real.astype(np.float32),
+        "filter_fft_im": spectrum.imag.astype(np.float32),
+        "indices": np.sort(rs.permutation(n)[:m]).astype(np.int32),
+    }
+
+
+def block_mask(cfg, res: int, rs: np.random.RandomState) -> np.ndarray:
+    """[res, res] float32: 1 everywhere but a block of the config's fractions at a seeded place."""
+    h = max(1, round(cfg.inpaint_block_height * res))
+    w = max(1, round(cfg.inpaint_block_width * res))
+    top, left = rs.randint(res - h + 1), rs.randint(res - w + 1)
+    mask = np.ones((res, res), np.float32)
+    mask[top : top + h, left : left + w] = 0.0
+    return mask
+
+
+def load_mask(path, res: int) -> np.ndarray:
+    """[res, res] float32 0/1 from an image file (white = known), center-cropped and resized."""
+    from gaussjax.files import images  # host-side file reading only
+
+    return (images.load_image(path, res, 1)[..., 0] >= 128).astype(np.float32)
+
+
+def check_task(cfg) -> None:
+    """One clear ValueError for task settings that cannot work (cheap: no files read)."""
+    if cfg.task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {cfg.task!r}")
+    if cfg.cs_operator not in CS_OPERATORS:
+        raise ValueError(f"cs_operator must be one of {CS_OPERATORS}, got {cfg.cs_operator!r}")
+    if cfg.denoise_std < 0 or cfg.measurement_std < 0:
+        raise ValueError("denoise_std and measurement_std must be >= 0")
+    if not 0 < cfg.cs_ratio <= 1:
+        raise ValueError(f"cs_ratio must be in (0, 1], got {cfg.cs_ratio}")
+    if cfg.sr_factor < 1:
+        raise ValueError(f"sr_factor must be >= 1, got {cfg.sr_factor}")
+    for name in ("inpaint_block_height", "inpaint_block_width"):
+        if not 0 < getattr(cfg, name) <= 1:
+            raise ValueError(f"{name} must be in (0, 1], got {getattr(cfg, name)}")
+    if cfg.inpaint_mask and not os.path.isfile(cfg.inpaint_mask):
+        raise ValueError(f"inpaint_mask {cfg.inpaint_mask} is not a file")
