@@ -132,7 +132,11 @@ def kill_after_first_result(outdir, flags) -> set[str]:
     return results.finished_names(outdir)
 
 
-def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
+def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, monkeypatch):
+    # Every run compiles afresh: resume itself is under test here. (One suite run under heavy load
+    # with the shared cache differed by 3e-6; cache-loaded and fresh executables were bit-identical
+    # when checked directly, so the cause is still open.)
+    monkeypatch.setenv("GAUSSJAX_CACHE_DIR", "")
     flags = ["--num_generated=4", "--space=wplus", "--steps=20"]
     reference = run_invert(tmp_path / "ref", *flags)
     assert reference.returncode == 0, reference.stderr[-2000:]
