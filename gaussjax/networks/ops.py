@@ -149,7 +149,7 @@ def upsample2d(x, f, up=2):
 
 
 def conv2d(x, kernel, padding):
-    """Plain cross-correlation. x: [N, H, W, I], kernel: [kh, kw, I, O] (odd, square), padding: int."""
+    """Plain cross-correlation. x: [N, H, W, I], kernel: [k, k, I, O] (any square size), padding: int."""
     return _conv2d(x, kernel.astype(x.dtype), padding)
 
 
