@@ -192,6 +192,31 @@ def test_conv2d_gradients_equal_xlas_own(size, padding):
     check_against_reference(lambda x, k: ops.conv2d(x, k, padding), ref, (x, kernel), 1e-5)
 
 
+@pytest.mark.parametrize("size,padding", [(3, 1), (1, 0)])
+def test_conv2d_second_derivatives_equal_xlas_own(size, padding):
+    """Reverse over reverse (the discriminator's R1 penalty: d/dkernel |d/dx D(x)|^2) through the
+    hand-written rules equals JAX's."""
+    rng = np.random.RandomState(2)
+    x = jnp.asarray(rng.randn(2, 7, 6, 4), jnp.float32)
+    kernel = jnp.asarray(rng.randn(size, size, 4, 5) / 3, jnp.float32)
+
+    def r1(conv):
+        def penalty(x, kernel):
+            dx = jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, kernel))))(x)
+            return jnp.sum(jnp.square(dx))
+
+        return jax.grad(penalty, argnums=(0, 1))(x, kernel)
+
+    def ref(x, kernel):
+        return jax.lax.conv_general_dilated(
+            x, kernel, (1, 1), [(padding, padding)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    ours, theirs = r1(lambda x, k: ops.conv2d(x, k, padding)), r1(ref)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
 def test_separable_taps_detects_rank_one_filters():
     col, row = ops.separable_taps(SEPARABLE_4 * 4)
     np.testing.assert_allclose(np.outer(col, row), SEPARABLE_4 * 4, rtol=1e-6)
