@@ -22,6 +22,7 @@ from experiments import study_flags
 from gaussjax import cli
 from gaussjax.analysis import pca as pca_lib
 from gaussjax.files import images as image_files
+from gaussjax.networks.builtin import BUILTIN_LABEL
 from gaussjax.reports import plots
 from gaussjax.reports.markdown import Report
 from gaussjax.reports.progress import Progress
@@ -158,7 +159,7 @@ def run() -> None:
         "taus": _TAUS.value,
         "num_components": _NUM_COMPONENTS.value,
         "seed": study_flags.SEED.value,
-        "generator": study_flags.GENERATOR.value or "demo",
+        "generator": study_flags.GENERATOR.value or BUILTIN_LABEL,
         "outlier_indices": extremes,
         "raw_coefficient_mean_abs": np.abs(raw_c).mean(axis=0),
         "outlier_coefficient_mean_abs": np.abs(raw_c[extremes]).mean(axis=0),

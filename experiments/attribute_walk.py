@@ -16,14 +16,16 @@ import numpy as np
 from absl import flags
 
 from gaussjax import cli
-from gaussjax.files import checkpoints, images
+from gaussjax.files import images
 from gaussjax.inversion import attribute, spaces
-from gaussjax.networks.demo import DEMO_NOTICE, demo_generator
+from gaussjax.networks.builtin import generator_or_builtin
 from gaussjax.networks.stylegan2 import PureGenerator
 
 _OUTDIR = flags.DEFINE_string("outdir", None, "Output directory.")
 _IMAGE = flags.DEFINE_string("image", None, "The image whose rotations are learned.")
-_GENERATOR = flags.DEFINE_string("generator", None, "Generator directory; default: demo.")
+_GENERATOR = flags.DEFINE_string(
+    "generator", None, "Generator directory; default: the built-in one."
+)
 _ANGLES = flags.DEFINE_list("angles", ["0", "22.5", "45"], "Rotations (degrees), increasing.")
 _STEPS = flags.DEFINE_integer("steps", 5000, "Optimisation steps.")
 _LR = flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
@@ -37,11 +39,7 @@ def main(argv):
         sys.exit("error: --outdir and --image are required")
     try:
         angles = [float(a) for a in _ANGLES.value]
-        if _GENERATOR.value:
-            generator = checkpoints.load_generator_module(_GENERATOR.value)
-        else:
-            print(DEMO_NOTICE)
-            generator = demo_generator()
+        generator = generator_or_builtin(_GENERATOR.value)
         cfg = generator.cfg
         pixels = images.load_image(_IMAGE.value, cfg.img_resolution, cfg.img_channels)
         fns, params = PureGenerator.split(generator)

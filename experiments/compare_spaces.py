@@ -31,10 +31,11 @@ from gaussjax.inversion.engine import InversionConfig
 from gaussjax.inversion.run_outputs import TARGETS_DIR
 from gaussjax.inversion.spaces import SPACES
 from gaussjax.inversion.tasks import TASKS
+from gaussjax.networks.builtin import BUILTIN_LABEL
 
 _OUTDIR = flags.DEFINE_string("outdir", None, "Output directory (resumable).")
 _GENERATOR = flags.DEFINE_string(
-    "generator", None, "Generator directory; default: the demo generator."
+    "generator", None, "Generator directory; default: the built-in one."
 )
 _OOD = flags.DEFINE_string(
     "ood_images",
@@ -157,7 +158,7 @@ def _mean_std(row, metric, digits) -> str:
 def markdown(rows, seeds) -> str:
     lines = [
         f"Latent spaces at {_STEPS.value} steps, seeds {seeds} "
-        f"(generator: {_GENERATOR.value or 'built-in demo'}); PSNR against the clean targets",
+        f"(generator: {_GENERATOR.value or BUILTIN_LABEL}); PSNR against the clean targets",
         "",
         "| space | task | targets | images/seed | loss | PSNR dB | LPIPS |",
         "|---|---|---|---|---|---|---|",

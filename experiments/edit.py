@@ -9,7 +9,7 @@ F held fixed; W/W+ results move linearly. --direction is a .npy of shape [D] or 
 --component=K uses the K-th principal direction of mapped samples (GANSpace style: for Z the
 regression of z on the W principal coordinates), scaled by its standard deviation. With
 --interpolate_to it interpolates instead (slerp per Z row, lerp otherwise). Writes sheets/NAME_edit.png
-(a strip) and NAME_edit.gif (or NAME_interp.*), without --generator the built-in demo generator.
+(a strip) and NAME_edit.gif (or NAME_interp.*), without --generator the built-in generator.
 """
 
 import pathlib
@@ -20,13 +20,13 @@ import numpy as np
 from absl import flags
 
 from gaussjax import cli, editing
-from gaussjax.files import checkpoints, images
+from gaussjax.files import images
 from gaussjax.inversion.saved import load_results, render_variables
-from gaussjax.networks.demo import demo_generator
+from gaussjax.networks.builtin import generator_or_builtin
 from gaussjax.networks.stylegan2 import PureGenerator
 
 _GENERATOR = flags.DEFINE_string(
-    "generator", None, "Generator directory; default: built-in demo generator."
+    "generator", None, "Generator directory; default: the built-in one."
 )
 _RESULT = flags.DEFINE_string("result", None, "An experiments.invert result (NAME.npz).")
 _OUTDIR = flags.DEFINE_string("outdir", None, "Output directory.")
@@ -80,11 +80,7 @@ def main(argv):
     if not _RESULT.value or not _OUTDIR.value:
         sys.exit("error: --result and --outdir are required")
     try:
-        generator = (
-            checkpoints.load_generator_module(_GENERATOR.value)
-            if _GENERATOR.value
-            else demo_generator()
-        )
+        generator = generator_or_builtin(_GENERATOR.value)
         fns, params = PureGenerator.split(generator)
         saved = load_results(_RESULT.value, fns, generator.cfg)[0]
         if _INTERPOLATE_TO.value:

@@ -1,6 +1,6 @@
 r"""Fits the Gaussianized latent prior (μ, Σ of v = LeakyReLU_5(w)) of a gaussjax generator.
 
-    python -m experiments.fit_prior --generator=DIR --num_samples=N --seed=S --out=prior.npz \
+    python -m experiments.fit_prior --out=prior.npz [--generator=DIR] [--num_samples=N] [--seed=S] \
         [--chunk_size=4096] [--class_idx=K]
 
 Samples z ~ N(0, I), maps it to w, accumulates the mean and covariance of v = gaussianize(w) in
@@ -19,10 +19,11 @@ from absl import flags
 from gaussjax import cli
 from gaussjax.analysis import prior
 from gaussjax.files import checkpoints
+from gaussjax.networks.builtin import BUILTIN_LABEL, generator_or_builtin
 from gaussjax.networks.stylegan2 import PureGenerator
 
 _GENERATOR = flags.DEFINE_string(
-    "generator", None, "Generator directory (made by converters.convert)."
+    "generator", None, "Generator directory (made by converters.convert); default: the built-in one."
 )
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 100_000, "Number of mapping samples.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed for z (and the classes of a marginal prior).")
@@ -62,8 +63,8 @@ def describe_conditioning(cfg, class_idx) -> str:
 
 def check_flags() -> pathlib.Path:
     """Validates the flags that can be checked before loading anything; returns the output path."""
-    if not _GENERATOR.value or not _OUT.value:
-        sys.exit("error: --generator and --out are required")
+    if not _OUT.value:
+        sys.exit("error: --out is required")
     if _NUM_SAMPLES.value < 2 or _CHUNK_SIZE.value < 1:
         sys.exit("error: --num_samples must be >= 2 and --chunk_size >= 1")
     out = pathlib.Path(_OUT.value)
@@ -78,14 +79,14 @@ def main(argv):
     del argv
     out = check_flags()
     try:
-        generator = checkpoints.load_generator_module(_GENERATOR.value)
+        generator = generator_or_builtin(_GENERATOR.value)
     except (ValueError, FileNotFoundError, OSError, KeyError) as e:
         sys.exit(f"error: {e}")
     cfg = generator.cfg
     # Computed from the weights, as experiments.invert does, so the two can never disagree.
     fingerprint = checkpoints.generator_fingerprint(generator)
     print(
-        f"generator {_GENERATOR.value} (fingerprint {fingerprint}): {describe_conditioning(cfg, _CLASS_IDX.value)}"
+        f"generator {_GENERATOR.value or BUILTIN_LABEL} (fingerprint {fingerprint}): {describe_conditioning(cfg, _CLASS_IDX.value)}"
     )
     fns, params = PureGenerator.split(generator)
     try:

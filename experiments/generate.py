@@ -20,15 +20,15 @@ import numpy as np
 from absl import flags, logging
 
 from gaussjax import cli
-from gaussjax.files import checkpoints, images
+from gaussjax.files import images
 from gaussjax.inversion.saved import load_results, render_variables
-from gaussjax.networks.demo import DEMO_NOTICE, demo_generator
+from gaussjax.networks.builtin import generator_or_builtin
 from gaussjax.networks.stylegan2 import NOISE_MODES, PureGenerator
 
 _GENERATOR = flags.DEFINE_string(
     "generator",
     None,
-    "Generator directory (made by converters.convert); default: the demo generator.",
+    "Generator directory (made by converters.convert); default: the built-in one.",
 )
 _SEEDS = flags.DEFINE_string("seeds", None, "Seeds, e.g. '0-7' or '1,5,10-12'.")
 _LATENTS = flags.DEFINE_string(
@@ -64,11 +64,7 @@ def main(argv):
     if not _OUTDIR.value or (_SEEDS.value is None) == (_LATENTS.value is None):
         sys.exit("error: pass --outdir and exactly one of --seeds / --latents")
     try:
-        if _GENERATOR.value:
-            generator = checkpoints.load_generator_module(_GENERATOR.value)
-        else:
-            print(DEMO_NOTICE)
-            generator = demo_generator()
+        generator = generator_or_builtin(_GENERATOR.value)
         cfg = generator.cfg
         fns, params = PureGenerator.split(generator)
         if _LATENTS.value:

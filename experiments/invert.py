@@ -34,7 +34,7 @@ from gaussjax.inversion.tasks import CS_OPERATORS, TASKS
 
 _OUTDIR = flags.DEFINE_string("outdir", None, "Output directory (resumable).")
 _GENERATOR = flags.DEFINE_string(
-    "generator", None, "Generator directory; default: built-in demo generator."
+    "generator", None, "Generator directory; default: the built-in one."
 )
 _PRIOR = flags.DEFINE_string(
     "prior", None, "prior.npz from experiments.fit_prior; default: fit and cache."

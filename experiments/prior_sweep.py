@@ -16,6 +16,7 @@ from absl import flags
 
 from experiments import study_flags
 from gaussjax import cli
+from gaussjax.networks.builtin import BUILTIN_LABEL
 from gaussjax.reports import plots
 from gaussjax.reports.markdown import Report
 from gaussjax.reports.progress import Progress
@@ -72,7 +73,7 @@ def run() -> None:
     report.text(
         f"{len(groups)} generated targets ({_NUM_GENERATED.value} per target seed {seeds}), "
         f"{_STEPS.value} steps; mean ± std over target seeds. Generator: "
-        f"{study_flags.GENERATOR.value or 'built-in demo (random weights)'}."
+        f"{study_flags.GENERATOR.value or BUILTIN_LABEL}."
     )
     report.table("sweep", rows, inversions.SWEEP_COLUMNS)
     report.heading(f"Chosen λ (lowest latent MSE at ≤ {MAX_PSNR_LOSS_DB} dB PSNR loss)")

@@ -18,6 +18,7 @@ from absl import flags
 from experiments import study_flags
 from gaussjax import cli
 from gaussjax.analysis.prior import prior_energy
+from gaussjax.networks.builtin import BUILTIN_LABEL
 from gaussjax.reports import plots
 from gaussjax.reports.markdown import Report, format_number
 from gaussjax.reports.progress import Progress
@@ -122,7 +123,7 @@ def run() -> None:
         "num_targets": len(seeds) * _NUM_GENERATED.value,
         "steps": _STEPS.value,
         "seed": study_flags.SEED.value,
-        "generator": study_flags.GENERATOR.value or "built-in demo (random weights)",
+        "generator": study_flags.GENERATOR.value or BUILTIN_LABEL,
     }
     chosen = inversions.chosen_prior_weights(rows, MAX_PSNR_LOSS_DB)
     curves = {

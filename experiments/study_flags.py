@@ -11,7 +11,7 @@ from gaussjax.studies.setup import Study, load_study
 
 OUTDIR = flags.DEFINE_string("outdir", None, "Output directory for report.md, results.json, PNGs.")
 GENERATOR = flags.DEFINE_string(
-    "generator", None, "Generator directory; default: the demo generator."
+    "generator", None, "Generator directory; default: the built-in one."
 )
 PRIOR = flags.DEFINE_string(
     "prior", None, "prior.npz; default: cached beside the generator or fitted."

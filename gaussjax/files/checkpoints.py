@@ -91,7 +91,7 @@ def save_generator(
         }
         (tmp / CONFIG_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
         note = carry_over_prior(dst, tmp, doc["fingerprint"])
-        _replace_dir(tmp, dst)
+        replace_dir(tmp, dst)
         if note:
             log(note)
     finally:
@@ -137,7 +137,7 @@ def check_destination(dst, overwrite: bool) -> None:
         )
 
 
-def _replace_dir(src: pathlib.Path, dst: pathlib.Path) -> None:
+def replace_dir(src: pathlib.Path, dst: pathlib.Path) -> None:
     """Moves `src` to `dst`; an existing `dst` is swapped out first and deleted only afterwards."""
     old = None
     if dst.exists():

@@ -32,7 +32,7 @@ from gaussjax.files import checkpoints, images, prefetch, results
 from gaussjax.files.safe_io import read_json, write_bytes_atomic
 from gaussjax.inversion import run_outputs, sharding
 from gaussjax.inversion.engine import InversionConfig, Inverter, make_optimizer
-from gaussjax.networks.demo import DEMO_NOTICE, demo_generator
+from gaussjax.networks.builtin import generator_or_builtin
 from gaussjax.networks.stylegan2 import PureGenerator
 
 # Spaces with one latent vector for every layer: generated targets for them come from one z.
@@ -46,7 +46,7 @@ class RunSpec:
     Attributes:
       outdir: results folder (resumable).
       config: the inversion hyperparameters.
-      generator: generator directory, None for the built-in demo generator.
+      generator: generator directory, None for the built-in generator.
       prior: prior.npz, None to use the cached one or fit and cache one.
       images: directory, glob or file of targets; None for images rendered from seeded latents.
       num_generated: number of rendered targets when `images` is None.
@@ -117,11 +117,10 @@ def load_lpips(spec: RunSpec):
 
 
 def load_generator(spec: RunSpec):
-    """(Generator, its directory or None for the demo generator)."""
-    if spec.generator is None:
-        spec.log(DEMO_NOTICE)
-        return demo_generator(), None
-    return checkpoints.load_generator_module(spec.generator), pathlib.Path(spec.generator)
+    """(Generator, its directory or None for the built-in generator, whose prior is cached in the
+    output directory: the installed package is not written to)."""
+    generator = generator_or_builtin(spec.generator, spec.log)
+    return generator, None if spec.generator is None else pathlib.Path(spec.generator)
 
 
 def obtain_prior(spec: RunSpec, fns, params, generator, fingerprint, gen_dir):

@@ -86,8 +86,8 @@ def load_study(
     seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> Study:
-    """Loads the generator (None: the demo generator) and its prior: `prior`, the cached one, or a
-    fresh fit cached beside the generator (in `outdir` for the demo generator), as
+    """Loads the generator (None: the built-in one) and its prior: `prior`, the cached one, or a
+    fresh fit cached beside the generator (in `outdir` for the built-in one), as
     experiments.invert does.
 
     Raises:

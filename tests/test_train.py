@@ -1,0 +1,216 @@
+"""StyleGAN2 training (gaussjax/training): the discriminator's pieces against closed forms, the
+losses' directions, EMA and style mixing, one compile, bit-exact resume, sharded = unsharded, and
+the launcher's files."""
+
+import dataclasses
+import json
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from gaussjax.files import checkpoints
+from gaussjax.inversion import sharding
+from gaussjax.networks.config import GeneratorConfig
+from gaussjax.networks.stylegan2 import Generator
+from gaussjax.training import gan, loop
+from gaussjax.training.discriminator import Discriminator, downsample2d, minibatch_stddev
+
+TINY = GeneratorConfig(
+    z_dim=8, w_dim=8, img_resolution=16, mapping_layers=2, channel_base=128, channel_max=16
+)
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CFG = gan.TrainConfig(batch_size=8, steps_per_dispatch=3, r1_interval=2)
+
+
+def tiny_setup(cfg=CFG, seed=0):
+    G = Generator(TINY, rngs=nnx.Rngs(seed))
+    D = Discriminator(TINY, rngs=nnx.Rngs(seed + 1), mbstd_group=cfg.mbstd_group)
+    return gan.init_state(G, D, cfg)
+
+
+def tiny_dataset(n=16, seed=0):
+    """Smooth blobs in [-1, 1], [n, 16, 16, 3]."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:16, :16] / 15.0
+    centers = rng.uniform(0.2, 0.8, (n, 2))
+    d2 = (yy[None] - centers[:, :1, None]) ** 2 + (xx[None] - centers[:, 1:, None]) ** 2
+    blob = 2 * np.exp(-d2 / 0.02) - 1
+    return np.repeat(blob[..., None], 3, axis=-1).astype(np.float32)
+
+
+def test_minibatch_stddev_closed_form():
+    """Groups are images i, i + N/g, ...: the feature is the mean over features of their std."""
+    x = np.zeros((4, 2, 2, 3), np.float32)
+    x[2] = 2.0  # group {0, 2} (N/g = 2 groups of g = 2): std 1 everywhere; group {1, 3}: 0
+    out = np.asarray(minibatch_stddev(jnp.asarray(x), group_size=2))
+    assert out.shape == (4, 2, 2, 4)
+    np.testing.assert_allclose(out[[0, 2], ..., 3], 1.0, atol=1e-4)
+    np.testing.assert_allclose(out[[1, 3], ..., 3], 1e-4, atol=1e-4)  # sqrt(eps)
+    np.testing.assert_array_equal(out[..., :3], x)
+    with pytest.raises(ValueError, match="not a multiple"):
+        minibatch_stddev(jnp.zeros((6, 2, 2, 1)), 4)
+
+
+def test_downsample2d_halves_and_keeps_a_constant():
+    x = jnp.full((1, 8, 8, 2), 3.0)
+    f = np.outer([1, 3, 3, 1], [1, 3, 3, 1]).astype(np.float32) / 64
+    y = np.asarray(downsample2d(x, f))
+    assert y.shape == (1, 4, 4, 2)
+    np.testing.assert_allclose(y[:, 1:-1, 1:-1], 3.0, rtol=1e-6)  # interior: the filter sums to 1
+
+
+def test_discriminator_shapes_and_parameter_count():
+    D = Discriminator(TINY, rngs=nnx.Rngs(0))
+    assert D(jnp.zeros((4, 16, 16, 3))).shape == (4,)
+    # from_rgb 3->8 (1x1); blocks 16->8 (8->16) and 8->4 (16->16): conv0, conv1, skip; epilogue.
+    expected = (3 * 8 + 8) + (9 * 8 * 8 + 8 + 9 * 8 * 16 + 16 + 8 * 16)
+    expected += 9 * 16 * 16 + 16 + 9 * 16 * 16 + 16 + 16 * 16
+    expected += 9 * 17 * 16 + 16 + 256 * 16 + 16 + 16 + 1
+    assert sum(p.size for p in jax.tree.leaves(nnx.state(D, nnx.Param))) == expected
+
+
+def test_style_mixing_takes_rows_from_a_second_z():
+    nets, state = tiny_setup()
+    G = nets.generator(state)
+    key = jax.random.key(3)
+    never, w = gan.mixed_ws(G, key, 4, mixing_prob=0.0)
+    assert np.allclose(never, never[:, :1]) and np.allclose(w, never[:, 0])
+    always, w = gan.mixed_ws(G, key, 4, mixing_prob=1.0)
+    same_as_first = np.all(np.isclose(always, w[:, None]), axis=(0, 2))
+    cutoff = int(np.argmin(same_as_first))
+    assert 1 <= cutoff < TINY.num_ws and same_as_first[:cutoff].all()
+    assert not same_as_first[cutoff:].any()
+    assert np.allclose(always[:, cutoff:], always[:, cutoff : cutoff + 1])  # one second z
+
+
+def test_ema_closed_form():
+    cfg = dataclasses.replace(CFG, ema_kimg=0.1, ema_rampup=None)
+    nets, state = tiny_setup(cfg)
+    moved = state._replace(g=jax.tree.map(lambda p: p + 1.0, state.g))
+    after = gan.ema_update(cfg, moved)
+    beta = 0.5 ** (8 / 100)  # batch / ema_nimg
+    for e, p, new in zip(*map(jax.tree.leaves, (state.g_ema, moved.g, after.g_ema))):
+        np.testing.assert_allclose(new, p + beta * (e - p), rtol=1e-6, atol=1e-6)
+    ramped = gan.ema_update(dataclasses.replace(cfg, ema_rampup=0.05), moved)
+    beta = 0.5 ** (8 / (8 * 0.05))  # first iteration: ema_nimg = seen * rampup
+    leaf = jax.tree.leaves
+    np.testing.assert_allclose(
+        leaf(ramped.g_ema)[0],
+        leaf(moved.g)[0] + beta * (leaf(state.g_ema)[0] - leaf(moved.g)[0]),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+
+
+def test_discriminator_step_separates_and_generator_step_fools():
+    """The losses point the right way: D steps raise D(real) - D(fake); G steps raise D(G(z))."""
+    cfg = dataclasses.replace(CFG, learning_rate=0.01)
+    nets, state = tiny_setup(cfg)
+    reals = jnp.asarray(tiny_dataset(8))
+    key = jax.random.key(0)
+    fakes, _ = gan.fake_images(nets.generator(state), key, 8, 0.0)
+
+    def gap(s):
+        return float(jnp.mean(nets.discriminate(s.d, reals) - nets.discriminate(s.d, fakes)))
+
+    d_trained = state
+    step = jax.jit(lambda s: gan.discriminator_step(nets, cfg, s, key, reals)[0])
+    for _ in range(10):
+        d_trained = step(d_trained)
+    assert gap(d_trained) > gap(state) + 0.5
+
+    def fooled(s):
+        images, _ = gan.fake_images(nets.generator(s), key, 8, 0.0)
+        return float(jnp.mean(nets.discriminate(d_trained.d, images)))
+
+    g_step = jax.jit(lambda s: gan.generator_step(nets, cfg, s, key)[0])
+    g_trained = d_trained
+    for _ in range(10):
+        g_trained = g_step(g_trained)
+    assert fooled(g_trained) > fooled(d_trained) + 0.5
+
+
+def test_dispatches_compile_once_and_report_lazy_r1():
+    nets, state = tiny_setup()
+    data, key = jnp.asarray(tiny_dataset()), jax.random.key(0)
+    gan.train_dispatch.clear_cache()
+    state, losses = gan.train_dispatch(nets, CFG, state, data, key, None, 3)
+    state, losses_short = gan.train_dispatch(nets, CFG, state, data, key, None, 1)
+    assert gan.train_dispatch._cache_size() == 1
+    assert int(state.iteration) == 4
+    assert np.all(np.isfinite(np.asarray(losses))) and float(losses[2]) > 0
+    assert float(losses_short[2]) == 0  # iteration 3 is not an R1 iteration (interval 2)
+
+
+def _run(outdir, kimg, **kw):
+    run = loop.Run(str(outdir), total_kimg=kimg, snapshot_kimg=0.016, log=lambda _: None, **kw)
+    return loop.train(run, TINY, CFG, tiny_dataset())
+
+
+def test_resume_continues_bit_for_bit_and_refuses_other_settings(tmp_path):
+    """4 iterations in one go (sharded over the 4 test devices) equal 2, a restart, and 2 more."""
+    _run(tmp_path / "straight", 0.032)
+    _run(tmp_path / "resumed", 0.016)
+    record = _run(tmp_path / "resumed", 0.032)
+    assert record["kimg"] == 0.032
+    a = checkpoints.load_generator_module(tmp_path / "straight" / loop.GENERATOR_DIR)
+    b = checkpoints.load_generator_module(tmp_path / "resumed" / loop.GENERATOR_DIR)
+    for x, y in zip(jax.tree.leaves(nnx.state(a)), jax.tree.leaves(nnx.state(b))):
+        np.testing.assert_array_equal(x, y)
+    progress = [json.loads(line) for line in (tmp_path / "resumed" / loop.PROGRESS_FILE).open()]
+    assert [p["kimg"] for p in progress] == [0.016, 0.032]
+    samples = sorted(p.name for p in (tmp_path / "resumed" / loop.SAMPLES_DIR).iterdir())
+    assert samples == ["kimg00000.016.png", "kimg00000.032.png"]
+    with pytest.raises(ValueError, match=r"other settings \(seed\)"):
+        _run(tmp_path / "resumed", 0.048, seed=1)
+
+
+def test_sharded_iterations_equal_unsharded():
+    nets, state = tiny_setup()
+    data, key = jnp.asarray(tiny_dataset()), jax.random.key(0)
+    single, _ = gan.train_dispatch(nets, CFG, jax.tree.map(jnp.copy, state), data, key, None, 2)
+    mesh = sharding.data_mesh()
+    assert mesh.size == 4
+    sharded_state, sharded_data = sharding.replicate(mesh, (state, data))
+    batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(sharding.DATA_AXIS))
+    sharded, _ = gan.train_dispatch(nets, CFG, sharded_state, sharded_data, key, batch, 2)
+    for x, y in zip(jax.tree.leaves(single.g_ema), jax.tree.leaves(sharded.g_ema)):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+
+
+def test_launcher_trains_on_a_folder_and_writes_a_generator(tmp_path):
+    from gaussjax.files import images
+
+    for i, image in enumerate(images.to_uint8(tiny_dataset(8))):
+        images.save_png(tmp_path / f"img{i}.png", image)
+    flags = [
+        f"--outdir={tmp_path / 'run'}",
+        f"--dataset={tmp_path}",
+        "--resolution=16",
+        "--z_dim=8",
+        "--mapping_layers=2",
+        "--channel_base=128",
+        "--channel_max=16",
+        "--batch_size=8",
+        "--kimg=0.016",
+        "--snapshot_kimg=0.016",
+    ]
+    cmd = [sys.executable, "-m", "experiments.train"]
+    done = subprocess.run(cmd + flags, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "8 training images" in done.stdout and "snapshot at 0.016 kimg" in done.stdout
+    G = checkpoints.load_generator_module(tmp_path / "run" / loop.GENERATOR_DIR)
+    assert G.cfg.img_resolution == 16 and G.cfg.z_dim == 8
+    assert (tmp_path / "run" / loop.SAMPLES_DIR).is_dir()
+    other = subprocess.run(
+        cmd + flags + ["--lr=0.001"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert other.returncode != 0
+    last = other.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "training.learning_rate" in last
