@@ -40,6 +40,18 @@ def test_inpainting_mask_file(tmp_path):
     np.testing.assert_array_equal(mask[:, 8:], 1.0)
 
 
+def test_inpainting_noise_falls_on_the_known_pixels_only():
+    """y = mask (x + e): a hidden pixel is not measured, so no noise of it reaches the loss (the
+    render's A(G(s)) is 0 there; the noise would be a constant in the MSE and a false LPIPS target)."""
+    task = _task(task="inpaint", measurement_std=0.1)
+    x = np.random.RandomState(2).uniform(-1, 1, (16, 16, 3)).astype(np.float32)
+    y = np.asarray(task.measure(x, jax.random.key(0)))
+    hole = np.broadcast_to(task.arrays["mask"] == 0, x.shape)
+    np.testing.assert_array_equal(y[hole], 0.0)
+    noise = (y - x)[~hole]  # 714 draws: the std of their std is 0.003
+    assert abs(np.std(noise) - 0.1) < 0.01 and abs(np.mean(noise)) < 0.015
+
+
 def test_partial_circulant_equals_its_dense_matrix():
     """Rows `indices` of C diag(signs), C the circulant matrix of the filter: C[i, j] = f[i - j]."""
     task = _task(task="compressed_sensing", cs_operator="partial_circulant", cs_ratio=0.25)
