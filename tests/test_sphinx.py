@@ -38,14 +38,19 @@ RGB_SCALE = 0.15
 STEPS, SPHINX_LR, DISPATCH = 300, 0.03, 20
 
 
-def tiny_generator():
-    """(config, fns, params, w_mean, w_std) of the seeded tiny generator."""
+def tiny_module():
+    """The seeded tiny Generator, its RGB layers scaled by RGB_SCALE."""
     graphdef, state = nnx.split(demo_generator(0, TINY))
     flat = [
         (path, var.replace(var[...] * RGB_SCALE) if path[-2] == "torgb" else var)
         for path, var in nnx.to_flat_state(state)
     ]  # torgb weight and bias (not its affine): the skip output is linear in them
-    G = nnx.merge(graphdef, nnx.from_flat_state(flat))
+    return nnx.merge(graphdef, nnx.from_flat_state(flat))
+
+
+def tiny_generator():
+    """(config, fns, params, w_mean, w_std) of the seeded tiny generator."""
+    G = tiny_module()
     fns, params = PureGenerator.split(G)
     z = np.random.RandomState(0).randn(1000, TINY.z_dim).astype(np.float32)
     w = np.asarray(jax.jit(fns.mapping)(params, z))[:, 0]

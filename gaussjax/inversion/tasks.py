@@ -18,8 +18,9 @@ is always compared with x too (the summary's `psnr`). Tasks (`TASKS`):
                       the public SPHInX utils. Measurement ratios are not given there ([NF]).
 
 Inpainting, super-resolution and compressed sensing may add N(0, measurement_std^2) to y (drawn
-once per image). Operators are built once per run from the config (`make_task`): their arrays are
-host constants, and `forward` / `measure` are pure and jit-able, per image [H, W, C].
+once per image; inpainting: on the known pixels only, a hidden pixel is not measured). Operators
+are built once per run from the config (`make_task`): their arrays are host constants, and
+`forward` / `measure` are pure and jit-able, per image [H, W, C].
 """
 
 import dataclasses
@@ -74,6 +75,9 @@ class Task:
         y = self.forward(x)
         if self.noise_std > 0:
             y = y + self.noise_std * jax.random.normal(key, y.shape)
+        if self.name == "inpaint":
+            # A hidden pixel is not measured, so it has no noise either: A(G(s)) is 0 there.
+            y = self.forward(y)
         return y
 
 
