@@ -23,6 +23,7 @@ Every bad or unsupported input raises ``ConversionError`` with a one-line messag
 """
 
 import collections
+import contextlib
 import io
 import math
 import os
@@ -44,6 +45,8 @@ _PERSISTENCE_VERSION = 6
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
 _MAX_DEPTH = 64  # real generators are 4 levels deep; bounds recursion on crafted files
+# A 1024px generator walks ~350 entries (modules, tensors, kwargs); a crafted DAG walks 2**depth.
+_MAX_WALK_ENTRIES = 10_000
 _MAX_INNER_PICKLE = 16 << 20  # a storage's data.pkl is ~100 bytes; caps zip bombs
 
 _GENERATOR_CLASSES = frozenset(
@@ -159,17 +162,29 @@ class _StorageRef:
         self.type_name, self.key, self.numel, self.view = type_name, key, numel, view
 
 
+_SCALARS = (str, bytes, int, float, np.generic, type(None))
+
+
+def _prints_in_linear_time(value):
+    """True for scalars, exceptions and flat lists/tuples of scalars (values in messages)."""
+    if isinstance(value, (list, tuple)):
+        return all(isinstance(item, _SCALARS) for item in value)
+    return isinstance(value, (*_SCALARS, BaseException))
+
+
 def _clean(text, limit=200):
     """Makes untrusted text safe for a one-line message.
 
     Args:
-        text: any object; its ``str`` is used.
+        text: any object; its ``str`` is used where that is cheap, else its type name.
         limit: maximum number of characters kept.
 
     Returns:
         The text with non-printable characters (newlines included) replaced by '?'.
     """
-    text = str(text)
+    # str() of a nested container prints all of it, once per path: on a crafted DAG of shared
+    # lists that takes exponential time, so those are named by their type only.
+    text = str(text) if _prints_in_linear_time(text) else f"<{type(text).__name__}>"
     text = "".join(c if c.isprintable() else "?" for c in text)
     return text if len(text) <= limit else text[:limit] + "..."
 
@@ -189,6 +204,52 @@ def _refuse_global(path, module, name):
         f"refusing to load {path}: it references the global '{_clean(module)}.{_clean(name)}', "
         "which is not on the whitelist of a StyleGAN2 network pickle"
     )
+
+
+class _GraphWalk:
+    """Bounds one walk over an unpickled object graph that the walk reads as a tree.
+
+    Pickle memoises objects, so a crafted file can reference one container from many places
+    (n levels that each hold the next level twice: n objects, but 2**n paths) or put a container
+    inside itself. A walk that follows every path would then take exponential time, or never
+    end. The walk instead pays for every entry it reads along every path and is refused past
+    ``_MAX_WALK_ENTRIES``, which also bounds the size of what it builds; containers on the
+    current path are tracked by ``id()`` to refuse cycles. Sharing without a cycle (torch's
+    ``state_dict`` reads a shared submodule under each of its names too) stays allowed.
+    """
+
+    def __init__(self, path, subject):
+        """``subject`` names what is walked in messages, e.g. 'the module tree'."""
+        self.path = path  # the file being read, for the walkers' own messages
+        self._subject = subject
+        self._entries_left = _MAX_WALK_ENTRIES
+        self._on_path = set()  # id()s are stable: the unpickled graph keeps every object alive
+
+    def pay(self, entries):
+        """Charges ``entries`` read to the walk; refuses the file once they are too many."""
+        self._entries_left -= entries
+        if self._entries_left < 0:
+            raise ConversionError(
+                f"{self.path}: {self._subject} is implausibly large (over {_MAX_WALK_ENTRIES} "
+                "entries; shared references can multiply its paths)"
+            )
+
+    @contextlib.contextmanager
+    def inside(self, container):
+        """Holds ``container`` on the current path while the walk reads its contents."""
+        if id(container) in self._on_path:
+            raise ConversionError(
+                f"{self.path}: {self._subject} is not a plain tree (it contains itself)"
+            )
+        if len(self._on_path) >= _MAX_DEPTH:
+            raise ConversionError(
+                f"{self.path}: {self._subject} is implausibly deep (over {_MAX_DEPTH} levels)"
+            )
+        self._on_path.add(id(container))
+        try:
+            yield
+        finally:
+            self._on_path.discard(id(container))
 
 
 def _is_int(value):
@@ -619,31 +680,31 @@ def _state_dict_of(record, key, path, where):
     return value
 
 
-def _iter_records(record, path, where, depth=0):
+def _iter_records(record, walk, where):
     """Yields (dotted name, record) for a module tree in state_dict (pre-)order.
 
     Args:
         record: the root record.
-        path: the file being read (for messages).
+        walk: the ``_GraphWalk`` of the module tree.
         where: dotted name of ``record`` ('' for the root).
-        depth: current nesting depth.
 
     Yields:
         Pairs of dotted module name and record, parents before children.
     """
-    if depth > _MAX_DEPTH:
-        raise ConversionError(f"{path}: the module tree is implausibly deep")
-    yield where, record
-    for name, child in _state_dict_of(record, "_modules", path, where or "<root>").items():
-        if child is None:  # torch skips None submodules as well
-            continue
-        dotted = f"{where}.{name}" if where else str(name)
-        if not isinstance(child, _PersistentRecord):
-            raise ConversionError(
-                f"{path}: submodule {_clean(dotted)} is a {type(child).__name__}, "
-                "not a persistent StyleGAN2 module"
-            )
-        yield from _iter_records(child, path, dotted, depth + 1)
+    modules = _state_dict_of(record, "_modules", walk.path, where or "<root>")
+    walk.pay(1 + len(modules))
+    with walk.inside(record):
+        yield where, record
+        for name, child in modules.items():
+            if child is None:  # torch skips None submodules as well
+                continue
+            dotted = f"{where}.{name}" if where else str(name)
+            if not isinstance(child, _PersistentRecord):
+                raise ConversionError(
+                    f"{walk.path}: submodule {_clean(dotted)} is a {type(child).__name__}, "
+                    "not a persistent StyleGAN2 module"
+                )
+            yield from _iter_records(child, walk, dotted)
 
 
 def _check_classes(records, network, path):
@@ -686,12 +747,13 @@ def _as_output(value, name, path):
     return value.astype(np.float32, copy=False) if value.dtype.kind == "f" else value
 
 
-def _collect_state(records, path):
+def _collect_state(records, walk):
     """Builds the dotted state_dict exactly as torch's ``Module.state_dict()`` would.
 
     Args:
         records: list of (dotted name, record) in pre-order.
-        path: the file being read (for messages).
+        walk: the ``_GraphWalk`` that produced ``records``; it pays for their entries too,
+            since a crafted file can share one huge parameter dict among many modules.
 
     Returns:
         Ordered dict of name -> numpy array: per module its parameters, then its
@@ -703,34 +765,37 @@ def _collect_state(records, path):
         skip = record.state.get("_non_persistent_buffers_set")
         skip = set() if skip is None else skip
         if not isinstance(skip, (set, frozenset)):
-            raise ConversionError(f"{path}: module {where or '<root>'} has a malformed buffer set")
+            raise ConversionError(
+                f"{walk.path}: module {where or '<root>'} has a malformed buffer set"
+            )
         for key in ("_parameters", "_buffers"):
-            for name, value in _state_dict_of(record, key, path, where or "<root>").items():
+            entries = _state_dict_of(record, key, walk.path, where or "<root>")
+            walk.pay(len(entries))
+            for name, value in entries.items():
                 if value is None or (key == "_buffers" and name in skip):
                     continue
                 dotted = prefix + str(name)
-                state_dict[dotted] = _as_output(value, dotted, path)
+                state_dict[dotted] = _as_output(value, dotted, walk.path)
     return state_dict
 
 
-def _to_plain(value, path, depth=0):
+def _to_plain(value, walk):
     """Recursively turns EasyDict/OrderedDict into plain dicts.
 
     Args:
         value: a constructor argument (nested dicts, lists, tuples, scalars).
-        path: the file being read (for messages).
-        depth: current nesting depth; bounded because a crafted pickle can hold cycles.
+        walk: the ``_GraphWalk`` of the kwargs.
 
     Returns:
         The same structure with every dict a plain ``dict`` (lists/tuples kept).
     """
-    if depth > _MAX_DEPTH:
-        raise ConversionError(f"{path}: the recorded constructor kwargs are implausibly deep")
-    if isinstance(value, dict):
-        return {key: _to_plain(item, path, depth + 1) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_plain(item, path, depth + 1) for item in value)
-    return value
+    if not isinstance(value, (dict, list, tuple)):
+        return value
+    walk.pay(1 + len(value))
+    with walk.inside(value):
+        if isinstance(value, dict):
+            return {key: _to_plain(item, walk) for key, item in value.items()}
+        return type(value)(_to_plain(item, walk) for item in value)
 
 
 def _init_kwargs(record, network, path):
@@ -754,7 +819,8 @@ def _init_kwargs(record, network, path):
         )
     if not isinstance(kwargs, dict):
         raise ConversionError(f"network {network!r} in {path} has no recorded constructor kwargs")
-    return _to_plain(kwargs, path)
+    walk = _GraphWalk(path, f"the constructor kwargs record of network {network!r}")
+    return _to_plain(kwargs, walk)
 
 
 def read_network_pickle(path: str, network: str = "G_ema") -> tuple[dict, dict[str, np.ndarray]]:
@@ -790,6 +856,7 @@ def snapshot_generator(top, network: str, path: str) -> tuple[dict, dict[str, np
         ``(init_kwargs, state_dict)`` as ``read_network_pickle`` does.
     """
     record = _select_network(top, network, path)
-    records = list(_iter_records(record, path, ""))
+    walk = _GraphWalk(path, f"the module tree of network {network!r}")
+    records = list(_iter_records(record, walk, ""))
     _check_classes(records, network, path)
-    return _init_kwargs(record, network, path), _collect_state(records, path)
+    return _init_kwargs(record, network, path), _collect_state(records, walk)

@@ -19,10 +19,10 @@ import numpy as np
 
 from converters.errors import ConversionError
 from converters.nvidia_pickle import (
-    _MAX_DEPTH,
     TFNetworkRecord,
     _as_output,
     _clean,
+    _GraphWalk,
     _is_int,
     _to_plain,
 )
@@ -117,27 +117,25 @@ def _own_variables(state, path, where, prefix) -> dict[str, np.ndarray]:
     return out
 
 
-def _collect_variables(record, path, where, prefix="", seen=None) -> dict[str, np.ndarray]:
+def _collect_variables(record, walk, where, prefix="") -> dict[str, np.ndarray]:
     """All variables of a network and its components, named `component/.../variable`.
 
-    `seen` holds the networks visited so far: a network reached twice (a cycle, or shared
-    components that a crafted file could nest into exponentially many paths) is refused.
+    `walk` (a `_GraphWalk`) refuses cyclic components and bounds the total work, which shared
+    components could otherwise multiply exponentially.
     """
-    seen = set() if seen is None else seen
-    if id(record) in seen or len(seen) > _MAX_DEPTH:
-        raise ConversionError(f"{path}: the TF network {where} is not a plain tree of components")
-    seen.add(id(record))
-    state = _state(record, path, where)
-    out = _own_variables(state, path, where, prefix)
-    for name, child in state["components"].items():
-        label = f"{where}/{_clean(name)}"
-        if not isinstance(child, TFNetworkRecord):
-            raise ConversionError(f"{path}: TF component {label} is not a TF network")
-        nested = _collect_variables(child, path, label, f"{prefix}{name}/", seen)
-        for key, value in nested.items():
-            if key in out:
-                raise ConversionError(f"{path}: TF variable {_clean(key)} appears twice")
-            out[key] = value
+    state = _state(record, walk.path, where)
+    walk.pay(1 + len(state["variables"]) + len(state["components"]))
+    with walk.inside(record):
+        out = _own_variables(state, walk.path, where, prefix)
+        for name, child in state["components"].items():
+            label = f"{where}/{_clean(name)}"
+            if not isinstance(child, TFNetworkRecord):
+                raise ConversionError(f"{walk.path}: TF component {label} is not a TF network")
+            nested = _collect_variables(child, walk, label, f"{prefix}{name}/")
+            for key, value in nested.items():
+                if key in out:
+                    raise ConversionError(f"{walk.path}: TF variable {_clean(key)} appears twice")
+                out[key] = value
     return out
 
 
@@ -200,7 +198,9 @@ def select_generator(top, network: str, path: str) -> TFGenerator:
     record = networks[_NETWORK_INDEX[network]]
     state = _state(record, path, name)
     flavour = _flavour(state, path, name)
-    kwargs = _to_plain(state["static_kwargs"], path)
+    kwargs_walk = _GraphWalk(path, f"the static_kwargs dict of TF network {name}")
+    kwargs = _to_plain(state["static_kwargs"], kwargs_walk)
     if not all(isinstance(key, str) for key in kwargs):
         raise ConversionError(f"{path}: TF network {name} has non-string static_kwargs keys")
-    return TFGenerator(name, flavour, kwargs, _collect_variables(record, path, name))
+    components = _GraphWalk(path, f"the TF network {name} with its components")
+    return TFGenerator(name, flavour, kwargs, _collect_variables(record, components, name))

@@ -4,7 +4,9 @@ import collections
 import io
 import json
 import pickle
+import subprocess
 import sys
+import time
 import types
 
 import numpy as np
@@ -89,6 +91,17 @@ def _write(tmp_path, name, data):
     path = tmp_path / name
     path.write_bytes(data)
     return str(path)
+
+
+class _LateStateRecord(_Record):
+    """A ``_Record`` whose module state arrives by BUILD once the record exists.
+
+    That is how a crafted file can put a record inside its own state: the arguments of a
+    REDUCE are built before its result, but a BUILD (slot state) may reference the result.
+    """
+
+    def __reduce__(self):
+        return self.loader, (dict(self.meta, state=None),), (None, {"state": self.meta["state"]})
 
 
 def _expect_error(path, *fragments, network="G_ema"):
@@ -389,3 +402,108 @@ def test_known_globals_are_documented():
     assert "torch_utils.persistence._reconstruct_persistent_obj" in KNOWN_GLOBALS
     assert "dnnlib.util.EasyDict" in KNOWN_GLOBALS
     assert not any(name.startswith(("os.", "builtins.e", "subprocess.")) for name in KNOWN_GLOBALS)
+
+
+# --------------------------------------------------------------------------------------
+# 6. Shared references and cycles: pickle memoises objects, so a file can reference one
+# object from many places. Walks must stay linear (or refuse), never follow 2**n paths.
+
+_DAG_LEVELS = 40  # each level references the next twice: 2**40 paths through 40 objects
+_QUICK_SECONDS = 2.0  # the refusal takes milliseconds; following every path would take months
+
+
+def _doubling_dag_of_submodules(loader):
+    block = _Record(loader, "SynthesisLayer", _module_state())
+    for _ in range(_DAG_LEVELS):
+        modules = [("a", block), ("b", block)]
+        block = _Record(loader, "SynthesisBlock", _module_state(modules=modules))
+    return _generator(loader, modules=[("synthesis", block)])
+
+
+def _doubling_dag_in_kwargs(loader):
+    taps = 0
+    for _ in range(_DAG_LEVELS):
+        taps = [taps, taps]
+    return _generator(loader, mapping_kwargs=dict(taps=taps))
+
+
+def _kwargs_containing_themselves(loader):
+    taps = []
+    taps.append(taps)
+    return _generator(loader, mapping_kwargs=dict(taps=taps))
+
+
+def _generator_containing_itself(loader):
+    state = _module_state(_init_args=(), _init_kwargs=dict(z_dim=4))
+    generator = _LateStateRecord(loader, "Generator", state)
+    state["_modules"]["loop"] = generator
+    return generator
+
+
+def _write_snapshot(tmp_path, generator):
+    return _write(tmp_path, "hostile.pkl", pickle.dumps({"G_ema": generator}, protocol=4))
+
+
+def _expect_quick_error(path, *fragments):
+    """``_expect_error``, failing as well when the refusal takes more than a moment."""
+    start = time.perf_counter()
+    message = _expect_error(path, *fragments)
+    assert time.perf_counter() - start < _QUICK_SECONDS, message
+    return message
+
+
+def test_shared_references_without_a_cycle_are_read(tmp_path, persistence):
+    """Sharing alone is legal: torch's state_dict lists a shared submodule under each name."""
+    weight = [("weight", np.ones(2, np.float32))]
+    layer = _Record(persistence, "FullyConnectedLayer", _module_state(params=weight))
+    modules = [("fc0", layer), ("fc1", layer)]
+    mapping = _Record(persistence, "MappingNetwork", _module_state(modules=modules))
+    taps = [1, 3, 3, 1]
+    generator = _generator(
+        persistence, modules=[("mapping", mapping)], mapping_kwargs=dict(a=taps, b=taps)
+    )
+    init_kwargs, state_dict = read_network_pickle(_write_snapshot(tmp_path, generator))
+    assert list(state_dict) == ["mapping.fc0.weight", "mapping.fc1.weight"]
+    assert init_kwargs["mapping_kwargs"] == dict(a=taps, b=taps)
+
+
+@pytest.mark.parametrize("build", [_doubling_dag_of_submodules, _doubling_dag_in_kwargs])
+def test_doubling_dag_is_refused_quickly(tmp_path, persistence, build):
+    path = _write_snapshot(tmp_path, build(persistence))
+    _expect_quick_error(path, path, "implausibly large", "shared references")
+
+
+@pytest.mark.parametrize("build", [_generator_containing_itself, _kwargs_containing_themselves])
+def test_self_referential_container_is_refused(tmp_path, persistence, build):
+    path = _write_snapshot(tmp_path, build(persistence))
+    _expect_quick_error(path, path, "not a plain tree", "contains itself")
+
+
+def test_doubling_dag_in_an_error_message_is_not_printed(tmp_path):
+    """A refused value is shown in the message only when printing it is cheap."""
+    version = 0
+    for _ in range(_DAG_LEVELS):
+        version = [version, version]
+    meta = dict(type="class", version=version, class_name="Generator", state={})
+    data = _global_call_pickle("torch_utils.persistence", "_reconstruct_persistent_obj", meta)
+    path = _write(tmp_path, "version.pkl", data)
+    _expect_quick_error(path, "format version <list>")
+
+
+def _run_convert_cli(src, dst):
+    return subprocess.run(
+        [sys.executable, "-m", "converters.convert", f"--src={src}", f"--dst={dst}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_refuses_a_doubling_dag_with_one_error_line(tmp_path, persistence):
+    path = _write_snapshot(tmp_path, _doubling_dag_of_submodules(persistence))
+    result = _run_convert_cli(path, tmp_path / "out")
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [result.stderr.strip().splitlines()[-1]], result.stderr
+    assert "implausibly large" in errors[0] and path in errors[0]
+    assert not (tmp_path / "out").exists()

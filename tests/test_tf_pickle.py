@@ -336,6 +336,15 @@ def _replace_first(state, variable):
     state["variables"][0] = variable
 
 
+def _doubling_components(nets, marker):
+    """Adds 40 nested components to the synthesis network, each holding the next one twice."""
+    node = nets[1]  # D: a small, valid network
+    for level in range(40):
+        components = dict(a=node, b=node)
+        node = type(node)(_state(5, f"L{level}", "G_synthesis", [], components=components))
+    _synthesis(nets)["components"]["shared"] = node
+
+
 def _edit(change):
     """A mutator that changes the (G, D, Gs) networks in place and pickles the tuple."""
 
@@ -393,6 +402,7 @@ BAD_TF_PICKLES = {
         _edit(lambda nets, marker: _synthesis(nets)["components"].update(loop=nets[2])),
         ["not a plain tree"],
     ),
+    "doubling_components": (_edit(_doubling_components), ["implausibly large"]),
     "label_concat": (
         _edit(lambda nets, marker: _gs(nets)["static_kwargs"].update(label_size=3)),
         ["LabelConcat"],
