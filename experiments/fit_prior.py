@@ -23,7 +23,9 @@ from gaussjax.networks.builtin import BUILTIN_LABEL, generator_or_builtin
 from gaussjax.networks.stylegan2 import PureGenerator
 
 _GENERATOR = flags.DEFINE_string(
-    "generator", None, "Generator directory (made by converters.convert); default: the built-in one."
+    "generator",
+    None,
+    "Generator directory (made by converters.convert); default: the built-in one.",
 )
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 100_000, "Number of mapping samples.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed for z (and the classes of a marginal prior).")
@@ -85,9 +87,9 @@ def main(argv):
     cfg = generator.cfg
     # Computed from the weights, as experiments.invert does, so the two can never disagree.
     fingerprint = checkpoints.generator_fingerprint(generator)
-    print(
-        f"generator {_GENERATOR.value or BUILTIN_LABEL} (fingerprint {fingerprint}): {describe_conditioning(cfg, _CLASS_IDX.value)}"
-    )
+    name = _GENERATOR.value or BUILTIN_LABEL
+    conditioning = describe_conditioning(cfg, _CLASS_IDX.value)
+    print(f"generator {name} (fingerprint {fingerprint}): {conditioning}")
     fns, params = PureGenerator.split(generator)
     try:
         stats = prior.fit_generator_prior(

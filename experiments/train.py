@@ -39,6 +39,9 @@ _GAMMA = flags.DEFINE_float("gamma", None, "R1 weight; default 0.0002 * resoluti
 _MIXING = flags.DEFINE_float("style_mixing", 0.9, "Style-mixing probability.")
 _EMA_KIMG = flags.DEFINE_float("ema_kimg", None, "G EMA half-life; default batch * 10 / 32.")
 _MBSTD = flags.DEFINE_integer("mbstd_group", 4, "Minibatch-std group size of D.")
+_AUGMENT = flags.DEFINE_float(
+    "augment_p", 0.0, "Probability of a random translation of each image D sees (small datasets)."
+)
 _STEPS = flags.DEFINE_integer("steps_per_dispatch", 25, "Iterations per device call.")
 
 
@@ -81,6 +84,7 @@ def main(argv):
             style_mixing_prob=_MIXING.value,
             ema_kimg=_EMA_KIMG.value,
             mbstd_group=_MBSTD.value,
+            augment_p=_AUGMENT.value,
             steps_per_dispatch=_STEPS.value,
         )
         print(f"{len(data)} training images, {cfg.img_resolution} px; writing {_OUTDIR.value}")

@@ -65,6 +65,18 @@ def test_downsample2d_halves_and_keeps_a_constant():
     np.testing.assert_allclose(y[:, 1:-1, 1:-1], 3.0, rtol=1e-6)  # interior: the filter sums to 1
 
 
+def test_translation_augment_moves_a_dot_by_at_most_the_shift():
+    x = np.zeros((64, 16, 16, 1), np.float32)
+    x[:, 8, 8] = 1.0
+    y = np.asarray(gan.translate(jnp.asarray(x), jax.random.key(0), p=0.5, max_fraction=0.125))
+    assert np.all(y.sum(axis=(1, 2, 3)) == 1)  # the dot moves, intact (2 px from any edge)
+    rows, cols = np.nonzero(y[..., 0])[1:]
+    moved = (rows != 8) | (cols != 8)
+    assert np.abs(rows - 8).max() <= 2 and np.abs(cols - 8).max() <= 2
+    assert 0.25 < moved.mean() < 0.75  # about half the images, p = 0.5 (minus zero shifts)
+    np.testing.assert_array_equal(gan.translate(jnp.asarray(x), jax.random.key(0), 0.0, 0.125), x)
+
+
 def test_discriminator_shapes_and_parameter_count():
     D = Discriminator(TINY, rngs=nnx.Rngs(0))
     assert D(jnp.zeros((4, 16, 16, 3))).shape == (4,)
@@ -134,6 +146,20 @@ def test_discriminator_step_separates_and_generator_step_fools():
     for _ in range(10):
         g_trained = g_step(g_trained)
     assert fooled(g_trained) > fooled(d_trained) + 0.5
+
+
+def test_discriminator_loss_sees_reals_and_fakes_in_separate_minibatch_std_groups():
+    """D loss = mean softplus(D(fakes)) + mean softplus(-D(reals)), each batch its own D pass."""
+    nets, state = tiny_setup()
+    reals, key = jnp.asarray(tiny_dataset(8)), jax.random.key(5)
+    state = state._replace(iteration=jnp.ones((), jnp.int32))  # not an R1 iteration
+    _, loss, r1 = gan.discriminator_step(nets, CFG, state, key, reals)
+    k_fake, _ = jax.random.split(key)  # as discriminator_step draws them (augment_p = 0)
+    fakes, _ = gan.fake_images(nets.generator(state), k_fake, 8, CFG.style_mixing_prob)
+    expected = jnp.mean(jax.nn.softplus(nets.discriminate(state.d, fakes)))
+    expected += jnp.mean(jax.nn.softplus(-nets.discriminate(state.d, reals)))
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    assert float(r1) == 0
 
 
 def test_dispatches_compile_once_and_report_lazy_r1():

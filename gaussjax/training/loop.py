@@ -118,10 +118,11 @@ def export_generator(outdir, nets: gan.Networks, state: gan.TrainState, kimg: fl
     )
 
 
-def sample_grid(G: Generator, seed: int, count: int = SAMPLE_GRID) -> np.ndarray:
-    """G(z) for `count` z of `seed`, constant noise: uint8 [count, R, R, C]."""
+def seeded_samples(G: Generator, seed: int, count: int) -> np.ndarray:
+    """G(z) for `count` z ~ N(0, I) drawn from jax.random.key(seed), constant noise, truncation 1:
+    float32 [count, R, R, C]."""
     z = jax.random.normal(jax.random.key(seed), (count, G.cfg.z_dim))
-    return images.to_uint8(jax.jit(lambda G, z: G(z, noise_mode="const"))(G, z))
+    return np.asarray(jax.jit(lambda G, z: G(z, noise_mode="const"))(G, z))
 
 
 @dataclasses.dataclass
@@ -187,16 +188,13 @@ def snapshot(run: Run, nets: gan.Networks, state: gan.TrainState, cfg) -> dict:
     save_state(run.outdir, state)
     export_generator(run.outdir, nets, state, kimg, run.log)
     G = nets.generator(jax.device_get(state), ema=True)
-    grid = images.make_grid(sample_grid(G, run.seed))
+    grid = images.make_grid(images.to_uint8(seeded_samples(G, run.seed, SAMPLE_GRID)))
     samples_dir = pathlib.Path(run.outdir) / SAMPLES_DIR
     samples_dir.mkdir(exist_ok=True)
     images.save_png(samples_dir / f"kimg{kimg:09.3f}.png", grid)
     record = {"kimg": round(kimg, 3)}
     if run.evaluate is not None:
-        samples = jax.jit(lambda G, z: G(z, noise_mode="const"))(
-            G, jax.random.normal(jax.random.key(run.seed + 1), (run.evaluate_samples, G.cfg.z_dim))
-        )
-        record |= run.evaluate(np.asarray(samples))
+        record |= run.evaluate(seeded_samples(G, run.seed + 1, run.evaluate_samples))
     results.append_summary(run.outdir, record, SNAPSHOTS_FILE)
     run.log(f"snapshot at {kimg:g} kimg: {json.dumps(record)}")
     return record
