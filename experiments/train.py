@@ -1,15 +1,16 @@
 r"""Trains a StyleGAN2 (official recipe at small scale) and writes an ordinary generator directory.
 
-    python -m experiments.train --outdir=out/digits --kimg=200 [--dataset=digits|DIR|GLOB] \
-        [--resolution=32] [--batch_size=32] [--snapshot_kimg=10] [--seed=0] [--gamma=G]
+    python -m experiments.train --outdir=out/digits --augment_p=0.5 [--kimg=200] \
+        [--dataset=digits|DIR|GLOB] [--resolution=32] [--batch_size=32] [--snapshot_kimg=10] \
+        [--seed=0] [--gamma=G] [--mbstd_group=4]
 
 --dataset=digits (default) trains on scikit-learn's 1,797 handwritten digits upsampled to
 --resolution, and judges every snapshot with the digit classifier (gaussjax/training/digits.py); a
 directory or glob trains on those images (center-cropped, resized). The run resumes where it
 stopped when started again with the same flags. OUTDIR/generator is G EMA as of the last snapshot,
 usable as --generator=OUTDIR/generator by every launcher; progress.jsonl, snapshots.jsonl and
-samples/KIMG.png show how it went (loop.py). The built-in generator was trained by this command
-with its defaults (README).
+samples/kimgKIMG.png show how it went (loop.py). The built-in generator was trained by the first
+line above, as written (README).
 """
 
 import sys

@@ -15,6 +15,7 @@ from PIL import Image
 
 from gaussjax.files import images, results
 from gaussjax.inversion import InversionConfig, InversionResult, Inverter
+from gaussjax.networks.builtin import BUILTIN_NOTICE
 from gaussjax.networks.demo import DEMO_CONFIG
 
 FAST = ["--steps=20", "--steps_per_dispatch=10", "--prior_samples=2000", "--batch_size=2"]
@@ -104,8 +105,8 @@ def test_cli_inverts_files_and_lists_bad_ones(tmp_path):
             1,
             8,
             64,
-        )  # the official projected_w.npz layout (demo: 8 ws x 64)
-    assert "demo generator" in result.stdout and "RANDOM" in result.stdout
+        )  # the official projected_w.npz layout (built-in generator: 8 ws x 64)
+    assert BUILTIN_NOTICE in result.stdout
     assert {"mse", "psnr", "prior", "loss", "steps", "seconds"} <= set(records["rgb"])
 
 
@@ -197,7 +198,7 @@ def test_prior_of_another_generator_is_refused(tmp_path, fixture_dir):
     convert(fixture_dir / "skip32.pkl", tmp_path / "gen")
     assert (
         run_invert(tmp_path / "demo_out", "--num_generated=1").returncode == 0
-    )  # caches demo prior
+    )  # caches the built-in generator's prior
     result = run_invert(
         tmp_path / "out",
         f"--generator={tmp_path / 'gen'}",
@@ -302,7 +303,7 @@ def test_bad_flags_give_one_line_errors_and_create_no_outdir(tmp_path, flag):
 
 
 def own_prior(path, dim=64):
-    """A bring-your-own prior (mean and cov only) for the demo generator: no fit needed."""
+    """A bring-your-own prior (mean and cov only) for the built-in generator: no fit needed."""
     np.savez(path, mean=np.zeros(dim), cov=np.eye(dim))
     return f"--prior={path}"
 
