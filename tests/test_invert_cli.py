@@ -368,7 +368,8 @@ def test_run_shows_progress_and_a_summary_and_writes_what_users_look_at(tmp_path
 
 def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     out = tmp_path / "out"
-    flags = ["--num_generated=3", "--batch_size=1", "--steps=40", own_prior(tmp_path / "p.npz")]
+    # Enough steps that the run is still busy when the signal arrives after its first image.
+    flags = ["--num_generated=3", "--batch_size=1", "--steps=400", own_prior(tmp_path / "p.npz")]
     cmd = [sys.executable, "-m", "experiments.invert", f"--outdir={out}", *FAST, *flags]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300

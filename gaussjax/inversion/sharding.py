@@ -38,8 +38,13 @@ def shard_batch(mesh, local_tree):
 
 
 def replicate(mesh, tree):
-    """Places a pytree (generator params, prior) on every device."""
-    return jax.device_put(tree, NamedSharding(mesh, P()))
+    """Places a pytree (generator params, prior) on every device of every process.
+
+    Via host copies: arrays already committed to one device (restored from a checkpoint) would
+    need a cross-host transfer, which the CPU backend cannot do; every process holds the same
+    values, so each places its own.
+    """
+    return jax.device_put(jax.tree.map(np.asarray, tree), NamedSharding(mesh, P()))
 
 
 def local_rows(x) -> np.ndarray:
