@@ -109,12 +109,11 @@ def _leaves(state):
     return jax.tree_util.tree_flatten_with_path(state)[0]
 
 
-def export_generator(outdir, nets: gan.Networks, state: gan.TrainState, kimg: float, log) -> None:
+def export_generator(outdir, G_ema: Generator, kimg: float, log) -> None:
     """G EMA -> OUTDIR/generator (replacing the previous snapshot's)."""
-    G = nnx.merge(nets.g_graph, jax.device_get(state.g_ema), jax.device_get(state.g_buffers))
     meta = {"source": "experiments.train", "training_kimg": round(kimg, 3)}
     checkpoints.save_generator(
-        pathlib.Path(outdir) / GENERATOR_DIR, G, metadata=meta, overwrite=True, log=log
+        pathlib.Path(outdir) / GENERATOR_DIR, G_ema, metadata=meta, overwrite=True, log=log
     )
 
 
@@ -186,8 +185,8 @@ def snapshot(run: Run, nets: gan.Networks, state: gan.TrainState, cfg) -> dict:
     """Checkpoint, generator directory, sample grid and (with `run.evaluate`) its numbers."""
     kimg = int(state.iteration) * cfg.batch_size / 1000
     save_state(run.outdir, state)
-    export_generator(run.outdir, nets, state, kimg, run.log)
     G = nets.generator(jax.device_get(state), ema=True)
+    export_generator(run.outdir, G, kimg, run.log)
     grid = images.make_grid(images.to_uint8(seeded_samples(G, run.seed, SAMPLE_GRID)))
     samples_dir = pathlib.Path(run.outdir) / SAMPLES_DIR
     samples_dir.mkdir(exist_ok=True)
