@@ -2,7 +2,7 @@ r"""Inversion speed per generator and batch, against the hardware and the offici
 
     python -m experiments.benchmark --out=benchmark [--generators=fixtures,demo,c128ch64,ffhq256] \
         [--batch_sizes=1,8] [--steps=3] [--dtype=float32|bfloat16] [--remat=off|on|both] [--lpips] \
-        [--official_code=PATH/TO/stylegan2-ada-pytorch] [--loader_images=32]
+        [--microbatches=auto,0,1] [--official_code=PATH/TO/stylegan2-ada-pytorch] [--loader_images=32]
 
 Times the W+ inversion dispatch the run pipeline uses (Adam, MSE [+ LPIPS]; random targets) and
 writes OUT.json and OUT.md: per generator and batch the median step time, image-steps/s, the cold
@@ -10,10 +10,12 @@ compile time and the time of the same compile again from the persistent cache (a
 run), FLOPs per step from XLA's cost analysis, the FLOP/s achieved as a fraction of one large
 matmul timed on the same device in the same run, XLA's temporary memory and the batch that fits in
 the device's memory, with and without rematerialisation (`--remat=both` measures it at the
-largest batch). With --official_code (a checkout of NVlabs/stylegan2-ada-pytorch you provide),
-the shape generators are built by the official code with a fixed seed and converted, so both sides
-run the same weights, and the official projector step (batch 1, force_fp32) is timed in the same
-run: the speedup column is its seconds per image-step over ours. The loader table gives images/s
+largest batch), and per --microbatches (images computed together in one pass of the step: auto is
+invert's default, one image per device on CPU; 0 the whole batch). With --official_code (a
+checkout of NVlabs/stylegan2-ada-pytorch you provide), the shape generators are built by the
+official code with a fixed seed and converted, so both sides run the same weights, and the
+official projector step (batch 1, force_fp32) is timed in the same run: the speedup column is its
+seconds per image-step over ours. The loader table gives images/s
 of decoding and resizing camera-sized JPEGs alone, one at a time and read ahead in threads.
 
 Shapes (random weights; speed does not depend on the weights): c128ch64 is a 128 px skip generator
@@ -36,6 +38,7 @@ from flax import nnx
 from converters import official
 from gaussjax import cli
 from gaussjax.files.safe_io import write_bytes_atomic
+from gaussjax.inversion import pass_count, resolve_microbatch
 from gaussjax.networks.config import GeneratorConfig
 from gaussjax.networks.demo import demo_generator
 from gaussjax.networks.stylegan2 import Generator
@@ -66,6 +69,11 @@ _STEPS = flags.DEFINE_integer("steps", 3, "Optimisation steps per timed dispatch
 _DISPATCHES = flags.DEFINE_integer("dispatches", 2, "Timed dispatches (median) after a warm-up.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Synthesis dtype.")
 _REMAT = flags.DEFINE_enum("remat", "both", ["off", "on", "both"], "Rematerialisation.")
+_MICROBATCHES = flags.DEFINE_list(
+    "microbatches",
+    ["auto"],
+    "Images per pass of a step to time: auto (invert's default), 0 (the whole batch), n.",
+)
 _LPIPS = flags.DEFINE_bool("lpips", False, "Add LPIPS-VGG16 at 256 px (random weights).")
 _OFFICIAL = flags.DEFINE_string(
     "official_code", None, "Checkout of NVlabs/stylegan2-ada-pytorch to time side by side."
@@ -122,15 +130,26 @@ def measure(name, G, torch_G, matmul_rate, memory):
     for batch in batches:
         remats = {"off": [False], "on": [True], "both": [False, True]}[_REMAT.value]
         for remat in remats if batch == batches[-1] else remats[:1]:
-            timing, cached_s = timed_twice(G, batch, remat)
-            rows.append(row(name, G, timing, cached_s, matmul_rate, memory, official_s))
-            print(markdown_rows(rows[-1:])[0])
+            for microbatch in microbatches(batch):
+                timing, cached_s = timed_twice(G, batch, remat, microbatch)
+                rows.append(row(name, G, timing, cached_s, matmul_rate, memory, official_s))
+                print(markdown_rows(rows[-1:])[0])
     return rows
 
 
-def timed_twice(G, batch, remat):
+def microbatches(batch):
+    """The --microbatches (None for auto), one per distinct pass size at `batch`."""
+    by_size = {}
+    for value in _MICROBATCHES.value:
+        microbatch = None if value == "auto" else int(value)
+        passes = pass_count(batch, resolve_microbatch(microbatch))
+        by_size.setdefault(batch // passes, microbatch)
+    return [by_size[size] for size in sorted(by_size, reverse=True)]
+
+
+def timed_twice(G, batch, remat, microbatch):
     """The timing, and the compile time of the same program again (from the persistent cache)."""
-    settings = dict(dtype=_DTYPE.value, remat=remat, lpips=_LPIPS.value)
+    settings = dict(dtype=_DTYPE.value, remat=remat, lpips=_LPIPS.value, microbatch=microbatch)
     timing = inversion_step.time_inversion(
         G, batch=batch, steps=_STEPS.value, dispatches=_DISPATCHES.value, **settings
     )
@@ -165,6 +184,7 @@ COLUMNS = (
     ("resolution", "px", "{}"),
     ("batch", "batch", "{}"),
     ("remat", "remat", "{}"),
+    ("images_per_pass", "images/pass", "{}"),
     ("compile_s", "compile s", "{:.1f}"),
     ("cached_compile_s", "cached compile s", "{:.1f}"),
     ("step_s", "step ms", "{:.0f}", 1e3),

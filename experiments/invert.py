@@ -146,6 +146,14 @@ _CONFIG_FLAGS = {
             "remat", None, "Recompute synthesis blocks in the backward pass (memory)."
         ),
     ),
+    "microbatch": (
+        "microbatch",
+        flags.DEFINE_integer(
+            "microbatch",
+            None,
+            "Images per pass of a step (0: all; default: 1 per device on CPU, else all).",
+        ),
+    ),
     "task": (
         "task",
         flags.DEFINE_enum("task", None, list(TASKS), "Inverse problem; default invert."),

@@ -1,5 +1,5 @@
-"""What every command-line launcher shares: quiet library logs, Ctrl-C as one line, and the
-persistent compilation cache.
+"""What every command-line launcher shares: quiet library logs, Ctrl-C as one line, the
+persistent compilation cache and the measured XLA:CPU flags (runtime.py).
 
 if __name__ == "__main__":
     cli.run(main)          # instead of absl's app.run(main)
@@ -22,9 +22,10 @@ def quiet_library_logs() -> None:
 
 
 def run(main) -> None:
-    """absl's app.run(main) with quiet library logs and the compilation cache on; Ctrl-C prints
-    one line (the interrupt's own message, e.g. how far a run got) and exits with 130 instead of
-    a traceback."""
+    """absl's app.run(main) with quiet library logs, the compilation cache on and the XLA:CPU
+    flags of `runtime.set_cpu_xla_flags` (set before any backend starts); Ctrl-C prints one line
+    (the interrupt's own message, e.g. how far a run got) and exits with 130 instead of a
+    traceback."""
 
     def main_quietly(argv):
         quiet_library_logs()
@@ -35,4 +36,5 @@ def run(main) -> None:
             print(str(e) or "interrupted", file=sys.stderr, flush=True)
             sys.exit(INTERRUPTED_EXIT_CODE)
 
+    runtime.set_cpu_xla_flags()
     app.run(main_quietly)

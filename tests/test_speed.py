@@ -124,6 +124,32 @@ def test_compilation_cache_directory_choice(tmp_path, monkeypatch):
         jax.config.update("jax_persistent_cache_min_compile_time_secs", min_time)
 
 
+@pytest.mark.skipif(
+    not __import__("jaxlib").__version__.startswith(runtime.MEASURED_JAXLIB),
+    reason="the XLA:CPU flags are set only on the jaxlib they were measured on",
+)
+@pytest.mark.parametrize("off", [False, True])
+def test_cpu_xla_flags_leave_convolutions_to_xla(off):
+    """With the launchers' flags a 3x3 convolution is XLA's own and a dot still goes to YNNPACK;
+    GAUSSJAX_CPU_FLAGS=0 keeps XLA's default, where both do."""
+    script = """
+from gaussjax import runtime
+added = runtime.set_cpu_xla_flags()
+import jax, jax.numpy as jnp
+conv = jax.jit(lambda x, k: jax.lax.conv_general_dilated(
+    x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
+conv = conv.lower(jnp.ones((1, 32, 32, 64)), jnp.ones((3, 3, 64, 64))).compile().as_text()
+dot = jax.jit(jnp.matmul).lower(jnp.ones((256, 256)), jnp.ones((256, 256))).compile().as_text()
+print(len(added), "__ynn_fusion" in conv, "__ynn_fusion" in dot)
+"""
+    env = dict(os.environ, GAUSSJAX_CPU_FLAGS="0" if off else "1")
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == (["0", "True", "True"] if off else ["1", "False", "True"])
+
+
 def test_step_timing_counts_flops_and_memory():
     G = demo_generator()
     timing = inversion_step.time_inversion(G, batch=2, steps=2, dispatches=1)
@@ -177,6 +203,7 @@ def test_benchmark_writes_the_table_it_prints(tmp_path):
             "--steps=1",
             "--dispatches=1",
             "--remat=both",
+            "--microbatches=0,1,auto",
             "--loader_images=2",
         ],
         cwd=REPO,
@@ -187,7 +214,13 @@ def test_benchmark_writes_the_table_it_prints(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     payload = json.loads(out.with_suffix(".json").read_text())
     rows = payload["rows"]
-    assert [(r["batch"], r["remat"]) for r in rows] == [(1, False), (2, False), (2, True)]
+    cuts = [(r["batch"], r["remat"], r["images_per_pass"]) for r in rows]
+    assert cuts == [(1, False, 1), (2, False, 2), (2, False, 1), (2, True, 2), (2, True, 1)]
+    # auto equals 0 or 1 here (one image per device): measured once. In passes XLA counts one
+    # pass; the table gives the whole step's FLOPs, and no batch limit.
+    whole, passes = rows[1], rows[2]
+    assert passes["flops_per_step"] == pytest.approx(whole["flops_per_step"], rel=0.05)
+    assert passes["fits_batch"] is None and whole["fits_batch"] > 0
     markdown = out.with_suffix(".md").read_text()
     for r in rows:
         assert f"| {r['image_steps_per_s']:.2f} |" in markdown

@@ -63,6 +63,11 @@ class InversionConfig:
     # and losses stay float32) and per-block rematerialisation in the backward pass.
     dtype: str = "float32"
     remat: bool = False
+    # Images computed together in one pass of a step; the batch's passes run one after another
+    # inside the step (equal results). 0: the whole batch at once; None: one image per device on
+    # CPU (its working set stays in cache: 1.2x the image-steps/s at 128 px, 64 channels, batch 8),
+    # the whole batch on accelerators.
+    microbatch: int | None = None
     # The inverse problem (tasks.py): the loss compares A(G(s)) with y = A(x) (+ noise).
     task: str = "invert"
     denoise_std: float = 0.25  # SPHInX's README: sigma on [-1, 1]
@@ -102,6 +107,8 @@ class InversionConfig:
             raise ValueError("no data term: mse_weight and lpips_weight are both 0")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.microbatch is not None and self.microbatch < 0:
+            raise ValueError(f"microbatch must be >= 0, got {self.microbatch}")
         if self.dtype not in COMPUTE_DTYPES:
             raise ValueError(f"dtype must be one of {COMPUTE_DTYPES}, got {self.dtype!r}")
         if not 0 < self.truncation_psi <= 1:
@@ -123,6 +130,44 @@ LOSS_WEIGHTS = {
     "noise_reg": "noise_reg_weight",
     "feature_reg": "feature_reg_weight",
 }
+
+
+def resolve_microbatch(microbatch: int | None) -> int:
+    """InversionConfig.microbatch with None made concrete: one image per device on CPU, else 0
+    (the whole batch)."""
+    if microbatch is not None:
+        return microbatch
+    return jax.device_count() if jax.default_backend() == "cpu" else 0
+
+
+def pass_count(batch: int, microbatch: int) -> int:
+    """The fewest passes of at most `microbatch` images (0: all) that divide `batch` evenly."""
+    limit = microbatch or batch
+    return next(p for p in range(1, batch + 1) if batch % p == 0 and batch // p <= limit)
+
+
+def in_passes(fn, microbatch: int, *batched):
+    """fn(*batched) for pytrees with a leading batch axis B, computed in passes of at most
+    `microbatch` images (0: all) one after another (`lax.map`); equals fn on the whole batch when fn treats
+    images independently.
+
+    The passes are the fewest that divide B. Pass c takes images c, c + P, c + 2P, ... (P passes),
+    so a batch split over devices in contiguous blocks splits every pass the same way (keep
+    microbatch a multiple of the device count).
+    """
+    b = jax.tree.leaves(batched)[0].shape[0]
+    passes = pass_count(b, microbatch)
+    if passes == 1:
+        return fn(*batched)
+
+    def split(x):
+        return jnp.swapaxes(x.reshape(b // passes, passes, *x.shape[1:]), 0, 1)
+
+    def merge(x):
+        return jnp.swapaxes(x, 0, 1).reshape(b, *x.shape[2:])
+
+    out = jax.lax.map(lambda args: fn(*args), jax.tree.map(split, batched))
+    return jax.tree.map(merge, out)
 
 
 def lr_schedule(cfg: InversionConfig):
@@ -300,6 +345,7 @@ class Inverter:
             if gen_cfg.img_resolution // cfg.sr_factor < 16:
                 raise ValueError("LPIPS on super_resolution measurements needs them >= 16 px")
         self.tx = optimizer or make_optimizer(cfg)
+        self.microbatch = resolve_microbatch(cfg.microbatch)
         self.statics = Statics(gen_fns, lpips_fns, self.space, gen_cfg.noise_resolutions)
         self.trace_counts = {"init": 0, "run": 0, "evaluate": 0}
         self.init = jax.jit(self._init)
@@ -403,8 +449,12 @@ class Inverter:
 
         def body(_, carry):
             images, step, _ = carry
-            images, terms = step_batch(
-                gen_params, lpips_params, prior, images, targets, target_feats, step
+            images, terms = in_passes(
+                lambda *batched: step_batch(gen_params, lpips_params, prior, *batched, step),
+                self.microbatch,
+                images,
+                targets,
+                target_feats,
             )
             return images, step + 1, terms["loss"]
 

@@ -394,10 +394,10 @@ def record_run_settings(outdir: pathlib.Path, settings: dict) -> None:
 
 
 def run_settings(spec: RunSpec, fingerprint: str, stats) -> dict:
-    """What determines the results (not batch size or steps per dispatch, which do not)."""
-    settings = {
-        k: v for k, v in dataclasses.asdict(spec.config).items() if k != "steps_per_dispatch"
-    }
+    """What determines the results (not batch size, steps per dispatch or microbatch: they change
+    how the work is cut, not what is computed)."""
+    cuts = ("steps_per_dispatch", "microbatch")
+    settings = {k: v for k, v in dataclasses.asdict(spec.config).items() if k not in cuts}
     prior_id = hashlib.sha256(np.asarray(stats["cov"], np.float64).tobytes()).hexdigest()[:16]
     return {
         **settings,

@@ -2,7 +2,8 @@
 
 Compilation is timed on its own (ahead of time: `lower(...).compile()`), then whole dispatches of
 `steps_per_dispatch` steps; per-step numbers are the median dispatch over its steps. XLA's cost
-analysis counts the body of the optimisation loop once, so its FLOP count is that of one step.
+analysis counts the body of a loop once: its FLOP count is that of one step, or with a microbatch
+of one pass, so it is multiplied by the passes of a step.
 """
 
 import dataclasses
@@ -15,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gaussjax.inversion import InversionConfig, Inverter
+from gaussjax.inversion import InversionConfig, Inverter, pass_count
 from gaussjax.networks.lpips import LPIPS
 from gaussjax.networks.stylegan2 import PureGenerator
 
@@ -27,6 +28,7 @@ class StepTiming:
     batch: int
     dtype: str
     remat: bool
+    images_per_pass: int  # the step's passes (InversionConfig.microbatch) run one after another
     loss: str
     compile_s: float
     step_s: float
@@ -41,7 +43,15 @@ class StepTiming:
 
 
 def prepare_dispatch(
-    G, *, batch, steps=5, num_steps=None, dtype="float32", remat=False, lpips=False
+    G,
+    *,
+    batch,
+    steps=5,
+    num_steps=None,
+    dtype="float32",
+    remat=False,
+    lpips=False,
+    microbatch=None,
 ):
     """(Inverter, arguments of its `run`) for a W+ inversion (Adam, the official schedule, MSE
     [+ LPIPS with random VGG weights, whose speed is that of trained ones]) of `batch` random
@@ -55,6 +65,7 @@ def prepare_dispatch(
         lpips_weight=1.0 if lpips else 0.0,
         dtype=dtype,
         remat=remat,
+        microbatch=microbatch,
     )
     lpips_fns, lpips_params = nnx.split(LPIPS(rngs=nnx.Rngs(0))) if lpips else (None, None)
     inverter = Inverter(fns, G.cfg, cfg, np.zeros(G.cfg.w_dim, np.float32), 1.0, lpips_fns)
@@ -73,16 +84,11 @@ def compile_dispatch(inverter, args):
     return compiled, time.perf_counter() - start
 
 
-def time_inversion(G, *, batch, steps=5, dispatches=3, dtype="float32", remat=False, lpips=False):
-    """Compiles and times `dispatches` dispatches (after a warm-up one) of `prepare_dispatch`."""
+def time_inversion(G, *, batch, steps=5, dispatches=3, **settings):
+    """Compiles and times `dispatches` dispatches (after a warm-up one) of `prepare_dispatch`
+    (`settings`: its dtype, remat, lpips, microbatch)."""
     inverter, args = prepare_dispatch(
-        G,
-        batch=batch,
-        steps=steps,
-        num_steps=steps * (dispatches + 2),
-        dtype=dtype,
-        remat=remat,
-        lpips=lpips,
+        G, batch=batch, steps=steps, num_steps=steps * (dispatches + 2), **settings
     )
     compiled, compile_s = compile_dispatch(inverter, args)
     params, lpips_params, prior, state, targets, feats = args
@@ -94,15 +100,19 @@ def time_inversion(G, *, batch, steps=5, dispatches=3, dtype="float32", remat=Fa
         if i:  # the first dispatch warms caches and allocators
             durations.append(time.perf_counter() - start)
     step_s = statistics.median(durations) / steps
+    cfg = inverter.cfg
+    flops = _flops(compiled)
+    passes = pass_count(batch, inverter.microbatch)
     return StepTiming(
         batch,
-        dtype,
-        remat,
-        inverter.cfg.loss_label,
+        cfg.dtype,
+        cfg.remat,
+        batch // passes,
+        cfg.loss_label,
         compile_s,
         step_s,
         batch / step_s,
-        _flops(compiled),
+        None if flops is None else flops * passes,
         _temp_bytes(compiled),
         _peak_bytes(),
     )
@@ -138,8 +148,9 @@ def device_memory_bytes() -> int:
 
 def batch_that_fits(timing: StepTiming, memory_bytes: int) -> int | None:
     """The largest batch whose step buffers fit in `memory_bytes`, from the per-image share of
-    XLA's temporary buffers at the measured batch (they grow linearly with the batch)."""
-    if not timing.temp_bytes:
+    XLA's temporary buffers at the measured batch (they grow linearly with the batch). None when
+    the step runs in passes: then they are those of one pass, whatever the batch."""
+    if not timing.temp_bytes or timing.images_per_pass < timing.batch:
         return None
     return int(memory_bytes // (timing.temp_bytes / timing.batch))
 
