@@ -79,13 +79,16 @@ def test_result_does_not_depend_on_batch_companions(skip32):
 
 
 def test_sharded_over_4_devices_equals_single_device(skip32):
+    """Six steps in two dispatches: per-device batches of 1 round their convolutions and matrix
+    products differently from one batch of 4, and Adam amplifies that past 1e-5 by 20 steps."""
     G, fns, params, io, targets, w_mean, w_std = skip32
     assert jax.device_count() == 4
-    single = _short_run(G, fns, params, w_mean, w_std, targets, [1, 2, 3, 4])
+    steps = dict(num_steps=6, steps_per_dispatch=3)
+    single = _short_run(G, fns, params, w_mean, w_std, targets, [1, 2, 3, 4], **steps)
     mesh = sharding.data_mesh()
     pixels, seeds = sharding.shard_batch(mesh, (targets, np.asarray([1, 2, 3, 4], np.int32)))
     assert len(pixels.sharding.device_set) == 4
-    cfg = InversionConfig(space="wplus", num_steps=20, steps_per_dispatch=10)
+    cfg = InversionConfig(space="wplus", **steps)
     prior = sharding.replicate(mesh, make_prior(np.zeros(G.cfg.w_dim), np.eye(G.cfg.w_dim), 0.2))
     sharded = Inverter(fns, G.cfg, cfg, w_mean, w_std).invert(
         sharding.replicate(mesh, params), pixels, seeds, prior=prior
@@ -97,16 +100,17 @@ def test_sharded_over_4_devices_equals_single_device(skip32):
 
 
 def test_microbatch_passes_equal_the_whole_batch(skip32):
-    """4 images in passes of 2 (lax.map over passes) give the whole-batch results. Six steps:
-    convolutions round differently per batch shape, and Adam amplifies that past 1e-5 within 20
-    steps (measured 1e-6 after 5, 2e-4 after 20, one image alone vs the whole batch likewise)."""
+    """4 images in passes of 2 (lax.map over passes) give the whole-batch results, to 1e-4 after
+    six steps: convolutions round differently per batch shape, and Adam amplifies that (measured
+    2e-5 after 6 steps, 2e-4 after 20; one image alone against the whole batch likewise). Images
+    mixed up between passes would differ by about 1 (their latents do after 5 steps)."""
     G, fns, params, io, targets, w_mean, w_std = skip32
     seeds = [1, 2, 3, 4]
     kw = dict(optimize_noise=True, num_steps=6, steps_per_dispatch=3)
-    whole = _short_run(G, fns, params, w_mean, w_std, targets, seeds, **kw)
+    whole = _short_run(G, fns, params, w_mean, w_std, targets, seeds, microbatch=0, **kw)
     passes = _short_run(G, fns, params, w_mean, w_std, targets, seeds, microbatch=2, **kw)
-    np.testing.assert_allclose(passes.ws, whole.ws, atol=1e-5)
-    np.testing.assert_allclose(passes.noise[-1], whole.noise[-1], atol=1e-5)
+    np.testing.assert_allclose(passes.ws, whole.ws, atol=1e-4)
+    np.testing.assert_allclose(passes.noise[-1], whole.noise[-1], atol=1e-4)
     np.testing.assert_allclose(passes.terms["loss"], whole.terms["loss"], rtol=1e-4)
 
 
@@ -114,7 +118,7 @@ def test_microbatch_passes_split_over_4_devices_equal_single_device(skip32):
     """8 images over 4 devices in passes of 4: every pass keeps one image per device."""
     G, fns, params, io, targets, w_mean, w_std = skip32
     targets, seeds = targets[[0, 1, 2, 3, 0, 1, 2, 3]], np.arange(1, 9, dtype=np.int32)
-    single = _short_run(G, fns, params, w_mean, w_std, targets, seeds, num_steps=6)
+    single = _short_run(G, fns, params, w_mean, w_std, targets, seeds, num_steps=6, microbatch=0)
     mesh = sharding.data_mesh()
     pixels, seeds = sharding.shard_batch(mesh, (targets, seeds))
     cfg = InversionConfig(space="wplus", num_steps=6, steps_per_dispatch=10, microbatch=4)
