@@ -148,8 +148,8 @@ def pass_count(batch: int, microbatch: int) -> int:
 
 def in_passes(fn, microbatch: int, *batched):
     """fn(*batched) for pytrees with a leading batch axis B, computed in passes of at most
-    `microbatch` images (0: all) one after another (`lax.map`); equals fn on the whole batch when fn treats
-    images independently.
+    `microbatch` images (0: all) one after another (`lax.map`); equals fn on the whole batch when
+    fn treats images independently.
 
     The passes are the fewest that divide B. Pass c takes images c, c + P, c + 2P, ... (P passes),
     so a batch split over devices in contiguous blocks splits every pass the same way (keep
