@@ -26,6 +26,7 @@ the official step); --generators=fixtures,demo gives a quick look.
 
 import dataclasses
 import json
+import os
 import pathlib
 import sys
 import tempfile
@@ -246,7 +247,8 @@ def main(argv):
     header = (
         f"W+ inversion step ({'MSE + LPIPS' if _LPIPS.value else 'MSE'}, Adam, {_DTYPE.value}), "
         f"{device.device_kind} ({device.platform}), jax {jax.__version__}; one {_DTYPE.value} "
-        f"4096^2 matmul: {matmul_rate / 1e9:.1f} GFLOP/s; device memory {memory / 2**30:.0f} GiB."
+        f"4096^2 matmul: {matmul_rate / 1e9:.1f} GFLOP/s; device memory {memory / 2**30:.0f} GiB; "
+        f"XLA_FLAGS: {os.environ.get('XLA_FLAGS') or 'none'}."
     )
     print(header)
     rows = [r for name, G, torch_G in todo for r in measure(name, G, torch_G, matmul_rate, memory)]
