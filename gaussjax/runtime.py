@@ -30,8 +30,8 @@ def enable_compilation_cache(directory: str | os.PathLike | None = None) -> path
     return path
 
 
-# XLA:CPU hands dot fusions to the YNNPACK library, and by default also its convolutions,
-# elementwise fusions and reductions. Measured on 2 cores (jaxlib 0.10.2), W+ inversion step: with
+# XLA:CPU hands dot fusions to the YNNPACK library, and by default also its convolutions and
+# reductions (seen in the compiled HLO). Measured on 2 cores (jaxlib 0.10.2), W+ inversion step: with
 # dots only, the 3x3 convolutions at 64 channels use XLA's own kernels, and c128ch64 runs 1.2-1.3x
 # the image-steps/s (ffhq256 unchanged); dots, elementwise and reductions without convolutions ran
 # 0.5x. README, Benchmark.
