@@ -260,6 +260,11 @@ def _phase_pairs(py, px):
     return [(ay, ry, ax, rx) for ay, ry in _PHASE_TAPS[py] for ax, rx in _PHASE_TAPS[px]]
 
 
+def _phase_weights(kernel, pairs):
+    """The kernel taps of a phase's terms stacked along the input axis: [terms * I, O]."""
+    return jnp.concatenate([kernel[ry, rx] for _, ry, _, rx in pairs], axis=0)
+
+
 def _phases(x, kernel):
     """The four output phases of the stride-2 transposed conv: [N, H+1, 2, W+1, 2, O].
 
@@ -275,8 +280,7 @@ def _phases(x, kernel):
             cols = jnp.concatenate(
                 [padded[:, ay : ay + h + 1, ax : ax + w + 1] for ay, _, ax, _ in pairs], axis=-1
             )
-            weights = jnp.concatenate([kernel[ry, rx] for _, ry, _, rx in pairs], axis=0)
-            phases.append(cols @ weights)  # [N, H+1, W+1, O]
+            phases.append(cols @ _phase_weights(kernel, pairs))  # [N, H+1, W+1, O]
     stacked = jnp.stack(phases, axis=3).reshape(n, h + 1, w + 1, 2, 2, -1)
     return stacked.transpose(0, 1, 3, 2, 4, 5)
 
@@ -301,8 +305,9 @@ def _transposed_phases_bwd(residuals, g):
     for py in (0, 1):
         for px in (0, 1):
             pairs = _phase_pairs(py, px)
-            weights = jnp.concatenate([kernel[ry, rx] for _, ry, _, rx in pairs], axis=0)
-            products = g[:, :, py, :, px, :] @ weights.T  # [N, H+1, W+1, taps * I]
+            products = (
+                g[:, :, py, :, px, :] @ _phase_weights(kernel, pairs).T
+            )  # [N, H+1, W+1, taps * I]
             for t, (ay, _, ax, _) in enumerate(pairs):
                 term = products[:, 1 - ay : 1 - ay + h, 1 - ax : 1 - ax + w, t * i : (t + 1) * i]
                 dx = term if dx is None else dx + term
