@@ -84,11 +84,19 @@ def compile_dispatch(inverter, args):
     return compiled, time.perf_counter() - start
 
 
-def time_inversion(G, *, batch, steps=5, dispatches=3, **settings):
-    """Compiles and times `dispatches` dispatches (after a warm-up one) of `prepare_dispatch`
-    (`settings`: its dtype, remat, lpips, microbatch)."""
-    inverter, args = prepare_dispatch(
+def prepare_timed_dispatch(G, *, batch, steps, dispatches, **settings):
+    """`prepare_dispatch` with a schedule long enough for a warm-up and `dispatches` timed
+    dispatches of `steps` steps (`settings`: its dtype, remat, lpips, microbatch)."""
+    return prepare_dispatch(
         G, batch=batch, steps=steps, num_steps=steps * (dispatches + 2), **settings
+    )
+
+
+def time_inversion(G, *, batch, steps=5, dispatches=3, **settings):
+    """Compiles and times `dispatches` dispatches (after a warm-up one) of
+    `prepare_timed_dispatch`."""
+    inverter, args = prepare_timed_dispatch(
+        G, batch=batch, steps=steps, dispatches=dispatches, **settings
     )
     compiled, compile_s = compile_dispatch(inverter, args)
     params, lpips_params, prior, state, targets, feats = args
