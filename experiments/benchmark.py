@@ -150,8 +150,15 @@ def microbatches(batch):
 
 def timed_twice(G, batch, remat, microbatch):
     """The timing, and the compile time of the same program again (from the persistent cache)."""
-    settings = dict(dtype=_DTYPE.value, remat=remat, lpips=_LPIPS.value, microbatch=microbatch)
-    settings.update(batch=batch, steps=_STEPS.value, dispatches=_DISPATCHES.value)
+    settings = dict(
+        batch=batch,
+        steps=_STEPS.value,
+        dispatches=_DISPATCHES.value,
+        dtype=_DTYPE.value,
+        remat=remat,
+        lpips=_LPIPS.value,
+        microbatch=microbatch,
+    )
     timing = inversion_step.time_inversion(G, **settings)
     inverter, args = inversion_step.prepare_timed_dispatch(G, **settings)
     return timing, inversion_step.compile_dispatch(inverter, args)[1]
