@@ -39,16 +39,19 @@ CPU_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT
 MEASURED_JAXLIB = "0.10."
 
 
+def on_measured_jaxlib() -> bool:
+    """Whether this jaxlib is the one CPU_XLA_FLAGS were measured on (XLA aborts on a flag it
+    does not know)."""
+    return jaxlib.__version__.startswith(MEASURED_JAXLIB)
+
+
 def set_cpu_xla_flags() -> list[str]:
     """Adds CPU_XLA_FLAGS to $XLA_FLAGS; returns the flags added. Call before JAX starts a backend.
 
-    Only on the jaxlib they were measured on (XLA aborts on a flag it does not know), never over a
-    flag the user set in $XLA_FLAGS, and not when GAUSSJAX_CPU_FLAGS=0. They touch only the CPU
-    backend.
+    Only on the jaxlib they were measured on (`on_measured_jaxlib`), never over a flag the user set
+    in $XLA_FLAGS, and not when GAUSSJAX_CPU_FLAGS=0. They touch only the CPU backend.
     """
-    if os.environ.get("GAUSSJAX_CPU_FLAGS") == "0":
-        return []
-    if not jaxlib.__version__.startswith(MEASURED_JAXLIB):
+    if os.environ.get("GAUSSJAX_CPU_FLAGS") == "0" or not on_measured_jaxlib():
         return []
     current = os.environ.get("XLA_FLAGS", "")
     added = [f for f in CPU_XLA_FLAGS if f.split("=")[0] not in current]

@@ -125,7 +125,7 @@ def test_compilation_cache_directory_choice(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(
-    not __import__("jaxlib").__version__.startswith(runtime.MEASURED_JAXLIB),
+    not runtime.on_measured_jaxlib(),
     reason="the XLA:CPU flags are set only on the jaxlib they were measured on",
 )
 @pytest.mark.parametrize("off", [False, True])
