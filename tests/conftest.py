@@ -10,8 +10,9 @@ import pytest
 # Must run before any JAX backend starts: sharding tests use 4 CPU devices.
 jax.config.update("jax_num_cpu_devices", 4)
 # Most of the suite's time is XLA compiling many small programs, and LLVM's optimisation passes are
-# a large part of that: without them the suite took 15.4 instead of 22 minutes on 2 cores (-n 2). Launchers started by the tests
-# inherit it; users' runs keep XLA's default. The numerics tests hold either way.
+# a large part of that: without them the suite took 15.4 instead of 22 minutes on 2 cores (-n 2).
+# Launchers started by the tests inherit it; users' runs keep XLA's default. The numerics tests
+# hold either way.
 os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]
 ).strip()
