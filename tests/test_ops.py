@@ -260,3 +260,36 @@ def test_separable_taps_detects_rank_one_filters():
     col, row = ops.separable_taps(SEPARABLE_4 * 4)
     np.testing.assert_allclose(np.outer(col, row), SEPARABLE_4 * 4, rtol=1e-6)
     assert ops.separable_taps(NON_SEPARABLE_4) is None
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
+def test_bias_and_channel_scale_gradients_equal_plain_autodiff(dtype):
+    """add_bias and scale_channels sum their parameter gradients as products with ones: equal to
+    JAX's rules on the plain expressions, in the parameters' dtype, and twice differentiable (R1)."""
+    rng = np.random.RandomState(5)
+    x = jnp.asarray(rng.randn(2, 6, 5, 3), dtype)
+    bias, scales = (jnp.asarray(rng.randn(*s), jnp.float32) for s in ((3,), (2, 3)))
+
+    def ours(x, bias, scales):
+        return ops.scale_channels(ops.bias_act(x, bias, "lrelu"), scales)
+
+    def plain(x, bias, scales):
+        y = jax.nn.leaky_relu(x + bias.astype(x.dtype), 0.2) * jnp.asarray(ops.SQRT2, x.dtype)
+        return y * scales[:, None, None, :].astype(x.dtype)
+
+    def r1(fn):  # d/d(bias, scales) |d/dx sum(tanh(fn))|^2
+        def penalty(bias, scales):
+            dx = jax.grad(lambda x: jnp.sum(jnp.tanh(fn(x, bias, scales).astype(jnp.float32))))(x)
+            return jnp.sum(jnp.square(dx.astype(jnp.float32)))
+
+        return jax.grad(penalty, argnums=(0, 1))(bias, scales)
+
+    tol = 1e-5 if dtype == jnp.float32 else 3e-2
+    cotangent = jnp.asarray(rng.randn(*x.shape), dtype)
+    _, got = value_and_grads(ours, (x, bias, scales), cotangent)
+    _, want = value_and_grads(plain, (x, bias, scales), cotangent)
+    for g, w, name in zip(got, want, ("x", "bias", "scales")):
+        assert g.dtype == w.dtype
+        assert_close(g.astype(jnp.float32), w.astype(jnp.float32), tol, name)
+    for g, w in zip(r1(ours), r1(plain)):
+        assert_close(g, w, 10 * tol, "second derivative")
