@@ -81,6 +81,27 @@ def _add_bias_bwd(bias, g):
 add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
 
 
+@jax.custom_vjp
+def scale_channels(x, scales):
+    """x [N, H, W, C] times per-image channel scales [N, C] (cast to x's dtype)."""
+    return x * scales[:, None, None, :].astype(x.dtype)
+
+
+def _scale_channels_fwd(x, scales):
+    return scale_channels(x, scales), (x, scales)
+
+
+def _scale_channels_bwd(residuals, g):
+    """The scales' gradient sums g * x over each image's pixels (`_sum_rows`)."""
+    x, scales = residuals
+    n, h, w, c = x.shape
+    sums = _sum_rows((g * x).reshape(n, h * w, c))
+    return scale_channels(g, scales), sums.astype(scales.dtype)
+
+
+scale_channels.defvjp(_scale_channels_fwd, _scale_channels_bwd)
+
+
 def normalize_2nd_moment(x, eps=1e-8):
     """x / sqrt(mean(x^2) + eps) over the last axis. x: [N, D]."""
     return x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + eps)
@@ -285,6 +306,11 @@ def conv2d_up2(x, kernel, f):
 _PHASE_TAPS = {0: ((0, 0), (1, 2)), 1: ((1, 1),)}
 
 
+def _phase_span(phase):
+    """(first padded row read, number of taps) of an output phase along one axis."""
+    return _PHASE_TAPS[phase][0][0], len(_PHASE_TAPS[phase])
+
+
 def _phase_kernel(kernel, py, px):
     """The [taps y, taps x, I, O] kernel of output phase (py, px)."""
     return jnp.stack(
@@ -305,8 +331,7 @@ def _phases(x, kernel):
     phases = []
     for py in (0, 1):
         for px in (0, 1):
-            y0, ny = _PHASE_TAPS[py][0][0], len(_PHASE_TAPS[py])
-            x0, nx = _PHASE_TAPS[px][0][0], len(_PHASE_TAPS[px])
+            (y0, ny), (x0, nx) = _phase_span(py), _phase_span(px)
             window = padded[:, y0 : y0 + h + ny, x0 : x0 + w + nx]
             phases.append(_conv2d(window, _phase_kernel(kernel, py, px), (0, 0)))
     stacked = jnp.stack(phases, axis=3).reshape(n, h + 1, w + 1, 2, 2, -1)
@@ -339,24 +364,3 @@ def modulated_conv2d(x, kernel, styles, *, demodulate=True, up=False, f=None):
         dcoefs = jax.lax.rsqrt(jnp.square(styles) @ kernel_sq + 1e-8)  # [N, O]
         x = scale_channels(x, dcoefs)
     return x
-
-
-@jax.custom_vjp
-def scale_channels(x, scales):
-    """x [N, H, W, C] times per-image channel scales [N, C] (cast to x's dtype)."""
-    return x * scales[:, None, None, :].astype(x.dtype)
-
-
-def _scale_channels_fwd(x, scales):
-    return scale_channels(x, scales), (x, scales)
-
-
-def _scale_channels_bwd(residuals, g):
-    """The scales' gradient sums g * x over each image's pixels (`_sum_rows`)."""
-    x, scales = residuals
-    n, h, w, c = x.shape
-    sums = _sum_rows((g * x).reshape(n, h * w, c))
-    return g * scales[:, None, None, :].astype(g.dtype), sums.astype(scales.dtype)
-
-
-scale_channels.defvjp(_scale_channels_fwd, _scale_channels_bwd)
