@@ -21,7 +21,7 @@ from absl import flags
 from gaussjax import cli
 from gaussjax.files import images
 from gaussjax.networks.config import GeneratorConfig
-from gaussjax.training import gan, loop
+from gaussjax.training import augment, gan, loop
 
 _OUTDIR = flags.DEFINE_string("outdir", None, "Run directory (resumable).")
 _DATASET = flags.DEFINE_string("dataset", "digits", "'digits', or a directory / glob of images.")
@@ -41,8 +41,13 @@ _MIXING = flags.DEFINE_float("style_mixing", 0.9, "Style-mixing probability.")
 _EMA_KIMG = flags.DEFINE_float("ema_kimg", None, "G EMA half-life; default batch * 10 / 32.")
 _MBSTD = flags.DEFINE_integer("mbstd_group", 4, "Minibatch-std group size of D.")
 _AUGMENT = flags.DEFINE_float(
-    "augment_p", 0.0, "Probability of a random translation of each image D sees (small datasets)."
+    "augment_p", 0.0, "Probability of each augmentation of each image D sees (small datasets)."
 )
+_AUGMENT_GEOMETRIC = flags.DEFINE_bool(
+    "augment_geometric", False, "Also scale, rotate, stretch and shift by fractions (augment.py)."
+)
+_AUGMENT_ROTATE = flags.DEFINE_float("augment_rotate_deg", 15.0, "Largest rotation, degrees.")
+_AUGMENT_COLOR = flags.DEFINE_bool("augment_color", False, "Also vary brightness and contrast.")
 _STEPS = flags.DEFINE_integer("steps_per_dispatch", 25, "Iterations per device call.")
 
 
@@ -85,7 +90,12 @@ def main(argv):
             style_mixing_prob=_MIXING.value,
             ema_kimg=_EMA_KIMG.value,
             mbstd_group=_MBSTD.value,
-            augment_p=_AUGMENT.value,
+            augment=augment.AugmentConfig(
+                p=_AUGMENT.value,
+                geometric=_AUGMENT_GEOMETRIC.value,
+                max_rotate_deg=_AUGMENT_ROTATE.value,
+                color=_AUGMENT_COLOR.value,
+            ),
             steps_per_dispatch=_STEPS.value,
         )
         print(f"{len(data)} training images, {cfg.img_resolution} px; writing {_OUTDIR.value}")

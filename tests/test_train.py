@@ -18,7 +18,7 @@ from gaussjax.files import checkpoints
 from gaussjax.inversion import sharding
 from gaussjax.networks.config import GeneratorConfig
 from gaussjax.networks.stylegan2 import Generator
-from gaussjax.training import gan, loop
+from gaussjax.training import augment, gan, loop
 from gaussjax.training.discriminator import Discriminator, downsample2d, minibatch_stddev
 
 TINY = GeneratorConfig(
@@ -68,13 +68,59 @@ def test_downsample2d_halves_and_keeps_a_constant():
 def test_translation_augment_moves_a_dot_by_at_most_the_shift():
     x = np.zeros((64, 16, 16, 1), np.float32)
     x[:, 8, 8] = 1.0
-    y = np.asarray(gan.translate(jnp.asarray(x), jax.random.key(0), p=0.5, max_fraction=0.125))
+    y = np.asarray(augment.translate(jnp.asarray(x), jax.random.key(0), p=0.5, max_fraction=0.125))
     assert np.all(y.sum(axis=(1, 2, 3)) == 1)  # the dot moves, intact (2 px from any edge)
     rows, cols = np.nonzero(y[..., 0])[1:]
     moved = (rows != 8) | (cols != 8)
     assert np.abs(rows - 8).max() <= 2 and np.abs(cols - 8).max() <= 2
     assert 0.25 < moved.mean() < 0.75  # about half the images, p = 0.5 (minus zero shifts)
-    np.testing.assert_array_equal(gan.translate(jnp.asarray(x), jax.random.key(0), 0.0, 0.125), x)
+    np.testing.assert_array_equal(
+        augment.translate(jnp.asarray(x), jax.random.key(0), 0.0, 0.125), x
+    )
+
+
+def test_warp_is_exact_at_the_identity_and_moves_a_dot_by_its_shift():
+    x = np.zeros((2, 16, 16, 1), np.float32)
+    x[:, 5, 9] = 1.0
+    identity = jnp.tile(jnp.asarray([[1.0, 0, 0], [0, 1, 0]]), (2, 1, 1))
+    np.testing.assert_array_equal(augment.warp(jnp.asarray(x), identity), x)
+    # Output -> input map: sampling at x + 2/16 (one pixel right) moves the content one pixel left;
+    # y + 1/16 (half a pixel down) splits the dot over two rows.
+    shifted = identity.at[0, 0, 2].set(2 / 16).at[1, 1, 2].set(1 / 16)
+    y = np.asarray(augment.warp(jnp.asarray(x), shifted))[..., 0]
+    assert y[0, 5, 8] == 1.0 and y[0].sum() == 1.0
+    np.testing.assert_allclose(y[1, 4:6, 9], [0.5, 0.5])
+    quarter_turn = jnp.asarray([[[0.0, -1, 0], [1, 0, 0]]])  # input (x, y) = (-y, x) of output
+    z = np.asarray(augment.warp(jnp.asarray(x[:1]), quarter_turn))[0, ..., 0]
+    np.testing.assert_allclose(z, np.rot90(x[0, ..., 0], k=1), atol=1e-6)
+
+
+def test_augment_pipeline_draws_each_transformation_with_probability_p():
+    x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (400, 16, 16, 1)).astype(np.float32))
+    key = jax.random.key(3)
+    cfg = augment.AugmentConfig(p=0.3)
+    np.testing.assert_array_equal(
+        augment.augment(x, key, cfg), augment.translate(x, key, 0.3, 0.125)
+    )
+    np.testing.assert_array_equal(augment.augment(x, key, augment.AugmentConfig(p=0.0)), x)
+    full = augment.AugmentConfig(p=0.3, geometric=True, color=True)
+    changed = np.any(np.abs(np.asarray(augment.augment(x, key, full) - x)) > 1e-6, axis=(1, 2, 3))
+    # Nine coins of p = 0.3 per image (translation, 4 geometric, 2 color; a zero integer shift
+    # leaves the image as it was): about 1 - 0.7**8 .. 1 - 0.7**10 of them change.
+    assert 1 - 0.7**8 - 0.08 < changed.mean() < 1 - 0.7**10 + 0.05
+    grad = jax.grad(lambda im: jnp.sum(augment.augment(im, key, full) ** 2))(x)
+    assert np.all(np.isfinite(grad)) and np.abs(grad).sum() > 0
+
+
+def test_color_augment_adds_brightness_then_scales_contrast_about_zero():
+    x = jnp.tile(jnp.asarray([0.2, 0.6]).reshape(1, 1, 2, 1), (4000, 1, 1, 1))
+    y = np.asarray(augment.adjust_color(x, jax.random.key(0), p=0.5))[:, 0, :, 0]
+    contrast = (y[:, 1] - y[:, 0]) / 0.4  # y = (x + b) * c, so both follow from two pixels
+    brightness = y[:, 0] / contrast - 0.2
+    scaled, shifted = np.abs(contrast - 1) > 1e-6, np.abs(brightness) > 1e-6
+    assert abs(scaled.mean() - 0.5) < 0.03 and abs(shifted.mean() - 0.5) < 0.03
+    assert abs(np.std(np.log2(contrast[scaled])) - 0.5) < 0.03
+    assert abs(np.std(brightness[shifted]) - 0.2) < 0.01
 
 
 def test_discriminator_shapes_and_parameter_count():

@@ -24,6 +24,7 @@ import optax
 from flax import nnx
 
 from gaussjax.networks.stylegan2 import Buffer, Generator
+from gaussjax.training.augment import AugmentConfig, augment
 from gaussjax.training.discriminator import Discriminator
 
 
@@ -40,11 +41,7 @@ class TrainConfig:
     ema_kimg: float | None = None  # None: batch_size * 10 / 32
     ema_rampup: float | None = 0.05
     mbstd_group: int = 4
-    # Differentiable augmentation of everything D sees, reals and fakes alike (not in the official
-    # StyleGAN2 recipe; ADA-style, for small datasets): with this probability per image, a random
-    # integer translation of up to `augment_shift` of the image size, edges repeated.
-    augment_p: float = 0.0
-    augment_shift: float = 0.125
+    augment: AugmentConfig = AugmentConfig()  # of everything D sees (augment.py)
     steps_per_dispatch: int = 25
 
     def gamma(self, resolution: int) -> float:
@@ -127,26 +124,6 @@ def fake_images(G: Generator, key, batch: int, mixing_prob: float):
     return G.synthesis(ws, noise_mode="random", key=k_noise), w
 
 
-def translate(images, key, p: float, max_fraction: float):
-    """Shifts each image [N, R, R, C] by integers in [-s, s]^2 (s = max_fraction * R) with
-    probability p, repeating edge pixels; the others pass unchanged. Differentiable in `images`."""
-    if p <= 0:
-        return images
-    n, r = images.shape[:2]
-    s = max(1, int(round(max_fraction * r)))
-    k_shift, k_apply = jax.random.split(key)
-    shifts = jax.random.randint(k_shift, (n, 2), -s, s + 1)
-    shifts = jnp.where(jax.random.uniform(k_apply, (n, 1)) < p, shifts, 0)
-    padded = jnp.pad(images, ((0, 0), (s, s), (s, s), (0, 0)), mode="edge")
-
-    def crop(image, shift):
-        return jax.lax.dynamic_slice(
-            image, (s + shift[0], s + shift[1], 0), (r, r, image.shape[-1])
-        )
-
-    return jax.vmap(crop)(padded, shifts)
-
-
 def r1_penalty(nets: Networks, d_params, reals):
     """|grad_x D(x)|^2 per image [N] (the official R1 term before gamma / 2)."""
     grads = jax.grad(lambda x: jnp.sum(nets.discriminate(d_params, x)))(reals)
@@ -160,7 +137,7 @@ def generator_step(nets: Networks, cfg: TrainConfig, state: TrainState, key):
         G = nnx.merge(nets.g_graph, g_params, state.g_buffers)
         k_fake, k_aug = jax.random.split(key)
         images, w = fake_images(G, k_fake, cfg.batch_size, cfg.style_mixing_prob)
-        images = translate(images, k_aug, cfg.augment_p, cfg.augment_shift)
+        images = augment(images, k_aug, cfg.augment)
         return jnp.mean(jax.nn.softplus(-nets.discriminate(state.d, images))), w
 
     (loss, w), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g)
@@ -184,7 +161,7 @@ def discriminator_step(nets: Networks, cfg: TrainConfig, state: TrainState, key,
     G = nets.generator(state)
     k_fake, k_aug = jax.random.split(key)
     fakes, _ = fake_images(G, k_fake, cfg.batch_size, cfg.style_mixing_prob)
-    both = translate(jnp.concatenate([reals, fakes]), k_aug, cfg.augment_p, cfg.augment_shift)
+    both = augment(jnp.concatenate([reals, fakes]), k_aug, cfg.augment)
     reals, fakes = jnp.split(jax.lax.stop_gradient(both), 2)
     gamma = cfg.gamma(G.cfg.img_resolution)
 
