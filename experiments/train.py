@@ -40,6 +40,7 @@ _GAMMA = flags.DEFINE_float("gamma", None, "R1 weight; default 0.0002 * resoluti
 _MIXING = flags.DEFINE_float("style_mixing", 0.9, "Style-mixing probability.")
 _EMA_KIMG = flags.DEFINE_float("ema_kimg", None, "G EMA half-life; default batch * 10 / 32.")
 _MBSTD = flags.DEFINE_integer("mbstd_group", 4, "Minibatch-std group size of D.")
+_PACK = flags.DEFINE_integer("pack", 1, "Images D judges at a time, side by side (PacGAN).")
 _AUGMENT = flags.DEFINE_float(
     "augment_p", 0.0, "Probability of each augmentation of each image D sees (small datasets)."
 )
@@ -90,6 +91,7 @@ def main(argv):
             style_mixing_prob=_MIXING.value,
             ema_kimg=_EMA_KIMG.value,
             mbstd_group=_MBSTD.value,
+            pack=_PACK.value,
             augment=augment.AugmentConfig(
                 p=_AUGMENT.value,
                 geometric=_AUGMENT_GEOMETRIC.value,

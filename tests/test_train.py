@@ -19,7 +19,12 @@ from gaussjax.inversion import sharding
 from gaussjax.networks.config import GeneratorConfig
 from gaussjax.networks.stylegan2 import Generator
 from gaussjax.training import augment, gan, loop
-from gaussjax.training.discriminator import Discriminator, downsample2d, minibatch_stddev
+from gaussjax.training.discriminator import (
+    Discriminator,
+    downsample2d,
+    minibatch_stddev,
+    pack_images,
+)
 
 TINY = GeneratorConfig(
     z_dim=8, w_dim=8, img_resolution=16, mapping_layers=2, channel_base=128, channel_max=16
@@ -131,6 +136,22 @@ def test_discriminator_shapes_and_parameter_count():
     expected += 9 * 16 * 16 + 16 + 9 * 16 * 16 + 16 + 16 * 16
     expected += 9 * 17 * 16 + 16 + 256 * 16 + 16 + 16 + 1
     assert sum(p.size for p in jax.tree.leaves(nnx.state(D, nnx.Param))) == expected
+
+
+def test_packed_discriminator_judges_consecutive_images_side_by_side():
+    x = jnp.arange(4 * 2 * 2 * 3, dtype=jnp.float32).reshape(4, 2, 2, 3)
+    packed = np.asarray(pack_images(x, 2))
+    assert packed.shape == (2, 2, 2, 6)
+    np.testing.assert_array_equal(packed[1, ..., :3], x[2])
+    np.testing.assert_array_equal(packed[1, ..., 3:], x[3])
+    D = Discriminator(TINY, rngs=nnx.Rngs(0), mbstd_group=2, pack=2)
+    images = jax.random.normal(jax.random.key(0), (8, 16, 16, 3))
+    logits = D(images)
+    assert logits.shape == (4,)
+    swapped = images.at[2:4].set(images[2:4][::-1])  # a pack is an ordered pair
+    assert np.asarray(D(swapped))[1] != np.asarray(logits)[1]
+    with pytest.raises(ValueError, match="multiple of the discriminator's pack"):
+        D(images[:7])
 
 
 def test_style_mixing_takes_rows_from_a_second_z():

@@ -6,6 +6,10 @@ r: conv 3x3 -> blur-downsample -> conv 3x3, plus a blur-downsample 1x1 skip, sum
 sqrt(1/2). The official block strides its second conv after the blur; here the blur and decimation
 come first and the conv runs at the low resolution (the same operator family, a quarter of the
 FLOPs). The 4x4 epilogue: minibatch standard deviation, conv 3x3, dense, dense -> one logit.
+
+With `pack` > 1 (PacGAN, Lin et al. 2018; not in the official recipe) D judges `pack` images at a
+time, stacked along channels: a generator that drops modes is then easier to tell apart, because
+a pack of its samples is less varied than a pack of reals.
 """
 
 import math
@@ -69,11 +73,13 @@ class DiscriminatorBlock(nnx.Module):
 
 
 class Discriminator(nnx.Module):
-    """Images [N, R, R, C] in [-1, 1] -> logits [N] (real > fake); channels as the generator's."""
+    """Images [N, R, R, C] in [-1, 1] -> logits [N / pack] (real > fake), one per `pack`
+    consecutive images; channels as the generator's."""
 
-    def __init__(self, cfg: GeneratorConfig, *, rngs: nnx.Rngs, mbstd_group=4):
+    def __init__(self, cfg: GeneratorConfig, *, rngs: nnx.Rngs, mbstd_group=4, pack=1):
         top = cfg.img_resolution
-        self.from_rgb = Conv(cfg.img_channels, cfg.channels(top), 1, rngs=rngs)
+        self.pack = pack
+        self.from_rgb = Conv(cfg.img_channels * pack, cfg.channels(top), 1, rngs=rngs)
         self.blocks = nnx.List(
             [
                 DiscriminatorBlock(
@@ -89,11 +95,21 @@ class Discriminator(nnx.Module):
         self.out = Dense(ch, 1, rngs=rngs, act="linear")
 
     def __call__(self, images):
-        x = self.from_rgb(images)
+        x = self.from_rgb(pack_images(images, self.pack))
         for block in self.blocks:
             x = block(x)
         x = self.conv(minibatch_stddev(x, self.mbstd_group))
         return self.out(self.fc(x.reshape(x.shape[0], -1)))[:, 0]
+
+
+def pack_images(images, pack: int):
+    """[N, H, W, C] -> [N / pack, H, W, pack * C]: images pack*i .. pack*i + pack - 1 side by side
+    along channels."""
+    n, h, w, c = images.shape
+    if n % pack:
+        raise ValueError(f"batch {n} is not a multiple of the discriminator's pack {pack}")
+    packed = images.reshape(n // pack, pack, h, w, c).transpose(0, 2, 3, 1, 4)
+    return packed.reshape(n // pack, h, w, pack * c)
 
 
 def downsample2d(x, f):

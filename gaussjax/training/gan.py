@@ -41,6 +41,7 @@ class TrainConfig:
     ema_kimg: float | None = None  # None: batch_size * 10 / 32
     ema_rampup: float | None = 0.05
     mbstd_group: int = 4
+    pack: int = 1  # images D judges at a time (PacGAN; discriminator.py)
     augment: AugmentConfig = AugmentConfig()  # of everything D sees (augment.py)
     steps_per_dispatch: int = 25
 
@@ -171,7 +172,8 @@ def discriminator_step(nets: Networks, cfg: TrainConfig, state: TrainState, key,
         real = nets.discriminate(d_params, reals)
         fake = nets.discriminate(d_params, fakes)
         loss = jnp.mean(jax.nn.softplus(fake)) + jnp.mean(jax.nn.softplus(-real))
-        r1 = jnp.mean(r1_penalty(nets, d_params, reals)) if with_r1 else jnp.zeros(())
+        # Per D input: a pack's gradient norm sums those of its images.
+        r1 = cfg.pack * jnp.mean(r1_penalty(nets, d_params, reals)) if with_r1 else jnp.zeros(())
         return loss + gamma / 2 * cfg.r1_interval * r1, (loss, r1)
 
     def grads_and_losses(with_r1):

@@ -147,7 +147,9 @@ def train(run: Run, generator_cfg: GeneratorConfig, cfg: gan.TrainConfig, datase
     start_or_resume(run.outdir, run_record(generator_cfg, cfg, run.seed), run.log)
     nets, state = gan.init_state(
         Generator(generator_cfg, rngs=nnx.Rngs(run.seed)),
-        Discriminator(generator_cfg, rngs=nnx.Rngs(run.seed + 1), mbstd_group=cfg.mbstd_group),
+        Discriminator(
+            generator_cfg, rngs=nnx.Rngs(run.seed + 1), mbstd_group=cfg.mbstd_group, pack=cfg.pack
+        ),
         cfg,
     )
     state = load_state(run.outdir, state) or state
