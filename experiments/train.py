@@ -2,7 +2,8 @@ r"""Trains a StyleGAN2 (official recipe at small scale) and writes an ordinary g
 
     python -m experiments.train --outdir=out/digits --augment_p=0.5 [--kimg=200] \
         [--dataset=digits|DIR|GLOB] [--resolution=32] [--batch_size=32] [--snapshot_kimg=10] \
-        [--seed=0] [--gamma=G] [--mbstd_group=4]
+        [--seed=0] [--gamma=G] [--mbstd_group=4] [--pack=1] [--augment_geometric] \
+        [--augment_color]
 
 --dataset=digits (default) trains on scikit-learn's 1,797 handwritten digits upsampled to
 --resolution, and judges every snapshot with the digit classifier (gaussjax/training/digits.py); a
