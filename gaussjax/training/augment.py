@@ -73,9 +73,9 @@ def _applied(key, n: int, p: float, value, identity):
 def random_affine(key, n: int, cfg: AugmentConfig):
     """[N, 2, 3] maps from output to input coordinates (both in [-1, 1], x then y).
 
-    Every factor's distribution is symmetric about the identity, so a draw serves as the inverse
-    transform as well as the forward one."""
-    keys = jax.random.split(key, 10)
+    The output -> input map is drawn directly: each factor's distribution is symmetric about the
+    identity, so its inverse has the same distribution."""
+    keys = jax.random.split(key, 8)
     log2_iso = _applied(keys[0], n, cfg.p, 0.2 * jax.random.normal(keys[1], (n,)), 0.0)
     limit = math.radians(cfg.max_rotate_deg)
     angle = _applied(
