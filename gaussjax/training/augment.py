@@ -53,8 +53,7 @@ def translate(images, key, p: float, max_fraction: float):
     n, r = images.shape[:2]
     s = max(1, int(round(max_fraction * r)))
     k_shift, k_apply = jax.random.split(key)
-    shifts = jax.random.randint(k_shift, (n, 2), -s, s + 1)
-    shifts = jnp.where(jax.random.uniform(k_apply, (n, 1)) < p, shifts, 0)
+    shifts = _applied(k_apply, p, jax.random.randint(k_shift, (n, 2), -s, s + 1), 0)
     padded = jnp.pad(images, ((0, 0), (s, s), (s, s), (0, 0)), mode="edge")
 
     def crop(image, shift):
@@ -65,9 +64,10 @@ def translate(images, key, p: float, max_fraction: float):
     return jax.vmap(crop)(padded, shifts)
 
 
-def _applied(key, n: int, p: float, value, identity):
-    """`value` [N] where a coin with probability p comes up, `identity` elsewhere."""
-    return jnp.where(jax.random.uniform(key, (n,)) < p, value, identity)
+def _applied(key, p: float, value, identity):
+    """`value` [N, ...] for the images whose coin (probability p) comes up, `identity` elsewhere."""
+    coins = jax.random.uniform(key, value.shape[:1] + (1,) * (value.ndim - 1))
+    return jnp.where(coins < p, value, identity)
 
 
 def random_affine(key, n: int, cfg: AugmentConfig):
@@ -76,14 +76,14 @@ def random_affine(key, n: int, cfg: AugmentConfig):
     The output -> input map is drawn directly: each factor's distribution is symmetric about the
     identity, so its inverse has the same distribution."""
     keys = jax.random.split(key, 8)
-    log2_iso = _applied(keys[0], n, cfg.p, 0.2 * jax.random.normal(keys[1], (n,)), 0.0)
+    log2_iso = _applied(keys[0], cfg.p, 0.2 * jax.random.normal(keys[1], (n,)), 0.0)
     limit = math.radians(cfg.max_rotate_deg)
     angle = _applied(
-        keys[2], n, cfg.p, jax.random.uniform(keys[3], (n,), minval=-limit, maxval=limit), 0.0
+        keys[2], cfg.p, jax.random.uniform(keys[3], (n,), minval=-limit, maxval=limit), 0.0
     )
-    log2_aniso = _applied(keys[4], n, cfg.p, 0.2 * jax.random.normal(keys[5], (n,)), 0.0)
-    shift = 2 * 0.125 * jax.random.normal(keys[6], (n, 2))  # [-1, 1] spans the image: twice
-    shift = jnp.where(jax.random.uniform(keys[7], (n, 1)) < cfg.p, shift, 0.0)
+    log2_aniso = _applied(keys[4], cfg.p, 0.2 * jax.random.normal(keys[5], (n,)), 0.0)
+    # [-1, 1] spans the image, so a shift of 0.125 of the image is 0.25 in these coordinates.
+    shift = _applied(keys[7], cfg.p, 2 * 0.125 * jax.random.normal(keys[6], (n, 2)), 0.0)
     sx = jnp.exp2(log2_iso + log2_aniso)
     sy = jnp.exp2(log2_iso - log2_aniso)
     cos, sin = jnp.cos(angle), jnp.sin(angle)
@@ -96,7 +96,7 @@ def random_affine(key, n: int, cfg: AugmentConfig):
 def warp(images, affine):
     """Bilinear resampling of [N, R, R, C] at affine [N, 2, 3] (output -> input, [-1, 1] coords
     of pixel centres' span), edges repeated."""
-    n, r = images.shape[:2]
+    r = images.shape[1]
     centres = (jnp.arange(r, dtype=jnp.float32) + 0.5) / r * 2 - 1
     gx, gy = jnp.meshgrid(centres, centres)  # [R, R]: x varies along columns
     grid = jnp.stack([gx, gy, jnp.ones_like(gx)], -1)  # [R, R, 3]
@@ -125,6 +125,6 @@ def adjust_color(images, key, p: float):
     """Brightness + N(0, 0.2), then contrast * 2^N(0, 0.5) about 0, each with probability p."""
     n = images.shape[0]
     k = jax.random.split(key, 4)
-    brightness = _applied(k[0], n, p, 0.2 * jax.random.normal(k[1], (n,)), 0.0)
-    contrast = _applied(k[2], n, p, jnp.exp2(0.5 * jax.random.normal(k[3], (n,))), 1.0)
+    brightness = _applied(k[0], p, 0.2 * jax.random.normal(k[1], (n,)), 0.0)
+    contrast = _applied(k[2], p, jnp.exp2(0.5 * jax.random.normal(k[3], (n,))), 1.0)
     return (images + brightness[:, None, None, None]) * contrast[:, None, None, None]
