@@ -2,7 +2,7 @@ r"""Trains a StyleGAN2 (official recipe at small scale) and writes an ordinary g
 
     python -m experiments.train --outdir=out/digits --augment_p=0.5 [--kimg=200] \
         [--dataset=digits|DIR|GLOB] [--resolution=32] [--batch_size=32] [--snapshot_kimg=10] \
-        [--seed=0] [--gamma=G] [--mbstd_group=4] [--pack=1] [--augment_geometric] \
+        [--seed=0] [--gamma=G] [--mbstd_group=4] [--pack=1] [--d_width=1] [--augment_geometric] \
         [--augment_color]
 
 --dataset=digits (default) trains on scikit-learn's 1,797 handwritten digits upsampled to
@@ -42,6 +42,7 @@ _MIXING = flags.DEFINE_float("style_mixing", 0.9, "Style-mixing probability.")
 _EMA_KIMG = flags.DEFINE_float("ema_kimg", None, "G EMA half-life; default batch * 10 / 32.")
 _MBSTD = flags.DEFINE_integer("mbstd_group", 4, "Minibatch-std group size of D.")
 _PACK = flags.DEFINE_integer("pack", 1, "Images D judges at a time, side by side (PacGAN).")
+_D_WIDTH = flags.DEFINE_float("d_width", 1.0, "D's channels relative to G's at each resolution.")
 _AUGMENT = flags.DEFINE_float(
     "augment_p", 0.0, "Probability of each augmentation of each image D sees (small datasets)."
 )
@@ -93,6 +94,7 @@ def main(argv):
             ema_kimg=_EMA_KIMG.value,
             mbstd_group=_MBSTD.value,
             pack=_PACK.value,
+            d_width=_D_WIDTH.value,
             augment=augment.AugmentConfig(
                 p=_AUGMENT.value,
                 geometric=_AUGMENT_GEOMETRIC.value,

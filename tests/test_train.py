@@ -136,6 +136,11 @@ def test_discriminator_shapes_and_parameter_count():
     expected += 9 * 16 * 16 + 16 + 9 * 16 * 16 + 16 + 16 * 16
     expected += 9 * 17 * 16 + 16 + 256 * 16 + 16 + 16 + 1
     assert sum(p.size for p in jax.tree.leaves(nnx.state(D, nnx.Param))) == expected
+    wide = Discriminator(TINY, rngs=nnx.Rngs(0), width=1.5)  # 12 channels at 16 px, 24 below
+    assert wide(jnp.zeros((4, 16, 16, 3))).shape == (4,)
+    assert wide.from_rgb.weight.shape == (1, 1, 3, 12)
+    assert wide.blocks[0].conv1.weight.shape == (3, 3, 12, 24)
+    assert wide.out.weight.shape == (24, 1)
 
 
 def test_packed_discriminator_judges_consecutive_images_side_by_side():

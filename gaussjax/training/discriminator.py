@@ -74,21 +74,23 @@ class DiscriminatorBlock(nnx.Module):
 
 class Discriminator(nnx.Module):
     """Images [N, R, R, C] in [-1, 1] -> logits [N / pack] (real > fake), one per `pack`
-    consecutive images; channels as the generator's."""
+    consecutive images; channels at each resolution `width` times the generator's."""
 
-    def __init__(self, cfg: GeneratorConfig, *, rngs: nnx.Rngs, mbstd_group=4, pack=1):
-        top = cfg.img_resolution
+    def __init__(self, cfg: GeneratorConfig, *, rngs: nnx.Rngs, mbstd_group=4, pack=1, width=1.0):
+        def channels(res):  # the generator's at `res`, times `width`
+            return max(1, round(cfg.channels(res) * width))
+
         self.pack = pack
-        self.from_rgb = Conv(cfg.img_channels * pack, cfg.channels(top), 1, rngs=rngs)
+        self.from_rgb = Conv(cfg.img_channels * pack, channels(cfg.img_resolution), 1, rngs=rngs)
         self.blocks = nnx.List(
             [
                 DiscriminatorBlock(
-                    cfg.channels(res), cfg.channels(res // 2), cfg.resample_filter, rngs=rngs
+                    channels(res), channels(res // 2), cfg.resample_filter, rngs=rngs
                 )
                 for res in reversed(cfg.block_resolutions[1:])
             ]
         )
-        ch = cfg.channels(4)
+        ch = channels(4)
         self.mbstd_group = mbstd_group
         self.conv = Conv(ch + 1, ch, 3, rngs=rngs)
         self.fc = Dense(ch * 16, ch, rngs=rngs)

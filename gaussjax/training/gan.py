@@ -42,6 +42,7 @@ class TrainConfig:
     ema_rampup: float | None = 0.05
     mbstd_group: int = 4
     pack: int = 1  # images D judges at a time (PacGAN; discriminator.py)
+    d_width: float = 1.0  # D's channels at each resolution relative to G's
     augment: AugmentConfig = AugmentConfig()  # of everything D sees (augment.py)
     steps_per_dispatch: int = 25
 

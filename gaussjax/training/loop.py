@@ -148,7 +148,11 @@ def train(run: Run, generator_cfg: GeneratorConfig, cfg: gan.TrainConfig, datase
     nets, state = gan.init_state(
         Generator(generator_cfg, rngs=nnx.Rngs(run.seed)),
         Discriminator(
-            generator_cfg, rngs=nnx.Rngs(run.seed + 1), mbstd_group=cfg.mbstd_group, pack=cfg.pack
+            generator_cfg,
+            rngs=nnx.Rngs(run.seed + 1),
+            mbstd_group=cfg.mbstd_group,
+            pack=cfg.pack,
+            width=cfg.d_width,
         ),
         cfg,
     )
