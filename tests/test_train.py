@@ -267,6 +267,15 @@ def test_resume_continues_bit_for_bit_and_refuses_other_settings(tmp_path):
     assert samples == ["kimg00000.016.png", "kimg00000.032.png"]
     with pytest.raises(ValueError, match=r"other settings \(seed\)"):
         _run(tmp_path / "resumed", 0.048, seed=1)
+    # A run written before a setting existed resumes while the setting stays at its default.
+    run_file = tmp_path / "resumed" / loop.RUN_FILE
+    written = json.loads(run_file.read_text())
+    del written["training"]["d_width"], written["training"]["augment"]["color"]
+    run_file.write_text(json.dumps(written))
+    assert _run(tmp_path / "resumed", 0.048)["kimg"] == 0.048
+    wider = loop.run_record(TINY, dataclasses.replace(CFG, d_width=2.0), seed=0)
+    with pytest.raises(ValueError, match=r"other settings \(training\.d_width\)"):
+        loop.start_or_resume(tmp_path / "resumed", wider)
 
 
 def test_sharded_iterations_equal_unsharded():

@@ -49,6 +49,9 @@ def run_record(generator_cfg: GeneratorConfig, train_cfg: gan.TrainConfig, seed:
 def start_or_resume(outdir, record: dict, log=print) -> None:
     """Writes run.json, or checks that an existing one describes the same run.
 
+    A setting that the existing run.json lacks (one added to the code after the run started)
+    counts as unchanged when the new record has it at its default.
+
     Raises:
       ValueError: OUTDIR holds a run with other settings (one line naming them).
     """
@@ -57,7 +60,8 @@ def start_or_resume(outdir, record: dict, log=print) -> None:
         pathlib.Path(outdir).mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
         return
-    changed = _changed_keys(read_json(path, ValueError), json.loads(json.dumps(record)))
+    defaults = {"training": dataclasses.asdict(gan.TrainConfig())}
+    changed = _changed_keys(read_json(path, ValueError), json.loads(json.dumps(record)), defaults)
     if changed:
         raise ValueError(
             f"{outdir} holds a training run with other settings ({', '.join(changed)}); "
@@ -66,13 +70,14 @@ def start_or_resume(outdir, record: dict, log=print) -> None:
     log(f"resuming the run in {outdir}")
 
 
-def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted names of the entries that differ between two JSON documents."""
+def _changed_keys(old: dict, new: dict, defaults: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the entries that differ between two JSON documents; an entry missing from
+    `old` takes its value from `defaults` (same nesting)."""
     changed = []
     for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
+        a, b = old.get(key, defaults.get(key)), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            changed += _changed_keys(a, b, f"{prefix}{key}.")
+            changed += _changed_keys(a, b, defaults.get(key) or {}, f"{prefix}{key}.")
         elif a != b:
             changed.append(prefix + key)
     return changed
