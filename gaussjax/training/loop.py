@@ -60,8 +60,11 @@ def start_or_resume(outdir, record: dict, log=print) -> None:
         pathlib.Path(outdir).mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
         return
-    defaults = {"training": dataclasses.asdict(gan.TrainConfig())}
-    changed = _changed_keys(read_json(path, ValueError), json.loads(json.dumps(record)), defaults)
+    # Both through JSON, as run.json was: tuples become lists, as they are in the file.
+    new, defaults = json.loads(
+        json.dumps([record, {"training": dataclasses.asdict(gan.TrainConfig())}])
+    )
+    changed = _changed_keys(read_json(path, ValueError), new, defaults)
     if changed:
         raise ValueError(
             f"{outdir} holds a training run with other settings ({', '.join(changed)}); "
