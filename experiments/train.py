@@ -2,8 +2,8 @@ r"""Trains a StyleGAN2 (official recipe at small scale) and writes an ordinary g
 
     python -m experiments.train --outdir=out/digits --augment_p=0.5 [--kimg=200] \
         [--dataset=digits|DIR|GLOB] [--resolution=32] [--batch_size=32] [--snapshot_kimg=10] \
-        [--seed=0] [--gamma=G] [--mbstd_group=4] [--pack=1] [--d_width=1] [--augment_geometric] \
-        [--augment_color]
+        [--seed=0] [--gamma=G] [--ema_kimg=K] [--ema_rampup=0.05] [--mbstd_group=4] [--pack=1] \
+        [--d_width=1] [--augment_geometric] [--augment_color]
 
 --dataset=digits (default) trains on scikit-learn's 1,797 handwritten digits upsampled to
 --resolution, and judges every snapshot with the digit classifier (gaussjax/training/digits.py); a
@@ -40,6 +40,9 @@ _LR = flags.DEFINE_float("lr", 0.0025, "Adam learning rate, G and D.")
 _GAMMA = flags.DEFINE_float("gamma", None, "R1 weight; default 0.0002 * resolution**2 / batch.")
 _MIXING = flags.DEFINE_float("style_mixing", 0.9, "Style-mixing probability.")
 _EMA_KIMG = flags.DEFINE_float("ema_kimg", None, "G EMA half-life; default batch * 10 / 32.")
+_EMA_RAMPUP = flags.DEFINE_float(
+    "ema_rampup", 0.05, "G EMA half-life at most this fraction of the images seen (0: no ramp)."
+)
 _MBSTD = flags.DEFINE_integer("mbstd_group", 4, "Minibatch-std group size of D.")
 _PACK = flags.DEFINE_integer("pack", 1, "Images D judges at a time, side by side (PacGAN).")
 _D_WIDTH = flags.DEFINE_float("d_width", 1.0, "D's channels relative to G's at each resolution.")
@@ -92,6 +95,7 @@ def main(argv):
             r1_gamma=_GAMMA.value,
             style_mixing_prob=_MIXING.value,
             ema_kimg=_EMA_KIMG.value,
+            ema_rampup=_EMA_RAMPUP.value or None,
             mbstd_group=_MBSTD.value,
             pack=_PACK.value,
             d_width=_D_WIDTH.value,

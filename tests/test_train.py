@@ -307,6 +307,8 @@ def test_launcher_trains_on_a_folder_and_writes_a_generator(tmp_path):
         "--batch_size=8",
         "--kimg=0.016",
         "--snapshot_kimg=0.016",
+        "--ema_kimg=0.5",
+        "--ema_rampup=0",
     ]
     cmd = [sys.executable, "-m", "experiments.train"]
     done = subprocess.run(cmd + flags, cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -315,6 +317,8 @@ def test_launcher_trains_on_a_folder_and_writes_a_generator(tmp_path):
     G = checkpoints.load_generator_module(tmp_path / "run" / loop.GENERATOR_DIR)
     assert G.cfg.img_resolution == 16 and G.cfg.z_dim == 8
     assert (tmp_path / "run" / loop.SAMPLES_DIR).is_dir()
+    training = json.loads((tmp_path / "run" / loop.RUN_FILE).read_text())["training"]
+    assert training["ema_kimg"] == 0.5 and training["ema_rampup"] is None  # 0: no ramp
     other = subprocess.run(
         cmd + flags + ["--lr=0.001"], cwd=REPO, capture_output=True, text=True, timeout=300
     )
