@@ -1,17 +1,17 @@
 r"""Trains a StyleGAN2 (official recipe at small scale) and writes an ordinary generator directory.
 
-    python -m experiments.train --outdir=out/digits --augment_p=0.5 [--kimg=200] \
-        [--dataset=digits|DIR|GLOB] [--resolution=32] [--batch_size=32] [--snapshot_kimg=10] \
-        [--seed=0] [--gamma=G] [--ema_kimg=K] [--ema_rampup=0.05] [--mbstd_group=4] [--pack=1] \
-        [--d_width=1] [--augment_geometric] [--augment_color]
+    python -m experiments.train --outdir=out/digits --augment_p=0.5 --pack=2 --gamma=0.03 \
+        --d_width=2 --ema_kimg=40 --ema_rampup=0.2 --kimg=300 [--dataset=digits|DIR|GLOB] \
+        [--resolution=32] [--batch_size=32] [--snapshot_kimg=10] [--seed=0] [--mbstd_group=4] \
+        [--augment_geometric] [--augment_color]
 
 --dataset=digits (default) trains on scikit-learn's 1,797 handwritten digits upsampled to
 --resolution, and judges every snapshot with the digit classifier (gaussjax/training/digits.py); a
 directory or glob trains on those images (center-cropped, resized). The run resumes where it
 stopped when started again with the same flags. OUTDIR/generator is G EMA as of the last snapshot,
 usable as --generator=OUTDIR/generator by every launcher; progress.jsonl, snapshots.jsonl and
-samples/kimgKIMG.png show how it went (loop.py). The built-in generator was trained by the first
-line above, as written (README).
+samples/kimgKIMG.png show how it went (loop.py). The built-in generator was trained by the command
+above, as written, without the bracketed flags (README: its numbers and the runs that led to it).
 """
 
 import sys

@@ -1,6 +1,6 @@
 """The built-in generator is a trained one: a digit classifier recognises its samples as often as
-held-out real digits, in every class (not yet evenly enough: see the test); the random-weight
-generator fails the same check; every launcher uses it without --generator."""
+held-out real digits, in every class, evenly (the issue's bar); the random-weight generator fails
+the same check; every launcher uses it without --generator."""
 
 import pathlib
 import subprocess
@@ -16,7 +16,7 @@ from gaussjax.networks.demo import demo_generator
 from gaussjax.training import digits, loop
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SAMPLES = 100
+SAMPLES = 200
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +31,13 @@ def test_judge_accepts_real_digits_and_rejects_noise(judge):
     assert not judge.judge(noise)["passes"]
 
 
-def test_builtin_generator_makes_recognisable_digits_of_every_class(judge):
-    """Measured on the shipped weights (200 kimg): confident as often as real digits (ratio 0.94
-    at 100 samples, 0.89 at 500) and every class predicted, but not yet evenly enough for the
-    issue's bar (the rarest class, 8, at 0.2-0.4 of uniform, where 0.5 is asked): this guards
-    what the shipped generator does, and `passes` is still False (README)."""
+def test_builtin_generator_passes_the_digit_check(judge):
+    """The issue's bar at README's sample size (200, seed 0). Measured on the shipped weights
+    (300 kimg): ratio 0.93, every class within 0.70-1.45x of uniform; on 2,000 other samples
+    (seed 7) ratio 0.92, classes within 0.73-1.24x."""
     verdict = judge.judge(loop.seeded_samples(builtin_generator(), 0, SAMPLES))
-    assert verdict["rate_ratio"] >= digits.MIN_RATE_RATIO, verdict
-    assert min(verdict["class_counts"]) > 0, verdict  # all ten digits
-    assert verdict["max_class_vs_uniform"] <= digits.MAX_CLASS_FACTOR, verdict
+    assert verdict["passes"], verdict
+    assert verdict["rate_ratio"] >= 0.91, verdict  # not by a hair: 0.933 measured
 
 
 def test_random_weight_generator_fails_the_check(judge):

@@ -2,9 +2,10 @@
 
 Every launcher uses it when no --generator is given, so a fresh install runs on a trained network:
 1,797 8x8 digits upsampled to 32 px, gray on black as RGB, z and w of 64 dimensions, 8 mapping
-layers, 64 channels (32 at 32 px), skip architecture. It was trained by `experiments.train` with
-its defaults (README: the command, the training numbers, and the classifier check it passes). It is
-an ordinary generator directory shipped inside the package. The random-weight generator of
+layers, 64 channels (32 at 32 px), skip architecture. It was trained by `experiments.train` for
+300 kimg with PacGAN pairs, a wider and smoother D and a longer G EMA (README: the command, the
+training numbers, and the classifier check it passes). It is an ordinary generator directory
+shipped inside the package. The random-weight generator of
 `networks/demo.py` remains for tests.
 """
 
