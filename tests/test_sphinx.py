@@ -1,6 +1,8 @@
 """SPHInX through the engine: head shapes and sizes, the style head alone on the schedule, the loss
 falls, results re-render, out-of-domain fidelity against W+, batch independence."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -146,10 +148,8 @@ def test_a_batch_equals_its_images_inverted_one_at_a_time(sphinx_run):
     normalised steps amplify it, as in any space. Measured (jaxlib 0.10.2, 4 CPU devices, the
     suite's XLA flags): 1e-7 apart after 1-5 steps, but 0.03 after 20, where this trajectory passes
     through a step that magnifies the rounding (the losses still agree to 5e-4)."""
-    _, (gen_cfg, fns, params, w_mean, w_std), targets, _, _ = sphinx_run
-    cfg = InversionConfig.for_space(
-        "sphinx", num_steps=STEPS, steps_per_dispatch=5, lpips_weight=0.0, learning_rate=SPHINX_LR
-    )
+    fixture_inverter, (gen_cfg, fns, params, w_mean, w_std), targets, _, _ = sphinx_run
+    cfg = dataclasses.replace(fixture_inverter.cfg, steps_per_dispatch=5)
     inverter = Inverter(fns, gen_cfg, cfg, w_mean, w_std)
 
     def one_dispatch(pixels, seeds):

@@ -5,8 +5,7 @@ Every launcher uses it when no --generator is given, so a fresh install runs on 
 layers, 64 channels (32 at 32 px), skip architecture. It was trained by `experiments.train` for
 300 kimg with PacGAN pairs, a wider and smoother D and a longer G EMA (README: the command, the
 training numbers, and the classifier check it passes). It is an ordinary generator directory
-shipped inside the package. The random-weight generator of
-`networks/demo.py` remains for tests.
+shipped inside the package. The random-weight generator of `networks/demo.py` remains for tests.
 """
 
 import pathlib
