@@ -21,7 +21,7 @@ import sys
 
 from absl import flags, logging
 
-from converters import files, nvidia_pickle, official, rosinality, tf_official, tf_pickle
+from converters import files, nvidia_pickle, pytorch_keys, rosinality, tf_keys, tf_pickle
 from converters.errors import ConversionError
 from gaussjax import cli
 from gaussjax.files import checkpoints
@@ -66,7 +66,7 @@ def read_source(path: pathlib.Path, network: str, conv_clamp, mapping_lr_multipl
     if path.suffix == ".npz":
         sd = files.read_npz(path)
         return (
-            official.infer_config(
+            pytorch_keys.infer_config(
                 sd, conv_clamp=conv_clamp, mapping_lr_multiplier=mapping_lr_multiplier
             ),
             sd,
@@ -85,7 +85,7 @@ def _from_pickle(path: str, network: str):
     top = nvidia_pickle.load_network_pickle(path)
     if tf_pickle.is_tf_pickle(top):
         generator = tf_pickle.select_generator(top, network, path)
-        return *tf_official.convert_tf_generator(generator, path), "tensorflow-pickle"
+        return *tf_keys.convert_tf_generator(generator, path), "tensorflow-pickle"
     kwargs, sd = nvidia_pickle.snapshot_generator(top, network, path)
     try:
         cfg = GeneratorConfig.from_official_kwargs(kwargs)
@@ -117,7 +117,7 @@ def _from_torch_file(path, network, conv_clamp, mapping_lr_multiplier):
                 f"{path}: not a StyleGAN2 generator state dict (no mapping.fc0.weight)"
             )
         fmt = "state-dict-pt"
-    cfg = official.infer_config(
+    cfg = pytorch_keys.infer_config(
         sd, conv_clamp=conv_clamp, mapping_lr_multiplier=mapping_lr_multiplier
     )
     return cfg, sd, fmt
@@ -143,7 +143,7 @@ def convert(
     src, dst = pathlib.Path(src), pathlib.Path(dst)
     checkpoints.check_destination(dst, overwrite)  # before the (possibly long) conversion
     cfg, sd, fmt = read_source(src, network, conv_clamp, mapping_lr_multiplier)
-    generator = official.generator_from_state_dict(sd, cfg)
+    generator = pytorch_keys.generator_from_state_dict(sd, cfg)
     source = {
         "file": src.name,
         "sha256": hashlib.sha256(src.read_bytes()).hexdigest(),

@@ -9,7 +9,7 @@ stylegan2-ada), ``name``, ``static_kwargs`` (the build function's keyword argume
 The restricted unpickler of ``converters.nvidia_pickle`` turns every network into an inert
 ``TFNetworkRecord``: neither TensorFlow nor ``build_module_src`` is ever touched. This module checks
 the structure and collects the variables under their full TF names (``dlatent_avg``,
-``mapping/Dense0/weight``, ``synthesis/4x4/Conv/weight``, ...); ``converters.tf_official`` maps
+``mapping/Dense0/weight``, ``synthesis/4x4/Conv/weight``, ...); ``converters.tf_keys`` maps
 them to the official PyTorch layout.
 """
 
@@ -31,7 +31,7 @@ _VERSIONS = (4, 5)  # dnnlib.tflib.network of stylegan2 writes 4, that of styleg
 _TUPLE_NAMES = ("G", "D", "Gs")
 # --network -> index into (G, D, Gs): G_ema is the PyTorch name of the averaged generator Gs.
 _NETWORK_INDEX = {"G": 0, "G_ema": 2, "Gs": 2}
-# Synthesis build function -> flavour (its defaults and kwargs differ, see tf_official).
+# Synthesis build function -> flavour (its defaults and kwargs differ, see tf_keys).
 _SYNTHESIS_FLAVOURS = {"G_synthesis_stylegan2": "stylegan2", "G_synthesis": "stylegan2-ada"}
 _REFUSED_BUILDERS = {
     "G_style": "StyleGAN1",
@@ -183,7 +183,7 @@ def select_generator(top, network: str, path: str) -> TFGenerator:
       path: the file it came from (for messages).
 
     Returns:
-      The generator's flavour, static kwargs and variables (mapped by ``converters.tf_official``).
+      The generator's flavour, static kwargs and variables (mapped by ``converters.tf_keys``).
 
     Raises:
       ConversionError: wrong structure, unsupported network or malformed variables.

@@ -36,7 +36,7 @@ import numpy as np
 from absl import flags
 from flax import nnx
 
-from converters import official
+from converters import pytorch_keys
 from gaussjax import cli
 from gaussjax.files.safe_io import write_bytes_atomic
 from gaussjax.inversion import pass_count, resolve_microbatch
@@ -44,7 +44,7 @@ from gaussjax.networks.config import GeneratorConfig
 from gaussjax.networks.demo import demo_generator
 from gaussjax.networks.stylegan2 import Generator
 from gaussjax.perf import inversion_step, loader
-from gaussjax.perf import official as official_perf
+from gaussjax.perf import official_projector
 
 SHAPES = {
     "c128ch64": GeneratorConfig(
@@ -109,22 +109,22 @@ def fixture_generators(directory):
             kwargs = json.loads((directory / f"{name}.json").read_text())["G_kwargs"]
             with np.load(directory / f"{name}_G_ema_state.npz") as data:
                 cfg = GeneratorConfig.from_official_kwargs(kwargs)
-                yield name, official.generator_from_state_dict(dict(data), cfg)
+                yield name, pytorch_keys.generator_from_state_dict(dict(data), cfg)
 
 
 def shape_generator(cfg):
     """Ours from seeded random weights, or (with --official_code) converted from the official one."""
     if not _OFFICIAL.value:
         return Generator(cfg, rngs=nnx.Rngs(0)), None
-    torch_G, state = official_perf.official_generator(_OFFICIAL.value, cfg, seed=0)
-    return official.generator_from_state_dict(state, cfg), torch_G
+    torch_G, state = official_projector.official_generator(_OFFICIAL.value, cfg, seed=0)
+    return pytorch_keys.generator_from_state_dict(state, cfg), torch_G
 
 
 def measure(name, G, torch_G, matmul_rate, memory):
     """Rows of one generator: each batch size (remat as flagged), the official step once."""
     official_s = None
     if torch_G is not None:
-        official_s = official_perf.time_official_step(torch_G, _OFFICIAL_STEPS.value)
+        official_s = official_projector.time_official_step(torch_G, _OFFICIAL_STEPS.value)
         print(f"{name}: official step {official_s:.3f} s at batch 1")
     batches = sorted(map(int, _BATCH_SIZES.value))
     rows = []

@@ -19,7 +19,7 @@ os.environ["XLA_FLAGS"] = " ".join(
 
 from fixtures_path import stylegan2_fixture_dir  # noqa: E402
 
-from converters import official  # noqa: E402
+from converters import pytorch_keys  # noqa: E402
 from gaussjax.networks.config import GeneratorConfig  # noqa: E402
 
 OFFICIAL_FIXTURES = ("skip32", "cond64_resnet", "orig16_gray")
@@ -55,7 +55,7 @@ def fixture_generator(fixture_dir):
         if name not in _GENERATORS:
             with np.load(fixture_dir / f"{name}_G_ema_state.npz") as data:
                 state_dict = dict(data)
-            _GENERATORS[name] = official.generator_from_state_dict(
+            _GENERATORS[name] = pytorch_keys.generator_from_state_dict(
                 state_dict, fixture_config(fixture_dir, name)
             )
         return _GENERATORS[name]

@@ -20,7 +20,7 @@ from gaussjax.files import prefetch
 from gaussjax.inversion import InversionConfig, Inverter
 from gaussjax.networks.demo import demo_generator
 from gaussjax.networks.stylegan2 import PureGenerator
-from gaussjax.perf import inversion_step, official
+from gaussjax.perf import inversion_step, official_projector
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -167,7 +167,7 @@ def test_step_timing_counts_flops_and_memory():
 def test_official_code_must_be_a_checkout(tmp_path):
     pytest.importorskip("torch")
     with pytest.raises(ValueError, match="no training/networks.py"):
-        official.official_generator(tmp_path, demo_generator().cfg)
+        official_projector.official_generator(tmp_path, demo_generator().cfg)
 
 
 @pytest.mark.skipif(
@@ -176,10 +176,10 @@ def test_official_code_must_be_a_checkout(tmp_path):
 )
 def test_official_generator_converts_to_the_same_images():
     torch = pytest.importorskip("torch")
-    from converters import official as key_maps
+    from converters import pytorch_keys as key_maps
 
     cfg = demo_generator().cfg
-    torch_G, state = official.official_generator(os.environ["GAUSSJAX_OFFICIAL_CODE"], cfg, seed=3)
+    torch_G, state = official_projector.official_generator(os.environ["GAUSSJAX_OFFICIAL_CODE"], cfg, seed=3)
     ours = key_maps.generator_from_state_dict(state, cfg)
     ws = np.random.RandomState(0).randn(2, cfg.num_ws, cfg.w_dim).astype(np.float32)
     with torch.no_grad():
@@ -187,7 +187,7 @@ def test_official_generator_converts_to_the_same_images():
     fns, params = PureGenerator.split(ours)
     got = np.asarray(fns.synthesis(params, ws)).transpose(0, 3, 1, 2)
     np.testing.assert_allclose(got, expected.numpy(), atol=1e-4 * np.abs(got).max())
-    assert official.time_official_step(torch_G, steps=1) > 0
+    assert official_projector.time_official_step(torch_G, steps=1) > 0
 
 
 def test_benchmark_writes_the_table_it_prints(tmp_path):

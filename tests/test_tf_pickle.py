@@ -18,7 +18,7 @@ from conftest import fixture_config
 from test_stylegan2 import TOL, labels, load_io, nhwc
 
 from converters import convert as convert_lib
-from converters import tf_official, tf_pickle
+from converters import tf_keys, tf_pickle
 from converters.errors import ConversionError
 from converters.nvidia_pickle import load_network_pickle
 from gaussjax import load_generator
@@ -206,7 +206,7 @@ def _write(path, obj, protocol=3):  # protocol 3: the default of the Python that
 
 def _read(path, network="G_ema"):
     generator = tf_pickle.select_generator(load_network_pickle(str(path)), network, str(path))
-    return tf_official.convert_tf_generator(generator, str(path))
+    return tf_keys.convert_tf_generator(generator, str(path))
 
 
 # --------------------------------------------------------------------------------------
@@ -280,19 +280,19 @@ def test_build_module_src_is_never_executed(network_class, fixture_dir, tmp_path
 
 def test_tf_kwargs_follow_each_code_base(network_class, fixture_dir, tmp_path):
     """fmap_decay/fmap_min give a channel table; stylegan2's mapping_fmaps defaults to 512."""
-    cfg = tf_official.generator_config(
+    cfg = tf_keys.generator_config(
         dict(resolution=64, fmap_base=256, fmap_decay=0.5, fmap_min=40), "stylegan2-ada", "f.pkl"
     )
     assert cfg.channel_table == (181, 128, 90, 64, 45)
-    cfg = tf_official.generator_config(dict(dlatent_size=64, resolution=8), "stylegan2", "f.pkl")
+    cfg = tf_keys.generator_config(dict(dlatent_size=64, resolution=8), "stylegan2", "f.pkl")
     assert cfg.mapping_layer_features == 512 and cfg.channel_base == 32768
-    cfg = tf_official.generator_config(dict(dlatent_avg_beta=None), "stylegan2", "f.pkl")
+    cfg = tf_keys.generator_config(dict(dlatent_avg_beta=None), "stylegan2", "f.pkl")
     assert cfg.mapping_w_avg_beta == 1.0
 
 
 def test_key_map_without_noise_inputs():
-    cfg = tf_official.generator_config(dict(resolution=8, use_noise=False), "stylegan2-ada", "f")
-    names = {name for name, _ in tf_official.key_map(cfg).values()}
+    cfg = tf_keys.generator_config(dict(resolution=8, use_noise=False), "stylegan2-ada", "f")
+    names = {name for name, _ in tf_keys.key_map(cfg).values()}
     assert not any("noise" in name for name in names)
     assert "synthesis/8x8/Conv0_up/weight" in names and "synthesis/8x8/ToRGB/mod_bias" in names
 

@@ -3,7 +3,7 @@
 The same conversion the official PyTorch repository's `legacy.py` performs (its behaviour is the
 specification; nothing is copied), as explicit tables: every static kwarg is mapped, ignored for a
 stated reason or refused; every TF variable has exactly one official key, and every key one
-variable. `converters.official` then builds the gaussjax generator from the state dict.
+variable. `converters.pytorch_keys` then builds the gaussjax generator from the state dict.
 
 Two code bases wrote these pickles and their build functions differ ("flavours"):
   * 'stylegan2' (NVlabs/stylegan2, `G_synthesis_stylegan2`): no conv_clamp or fp16 kwargs,
