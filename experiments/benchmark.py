@@ -43,8 +43,7 @@ from gaussjax.inversion import pass_count, resolve_microbatch
 from gaussjax.networks.config import GeneratorConfig
 from gaussjax.networks.demo import demo_generator
 from gaussjax.networks.stylegan2 import Generator
-from gaussjax.perf import inversion_step, loader
-from gaussjax.perf import official_projector
+from gaussjax.perf import inversion_step, loader, official_projector
 
 SHAPES = {
     "c128ch64": GeneratorConfig(

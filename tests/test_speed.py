@@ -179,7 +179,9 @@ def test_official_generator_converts_to_the_same_images():
     from converters import pytorch_keys as key_maps
 
     cfg = demo_generator().cfg
-    torch_G, state = official_projector.official_generator(os.environ["GAUSSJAX_OFFICIAL_CODE"], cfg, seed=3)
+    torch_G, state = official_projector.official_generator(
+        os.environ["GAUSSJAX_OFFICIAL_CODE"], cfg, seed=3
+    )
     ours = key_maps.generator_from_state_dict(state, cfg)
     ws = np.random.RandomState(0).randn(2, cfg.num_ws, cfg.w_dim).astype(np.float32)
     with torch.no_grad():
