@@ -21,7 +21,15 @@ import sys
 
 from absl import flags, logging
 
-from converters import files, nvidia_pickle, pytorch_keys, rosinality, tf_keys, tf_pickle
+from converters import (
+    files,
+    nvidia_pickle,
+    pytorch_keys,
+    rosinality,
+    safe_pickle,
+    tf_keys,
+    tf_pickle,
+)
 from converters.errors import ConversionError
 from gaussjax import cli
 from gaussjax.files import checkpoints
@@ -82,7 +90,7 @@ def read_source(path: pathlib.Path, network: str, conv_clamp, mapping_lr_multipl
 
 def _from_pickle(path: str, network: str):
     """A PyTorch snapshot pickle or a TF (G, D, Gs) pickle, told apart after the safe unpickling."""
-    top = nvidia_pickle.load_network_pickle(path)
+    top = safe_pickle.load_network_pickle(path)
     if tf_pickle.is_tf_pickle(top):
         generator = tf_pickle.select_generator(top, network, path)
         return *tf_keys.convert_tf_generator(generator, path), "tensorflow-pickle"

@@ -21,8 +21,8 @@ import numpy as np
 
 from converters.errors import ConversionError
 from converters.files import short_list
-from converters.nvidia_pickle import _clean, _is_int
 from converters.tf_pickle import TFGenerator
+from converters.untrusted import clean, is_int
 from gaussjax.networks.config import GeneratorConfig
 
 # TF static kwarg -> (GeneratorConfig field, TF default), for kwargs that carry over unchanged.
@@ -110,7 +110,7 @@ def _plain_kwargs(kwargs, path) -> dict:
             valid = value is None or isinstance(value, _SCALARS)
         if not valid:
             raise ConversionError(
-                f"{path}: TF generator static_kwargs[{_clean(name)!r}] is not a number, string "
+                f"{path}: TF generator static_kwargs[{clean(name)!r}] is not a number, string "
                 "or list of numbers"
             )
         out[name] = value
@@ -129,8 +129,8 @@ def _check_fields(fields, path):
     def is_number(value):
         return isinstance(value, (int, float)) and not isinstance(value, bool)
 
-    bad = [k for k in _INT_FIELDS if fields.get(k) is not None and not _is_int(fields[k])]
-    bad += [k for k in _INT_FIELDS if _is_int(fields.get(k)) and fields[k] < 0]
+    bad = [k for k in _INT_FIELDS if fields.get(k) is not None and not is_int(fields[k])]
+    bad += [k for k in _INT_FIELDS if is_int(fields.get(k)) and fields[k] < 0]
     bad += [k for k in _NUMBER_FIELDS if fields.get(k) is not None and not is_number(fields[k])]
     bad += [] if isinstance(fields.get("use_noise", True), bool) else ["use_noise"]
     if bad:
@@ -152,7 +152,7 @@ def _check_kwargs(kwargs, flavour, path):
     for name, refused in refusals.items():
         if refused:
             raise ConversionError(
-                f"{path}: unsupported TF generator setting {name}={_clean(kwargs[name])!r} "
+                f"{path}: unsupported TF generator setting {name}={clean(kwargs[name])!r} "
                 "(the official PyTorch generator has no equivalent)"
             )
     if flavour == "stylegan2" and _get(kwargs, "label_size", 0):
@@ -176,11 +176,11 @@ def _channel_fields(kwargs, resolutions, path) -> dict:
             for r in resolutions
         )
     except (TypeError, ValueError, OverflowError) as e:
-        raise ConversionError(f"{path}: invalid fmap_* static_kwargs ({_clean(e)})") from None
+        raise ConversionError(f"{path}: invalid fmap_* static_kwargs ({clean(e)})") from None
     const = _get(kwargs, "fmap_const", channels[0])
     if const != channels[0]:
         raise ConversionError(
-            f"{path}: fmap_const={_clean(const)} differs from the 4x4 channel count "
+            f"{path}: fmap_const={clean(const)} differs from the 4x4 channel count "
             f"{channels[0]}, which the official layout requires"
         )
     if isinstance(base, int) and isinstance(high, int):
@@ -222,7 +222,7 @@ def generator_config(kwargs: dict, flavour: str, path: str) -> GeneratorConfig:
     try:
         cfg = GeneratorConfig(**fields)
     except ValueError as e:
-        raise ConversionError(f"{path}: invalid TF generator static_kwargs: {_clean(e)}") from None
+        raise ConversionError(f"{path}: invalid TF generator static_kwargs: {clean(e)}") from None
     return dataclasses.replace(cfg, **_channel_fields(kwargs, cfg.block_resolutions, path))
 
 

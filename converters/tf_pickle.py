@@ -6,7 +6,7 @@ stylegan2-ada), ``name``, ``static_kwargs`` (the build function's keyword argume
 ``components`` (nested networks: ``mapping``, ``synthesis``), ``build_module_src``,
 ``build_func_name`` and ``variables`` (a list of ``(name, numpy array)``).
 
-The restricted unpickler of ``converters.nvidia_pickle`` turns every network into an inert
+The restricted unpickler of ``converters.safe_pickle`` turns every network into an inert
 ``TFNetworkRecord``: neither TensorFlow nor ``build_module_src`` is ever touched. This module checks
 the structure and collects the variables under their full TF names (``dlatent_avg``,
 ``mapping/Dense0/weight``, ``synthesis/4x4/Conv/weight``, ...); ``converters.tf_keys`` maps
@@ -18,14 +18,8 @@ import dataclasses
 import numpy as np
 
 from converters.errors import ConversionError
-from converters.nvidia_pickle import (
-    TFNetworkRecord,
-    _as_output,
-    _clean,
-    _GraphWalk,
-    _is_int,
-    _to_plain,
-)
+from converters.safe_pickle import TFNetworkRecord
+from converters.untrusted import GraphWalk, as_output, clean, is_int, to_plain
 
 _VERSIONS = (4, 5)  # dnnlib.tflib.network of stylegan2 writes 4, that of stylegan2-ada TF 5
 _TUPLE_NAMES = ("G", "D", "Gs")
@@ -69,9 +63,9 @@ def _state(record, path, where) -> dict:
     if not isinstance(state, dict):
         raise ConversionError(f"{path}: TF network {where} has no pickled state dict")
     version = state.get("version")
-    if not _is_int(version) or version not in _VERSIONS:
+    if not is_int(version) or version not in _VERSIONS:
         raise ConversionError(
-            f"{path}: TF network {where} has dnnlib.tflib format version {_clean(version)}; only "
+            f"{path}: TF network {where} has dnnlib.tflib format version {clean(version)}; only "
             "4 (stylegan2) and 5 (stylegan2-ada TF) are supported (older ones are StyleGAN1)"
         )
     kinds = {
@@ -91,12 +85,12 @@ def _builder(state, path, where, expected) -> str:
     name = state["build_func_name"]
     if name in _REFUSED_BUILDERS:
         raise ConversionError(
-            f"{path}: TF network {where} is built by {_clean(name)!r} ({_REFUSED_BUILDERS[name]}), "
+            f"{path}: TF network {where} is built by {clean(name)!r} ({_REFUSED_BUILDERS[name]}), "
             "which gaussjax does not support; only StyleGAN2(-ADA) generators (G_main)"
         )
     if name not in expected:
         raise ConversionError(
-            f"{path}: TF network {where} is built by {_clean(name)!r}, "
+            f"{path}: TF network {where} is built by {clean(name)!r}, "
             f"not by {' or '.join(sorted(expected))} of a StyleGAN2 generator"
         )
     return name
@@ -110,17 +104,17 @@ def _own_variables(state, path, where, prefix) -> dict[str, np.ndarray]:
             raise ConversionError(f"{path}: TF network {where} has a malformed variable entry")
         name, value = prefix + item[0], item[1]
         if name in out:
-            raise ConversionError(f"{path}: TF variable {_clean(name)} appears twice")
+            raise ConversionError(f"{path}: TF variable {clean(name)} appears twice")
         # Session.run returns numpy scalars (not arrays) for 0-d variables such as noise_strength.
         value = np.asarray(value) if isinstance(value, np.generic) else value
-        out[name] = _as_output(value, name, path)
+        out[name] = as_output(value, name, path)
     return out
 
 
 def _collect_variables(record, walk, where, prefix="") -> dict[str, np.ndarray]:
     """All variables of a network and its components, named `component/.../variable`.
 
-    `walk` (a `_GraphWalk`) refuses cyclic components and bounds the total work, which shared
+    `walk` (a `GraphWalk`) refuses cyclic components and bounds the total work, which shared
     components could otherwise multiply exponentially.
     """
     state = _state(record, walk.path, where)
@@ -128,13 +122,13 @@ def _collect_variables(record, walk, where, prefix="") -> dict[str, np.ndarray]:
     with walk.inside(record):
         out = _own_variables(state, walk.path, where, prefix)
         for name, child in state["components"].items():
-            label = f"{where}/{_clean(name)}"
+            label = f"{where}/{clean(name)}"
             if not isinstance(child, TFNetworkRecord):
                 raise ConversionError(f"{walk.path}: TF component {label} is not a TF network")
             nested = _collect_variables(child, walk, label, f"{prefix}{name}/")
             for key, value in nested.items():
                 if key in out:
-                    raise ConversionError(f"{walk.path}: TF variable {_clean(key)} appears twice")
+                    raise ConversionError(f"{walk.path}: TF variable {clean(key)} appears twice")
                 out[key] = value
     return out
 
@@ -144,7 +138,7 @@ def _flavour(state, path, where) -> str:
     _builder(state, path, where, {"G_main"})
     components = state["components"]
     if sorted(map(str, components)) != ["mapping", "synthesis"]:
-        names = ", ".join(sorted(_clean(name) for name in components)) or "none"
+        names = ", ".join(sorted(clean(name) for name in components)) or "none"
         raise ConversionError(
             f"{path}: TF generator {where} has components [{names}], not [mapping, synthesis]"
         )
@@ -178,7 +172,7 @@ def select_generator(top, network: str, path: str) -> TFGenerator:
     """Reads generator `network` ('Gs' or its PyTorch name 'G_ema', or 'G') of a TF pickle.
 
     Args:
-      top: the unpickled top level (see ``converters.nvidia_pickle.load_network_pickle``).
+      top: the unpickled top level (see ``converters.safe_pickle.load_network_pickle``).
       network: which generator.
       path: the file it came from (for messages).
 
@@ -191,16 +185,16 @@ def select_generator(top, network: str, path: str) -> TFGenerator:
     networks = _networks(top, path)
     if network not in _NETWORK_INDEX:
         raise ConversionError(
-            f"no network {_clean(network)!r} in TF pickle {path}: choose Gs (= G_ema) or G "
+            f"no network {clean(network)!r} in TF pickle {path}: choose Gs (= G_ema) or G "
             "(D is a discriminator)"
         )
     name = _TUPLE_NAMES[_NETWORK_INDEX[network]]
     record = networks[_NETWORK_INDEX[network]]
     state = _state(record, path, name)
     flavour = _flavour(state, path, name)
-    kwargs_walk = _GraphWalk(path, f"the static_kwargs dict of TF network {name}")
-    kwargs = _to_plain(state["static_kwargs"], kwargs_walk)
+    kwargs_walk = GraphWalk(path, f"the static_kwargs dict of TF network {name}")
+    kwargs = to_plain(state["static_kwargs"], kwargs_walk)
     if not all(isinstance(key, str) for key in kwargs):
         raise ConversionError(f"{path}: TF network {name} has non-string static_kwargs keys")
-    components = _GraphWalk(path, f"the TF network {name} with its components")
+    components = GraphWalk(path, f"the TF network {name} with its components")
     return TFGenerator(name, flavour, kwargs, _collect_variables(record, components, name))

@@ -14,13 +14,9 @@ import pytest
 from fixtures_path import stylegan2_fixture_dir
 
 from converters.errors import ConversionError
-from converters.nvidia_pickle import (
-    KNOWN_GLOBALS,
-    _NetworkUnpickler,
-    _parse_storage_bytes,
-    _Storage,
-    read_network_pickle,
-)
+from converters.nvidia_pickle import read_network_pickle
+from converters.safe_pickle import KNOWN_GLOBALS, _NetworkUnpickler
+from converters.torch_storage import Storage, parse_storage_bytes
 
 FIXTURE_NAMES = ["skip32", "cond64_resnet", "orig16_gray"]
 
@@ -181,7 +177,7 @@ def test_typed_storage_bytes_match_torch(dtype_name, zip_format):
     tensor = (torch.arange(-3, 9) % 5).to(getattr(torch, dtype_name))
     buffer = io.BytesIO()
     torch.save(tensor._typed_storage(), buffer, _use_new_zipfile_serialization=zip_format)
-    array = _parse_storage_bytes(buffer.getvalue())
+    array = parse_storage_bytes(buffer.getvalue())
     expected = tensor.float().numpy() if tensor.is_floating_point() else tensor.numpy()
     assert array.dtype == expected.dtype
     assert np.array_equal(array, expected)
@@ -194,7 +190,7 @@ def test_untyped_storage_bytes_are_raw(zip_format):
     buffer = io.BytesIO()
     torch.save(tensor.untyped_storage(), buffer, _use_new_zipfile_serialization=zip_format)
     assert buffer.getvalue().startswith(b"PK\x03\x04") == zip_format
-    array = _parse_storage_bytes(buffer.getvalue())
+    array = parse_storage_bytes(buffer.getvalue())
     assert array.dtype == np.uint8
     assert np.array_equal(array.view(np.float32), np.arange(6, dtype=np.float32))
 
@@ -235,7 +231,7 @@ def test_pickled_torch_tensors_honour_offset_and_stride():
 )
 def test_tensor_views_outside_their_storage_are_refused(offset, size, stride):
     unpickler = _NetworkUnpickler(io.BytesIO(b""), "<memory>")
-    storage = _Storage(np.arange(8, dtype=np.float32))
+    storage = Storage(np.arange(8, dtype=np.float32))
     with pytest.raises(ConversionError):
         unpickler._rebuild_tensor_v2(storage, offset, size, stride, False, None)
 
@@ -244,7 +240,7 @@ def test_storage_stream_with_foreign_global_is_refused():
     payload = _global_call_pickle("os", "system", "true")
     legacy_like = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2) + payload
     with pytest.raises(ConversionError, match="os.system"):
-        _parse_storage_bytes(legacy_like)
+        parse_storage_bytes(legacy_like)
 
 
 # --------------------------------------------------------------------------------------

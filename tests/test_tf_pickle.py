@@ -20,7 +20,7 @@ from test_stylegan2 import TOL, labels, load_io, nhwc
 from converters import convert as convert_lib
 from converters import tf_keys, tf_pickle
 from converters.errors import ConversionError
-from converters.nvidia_pickle import load_network_pickle
+from converters.safe_pickle import load_network_pickle
 from gaussjax import load_generator
 
 # fixture -> (flavour, build function of the synthesis network, static kwargs of G and Gs).
