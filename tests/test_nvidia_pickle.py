@@ -4,6 +4,7 @@ import collections
 import io
 import json
 import pickle
+import re
 import subprocess
 import sys
 import time
@@ -16,7 +17,12 @@ from fixtures_path import stylegan2_fixture_dir
 from converters.errors import ConversionError
 from converters.nvidia_pickle import read_network_pickle
 from converters.safe_pickle import KNOWN_GLOBALS, _NetworkUnpickler
-from converters.torch_storage import Storage, parse_storage_bytes
+from converters.torch_storage import (
+    KNOWN_STORAGE_GLOBALS,
+    Storage,
+    _StorageUnpickler,
+    parse_storage_bytes,
+)
 
 FIXTURE_NAMES = ["skip32", "cond64_resnet", "orig16_gray"]
 
@@ -397,7 +403,60 @@ def test_unknown_class_and_bad_version_are_refused(tmp_path, persistence):
 def test_known_globals_are_documented():
     assert "torch_utils.persistence._reconstruct_persistent_obj" in KNOWN_GLOBALS
     assert "dnnlib.util.EasyDict" in KNOWN_GLOBALS
+    assert {"torch.FloatStorage", "torch.UntypedStorage", "torch.storage.UntypedStorage"} <= (
+        KNOWN_STORAGE_GLOBALS
+    )
     assert not any(name.startswith(("os.", "builtins.e", "subprocess.")) for name in KNOWN_GLOBALS)
+
+
+# Each unpickler with the whitelist it documents; find_class must enforce exactly that list.
+_WHITELISTS = {
+    "outer": (_NetworkUnpickler, KNOWN_GLOBALS),
+    "storage": (_StorageUnpickler, KNOWN_STORAGE_GLOBALS),
+}
+_NEVER_ALLOWED = [
+    "os.system",
+    "builtins.eval",
+    "builtins.exec",
+    "posix.system",
+    "subprocess.Popen",
+    "builtins.getattr",
+    # near misses of whitelisted names
+    "torch._utils._rebuild_tensor",
+    "torch._utils._rebuild_tensor_v3",
+    "torch_utils.persistence._reconstruct_persistent_obj_",
+    "collections.OrderedDic",
+    "numpy.core.multiarray.scalars",
+    "dnnlib.util.EasyDictionary",
+    "torch.FloatStorag",
+    "torch.storage.FloatStorage",
+    "torch.Storage",
+    "Torch.FloatStorage",
+]
+
+
+def _find_class(unpickler_class, dotted):
+    module, name = dotted.rsplit(".", 1)
+    return unpickler_class(io.BytesIO(b""), "<memory>").find_class(module, name)
+
+
+@pytest.mark.parametrize("which", sorted(_WHITELISTS))
+def test_find_class_accepts_every_whitelisted_global(which):
+    unpickler_class, whitelist = _WHITELISTS[which]
+    for dotted in sorted(whitelist):
+        resolved = _find_class(unpickler_class, dotted)
+        # The outer pickle gets code-free callables; a storage stream gets inert type markers.
+        assert callable(resolved) if which == "outer" else resolved.name == dotted.split(".")[-1]
+
+
+@pytest.mark.parametrize("which", sorted(_WHITELISTS))
+def test_find_class_refuses_everything_else(which):
+    unpickler_class, whitelist = _WHITELISTS[which]
+    others = {dotted for _, names in _WHITELISTS.values() for dotted in names} - whitelist
+    for dotted in _NEVER_ALLOWED + sorted(others):
+        assert dotted not in whitelist
+        with pytest.raises(ConversionError, match=re.escape(f"the global '{dotted}'")):
+            _find_class(unpickler_class, dotted)
 
 
 # --------------------------------------------------------------------------------------
