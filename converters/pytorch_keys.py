@@ -11,8 +11,8 @@ import numpy as np
 from flax import nnx
 
 from converters.errors import ConversionError
-from converters.files import short_list
 from gaussjax.files import checkpoints
+from gaussjax.files.key_maps import check_keys, short_list
 from gaussjax.networks import ops
 from gaussjax.networks.config import GeneratorConfig
 from gaussjax.networks.stylegan2 import Generator
@@ -100,13 +100,13 @@ def generator_from_state_dict(state_dict: dict[str, np.ndarray], cfg: GeneratorC
     """
     mapping = key_map(cfg)
     buffers = fixed_buffers(cfg)
-    unused = sorted(set(state_dict) - set(mapping) - set(buffers))
-    missing = sorted(set(mapping) - set(state_dict))
-    if unused or missing:
-        raise ConversionError(
-            f"state dict does not match the generator config: "
-            f"unused source keys {short_list(unused)}, missing keys {short_list(missing)}"
-        )
+    check_keys(
+        state_dict,
+        mapping,
+        buffers,
+        what="state dict does not match the generator config",
+        error=ConversionError,
+    )
     for key, expected in buffers.items():
         if key in state_dict and not np.allclose(state_dict[key], expected, atol=1e-6):
             raise ConversionError(

@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from converters.errors import ConversionError
+from gaussjax.files.key_maps import check_keys
 from gaussjax.networks import ops
 
 
@@ -88,12 +89,13 @@ def official_state_dict(
     resolution = 2 ** ((num_noise + 3) // 2)
     renames = rename_map(num_mapping, resolution)
     fir = _fir_kernel_keys(resolution)
-    unused = sorted(set(g_ema) - set(renames) - set(fir))
-    missing = sorted(set(renames) - set(g_ema))
-    if unused or missing:
-        raise ConversionError(
-            f"rosinality state dict has unexpected keys {unused[:8]} and lacks {missing[:8]}"
-        )
+    check_keys(
+        g_ema,
+        renames,
+        fir,
+        what=f"rosinality state dict does not match a {resolution} px Generator",
+        error=ConversionError,
+    )
     expected = 4 * ops.setup_filter(
         resample_filter
     )  # rosinality stores the FIR kernel times up**2.

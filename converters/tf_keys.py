@@ -20,9 +20,9 @@ from typing import NamedTuple
 import numpy as np
 
 from converters.errors import ConversionError
-from converters.files import short_list
 from converters.tf_pickle import TFGenerator
 from converters.untrusted import clean, is_int
+from gaussjax.files.key_maps import check_keys, short_list
 from gaussjax.networks.config import GeneratorConfig
 
 # TF static kwarg -> (GeneratorConfig field, TF default), for kwargs that carry over unchanged.
@@ -315,14 +315,14 @@ def official_state_dict(generator: TFGenerator, cfg: GeneratorConfig, path: str)
       ConversionError: TF variables left over or missing (naming them), or of the wrong rank.
     """
     keys = key_map(cfg)
-    wanted = {name for name, _ in keys.values()}
-    unused = sorted(set(generator.variables) - wanted - _UNMAPPED_VARIABLES)
-    missing = sorted(wanted - set(generator.variables))
-    if unused or missing:
-        raise ConversionError(
-            f"{path}: the TF variables of {generator.name} do not match the generator its "
-            f"static_kwargs describe: unused {short_list(unused)}, missing {short_list(missing)}"
-        )
+    check_keys(
+        generator.variables,
+        (name for name, _ in keys.values()),
+        _UNMAPPED_VARIABLES,
+        what=f"{path}: the TF variables of {generator.name} do not match the generator its "
+        "static_kwargs describe",
+        error=ConversionError,
+    )
     return {
         key: _convert(generator.variables[name], name, layout, path)
         for key, (name, layout) in keys.items()

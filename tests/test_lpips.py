@@ -1,4 +1,4 @@
-"""Tests for gaussjax.lpips (LPIPS-VGG16 v0.1) and converters.vgg (its weight converters).
+"""Tests for networks.lpips (LPIPS-VGG16 v0.1) and files.lpips_weights (reading its weights).
 
 Reference checks, strongest first:
 * `test_matches_lpips_package`: the `lpips` package itself, `LPIPS(net='vgg', pnet_rand=True)` with
@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from converters import vgg
-from converters.errors import ConversionError
+from gaussjax.files import lpips_weights
+from gaussjax.files.lpips_weights import LPIPSWeightsError
 from gaussjax.networks import lpips as gl
 
 # Odd sizes on purpose: 50 -> 25 -> 12 -> 6 -> 3 and 36 -> 18 -> 9 -> 4 -> 2 exercise the
@@ -77,13 +77,13 @@ def torch_state():
     vgg_state, lin_state = _random_torch_state()
     lin_file = _lpips_lin_file()
     if lin_file is not None and importlib.util.find_spec("torch") is not None:
-        lin_state = vgg.read_state_dict(lin_file)  # the real v0.1 weights when available
+        lin_state = lpips_weights.read_state_dict(lin_file)  # the real v0.1 weights when available
     return vgg_state, lin_state
 
 
 @pytest.fixture(scope="module")
 def model(torch_state):
-    return vgg.lpips_from_params(vgg.lpips_params_from_torch(*torch_state))
+    return lpips_weights.lpips_from_params(lpips_weights.lpips_params_from_torch(*torch_state))
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +197,9 @@ def test_matches_lpips_package(lpips_package, images):
     vgg_state = {"features." + k.split(".", 2)[2]: v for k, v in sd.items() if k.startswith("net.")}
     # `lins.{k}` is a ModuleList alias of `lin{k}`: the same tensors under a second name.
     lin_state = {k: v for k, v in sd.items() if re.match(r"lin\d\.", k)}
-    converted = vgg.lpips_from_params(vgg.lpips_params_from_torch(vgg_state, lin_state))
+    converted = lpips_weights.lpips_from_params(
+        lpips_weights.lpips_params_from_torch(vgg_state, lin_state)
+    )
     graphdef, params = nnx.split(converted)
 
     @jax.jit
@@ -316,10 +318,10 @@ def test_converter_ignores_classifier_and_fills_all(torch_state, model):
         (lambda v, l: v.pop("features.0.bias"), r"missing \[features\.0\.bias\]"),
         (
             lambda v, l: v.update({"features.30.weight": np.zeros(1)}),
-            r"unexpected \[features\.30\.",
+            r"unused \[features\.30\.",
         ),
         (lambda v, l: l.pop("lin3.model.1.weight"), r"missing \[lin3\.model\.1\.weight\]"),
-        (lambda v, l: l.update({"lin5.model.1.weight": np.zeros(1)}), r"unexpected \[lin5"),
+        (lambda v, l: l.update({"lin5.model.1.weight": np.zeros(1)}), r"unused \[lin5"),
         (lambda v, l: v.update({"features.2.weight": np.zeros((64, 64, 1, 1))}), "does not fit"),
         (lambda v, l: l.update({"lin0.model.1.weight": -np.ones((1, 64, 1, 1))}), ">= 0"),
     ],
@@ -327,8 +329,8 @@ def test_converter_ignores_classifier_and_fills_all(torch_state, model):
 def test_converter_errors(torch_state, edit, match):
     vgg_state, lin_state = (dict(s) for s in torch_state)
     edit(vgg_state, lin_state)
-    with pytest.raises(ConversionError, match=match):
-        vgg.lpips_params_from_torch(vgg_state, lin_state)
+    with pytest.raises(LPIPSWeightsError, match=match):
+        lpips_weights.lpips_params_from_torch(vgg_state, lin_state)
 
 
 def test_nvidia_state_names(torch_state, model):
@@ -347,10 +349,12 @@ def test_nvidia_state_names(torch_state, model):
     )
     nv.update({f"layers.fc{i}.weight": np.zeros((2, 2), np.float32) for i in (1, 2, 3)})
     nv.update({f"layers.fc{i}.bias": np.zeros((2,), np.float32) for i in (1, 2, 3)})
-    _same_params(vgg.lpips_from_params(vgg.lpips_params_from_nvidia_state(nv)), model)
+    _same_params(
+        lpips_weights.lpips_from_params(lpips_weights.lpips_params_from_nvidia_state(nv)), model
+    )
     nv["layers.conv14.weight"] = np.zeros(1)
-    with pytest.raises(ConversionError, match=r"assumed naming.*unexpected \[layers\.conv14\."):
-        vgg.lpips_params_from_nvidia_state(nv)
+    with pytest.raises(LPIPSWeightsError, match=r"assumed naming.*unused \[layers\.conv14\."):
+        lpips_weights.lpips_params_from_nvidia_state(nv)
 
 
 # ----------------------------------------------------------------------------- files
@@ -360,14 +364,14 @@ def test_load_lpips_npz(tmp_path, torch_state, model):
     vgg_state, lin_state = torch_state
     np.savez(tmp_path / "vgg16.npz", **vgg_state)
     np.savez(tmp_path / "lin.npz", **{k: np.asarray(v) for k, v in lin_state.items()})
-    _same_params(vgg.load_lpips(tmp_path / "vgg16.npz", tmp_path / "lin.npz"), model)
+    _same_params(lpips_weights.load_lpips(tmp_path / "vgg16.npz", tmp_path / "lin.npz"), model)
 
 
 def test_load_lpips_pth(tmp_path, torch_state, model):
     torch = pytest.importorskip("torch")
     for name, state in zip(("vgg16.pth", "vgg.pth"), torch_state):
         torch.save({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, tmp_path / name)
-    _same_params(vgg.load_lpips(tmp_path / "vgg16.pth", tmp_path / "vgg.pth"), model)
+    _same_params(lpips_weights.load_lpips(tmp_path / "vgg16.pth", tmp_path / "vgg.pth"), model)
 
 
 def test_load_lpips_nvidia_torchscript(tmp_path, torch_state, model):
@@ -400,7 +404,7 @@ def test_load_lpips_nvidia_torchscript(tmp_path, torch_state, model):
             return x
 
     torch.jit.script(NvidiaLike()).save(str(tmp_path / "vgg16.pt"))
-    _same_params(vgg.load_lpips(tmp_path / "vgg16.pt"), model)
+    _same_params(lpips_weights.load_lpips(tmp_path / "vgg16.pt"), model)
 
 
 def test_load_errors_are_one_line(tmp_path, torch_state):
@@ -408,12 +412,21 @@ def test_load_errors_are_one_line(tmp_path, torch_state):
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     np.savez(tmp_path / "lin.npz", **{k: np.asarray(v) for k, v in torch_state[1].items()})
     cases = [
-        (lambda: vgg.load_lpips(tmp_path / "absent.pth", tmp_path / "lin.npz"), "no such file"),
-        (lambda: vgg.load_lpips(tmp_path / "junk.pth", tmp_path / "lin.npz"), "cannot read"),
-        (lambda: vgg.load_lpips(tmp_path / "absent.pt"), "no such file"),
-        (lambda: vgg.load_lpips(tmp_path / "junk.pth"), "not NVIDIA's TorchScript vgg16.pt"),
+        (
+            lambda: lpips_weights.load_lpips(tmp_path / "absent.pth", tmp_path / "lin.npz"),
+            "no such file",
+        ),
+        (
+            lambda: lpips_weights.load_lpips(tmp_path / "junk.pth", tmp_path / "lin.npz"),
+            "cannot read",
+        ),
+        (lambda: lpips_weights.load_lpips(tmp_path / "absent.pt"), "no such file"),
+        (
+            lambda: lpips_weights.load_lpips(tmp_path / "junk.pth"),
+            "not NVIDIA's TorchScript vgg16.pt",
+        ),
     ]
     for call, match in cases:
-        with pytest.raises(ConversionError, match=match) as info:
+        with pytest.raises(LPIPSWeightsError, match=match) as info:
             call()
         assert "\n" not in str(info.value)

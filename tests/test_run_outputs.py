@@ -166,12 +166,11 @@ def test_weights_that_do_not_match_config_json_are_one_line(tmp_path, fixture_di
 
 def test_bad_vgg_file_names_the_flag_in_one_sentence(tmp_path):
     pytest.importorskip("torch")
-    from converters import vgg
-    from converters.errors import ConversionError
+    from gaussjax.files import lpips_weights
 
     (tmp_path / "vgg16.pt").write_bytes(os.urandom(3000))
-    with pytest.raises(ConversionError) as info:
-        vgg.load_lpips(tmp_path / "vgg16.pt")
+    with pytest.raises(lpips_weights.LPIPSWeightsError) as info:
+        lpips_weights.load_lpips(tmp_path / "vgg16.pt")
     message = str(info.value)
     assert "--lpips_lin=" in message and "lin_path" not in message
     assert message.endswith("(the LPIPS v0.1 lin weights)") and "\n" not in message

@@ -88,6 +88,35 @@ def read_json(path, error: type[ValueError] = FileReadError) -> dict:
     return doc
 
 
+def read_torch(path, error: type[ValueError] = FileReadError):
+    """A torch.save file loaded with weights_only=True (no code runs), tensors turned into numpy
+    arrays (floating ones as float32).
+
+    Raises:
+      error: missing/empty file, torch not installed, or a file torch cannot read safely.
+    """
+    path = require_file(path, error)
+    try:
+        import torch  # Optional dependency: only needed for .pt/.pth files.
+    except ImportError as e:
+        raise error(
+            f"{path}: reading .pt/.pth files needs torch (pip install 'gaussjax[torch]')"
+        ) from e
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for corrupt or unsafe files.
+        raise error(f"{path}: cannot read as a PyTorch file ({first_line(e)})") from e
+    return _tensors_to_numpy(obj)
+
+
+def _tensors_to_numpy(obj):
+    if isinstance(obj, dict):
+        return {k: _tensors_to_numpy(v) for k, v in obj.items()}
+    if hasattr(obj, "detach"):
+        return obj.detach().float().numpy() if obj.is_floating_point() else obj.detach().numpy()
+    return obj
+
+
 def first_line(e: BaseException, limit: int = 160) -> str:
     """'TypeName: first sentence of the message' (library errors can span many lines and
     sentences); a sentence over `limit` characters is cut at a word and ends in '...'."""

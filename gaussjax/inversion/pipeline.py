@@ -28,7 +28,7 @@ import numpy as np
 from flax import nnx
 
 from gaussjax.analysis import prior as prior_lib
-from gaussjax.files import checkpoints, images, prefetch, results
+from gaussjax.files import checkpoints, images, lpips_weights, prefetch, results
 from gaussjax.files.safe_io import read_json, write_bytes_atomic
 from gaussjax.inversion import run_outputs, sharding
 from gaussjax.inversion.engine import InversionConfig, Inverter, make_optimizer
@@ -53,7 +53,7 @@ class RunSpec:
       seed: seed of rendered targets and of a prior fit.
       prior_samples: mapping samples when a prior has to be fitted.
       batch_size: global batch (over all devices and processes).
-      vgg, lpips_lin: LPIPS weight files (see converters.vgg.load_lpips).
+      vgg, lpips_lin: LPIPS weight files (see files.lpips_weights.load_lpips).
       lpips_explicit: the user asked for LPIPS; without `vgg` that is an error. Otherwise (a space's
         default loss) the LPIPS term is dropped with a notice and the summary records the loss used.
       save_video: also write video/NAME.gif, the image after every dispatch (run_outputs).
@@ -111,9 +111,7 @@ def load_lpips(spec: RunSpec):
     """(graphdef, params) of the LPIPS model, or (None, None) when the loss does not use it."""
     if spec.config.lpips_weight == 0:
         return None, None
-    from converters import vgg  # the weight readers live with the other converters
-
-    return nnx.split(vgg.load_lpips(spec.vgg, spec.lpips_lin))
+    return nnx.split(lpips_weights.load_lpips(spec.vgg, spec.lpips_lin))
 
 
 def load_generator(spec: RunSpec):

@@ -13,7 +13,7 @@ The numerics follow the `lpips` package (Zhang et al. 2018) with `net='vgg', ver
 `vgg16.pt` returns with `return_lpips=True`), so a target's features can be computed once and the
 distance becomes a plain squared Euclidean norm.
 
-No I/O here: weights come in through `converters/vgg.py`.
+No I/O here: weights come in through `files/lpips_weights.py`.
 """
 
 from collections.abc import Sequence

@@ -1,8 +1,8 @@
-"""Weights for `gaussjax.lpips.LPIPS` from torchvision/lpips files or NVIDIA's TorchScript vgg16.pt.
+"""Reads the weights of `networks.lpips.LPIPS` from torchvision/lpips files or NVIDIA's vgg16.pt.
 
 Two sources are supported, each through an explicit key map (every source key is consumed or on a
 documented ignore list, every model parameter is filled exactly once, anything else raises
-`ConversionError` naming the keys):
+`LPIPSWeightsError` naming the keys):
 
 * torchvision `vgg16().state_dict()` (`features.{0,2,5,...,28}.{weight,bias}`, conv kernels OIHW;
   the `classifier.*` head of a full state dict is ignored because LPIPS only reads `features`)
@@ -14,7 +14,7 @@ documented ignore list, every model parameter is filled exactly once, anything e
   `perceptual_model.py` maps `torch.jit.load(...).state_dict()` keys): `layers.conv{1..13}.
   {weight,bias}` (OIHW, RGB input channels), `layers.fc{1,2,3}.{weight,bias}` (classifier head,
   ignored here) and `lpips{0..4}` (the lin weights; [C, 1, 1] there, any shape with C elements
-  is accepted). If the real file differs, the ConversionError lists the unexpected and missing
+  is accepted). If the real file differs, the LPIPSWeightsError lists the unused and missing
   keys.
 
 torch is imported lazily, only by the functions that read `.pth`/`.pt` files.
@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from converters.errors import ConversionError
-from converters.files import first_line, read_npz, read_torch, require_file, short_list
+from gaussjax.files.key_maps import check_keys, short_list
+from gaussjax.files.safe_io import first_line, read_npz, read_torch, require_file
 from gaussjax.networks.lpips import LPIPS, LPIPS_CHANNELS
 
 # Indices of the 13 conv layers inside torchvision's vgg16 `features` Sequential.
@@ -39,6 +39,10 @@ TORCHVISION_IGNORED = tuple(f"classifier.{i}.{p}" for i in (0, 3, 6) for p in ("
 NVIDIA_IGNORED = tuple(f"layers.fc{i}.{p}" for i in (1, 2, 3) for p in ("weight", "bias"))
 
 KeyMap = dict[str, tuple[tuple, Callable[[np.ndarray], np.ndarray]]]
+
+
+class LPIPSWeightsError(ValueError):
+    """An LPIPS weight file that is missing, unreadable or not the expected layout (one line)."""
 
 
 def _identity(a: np.ndarray) -> np.ndarray:
@@ -80,16 +84,6 @@ def nvidia_key_map() -> KeyMap:
     return out
 
 
-def _check_keys(state: Mapping, key_map: KeyMap, ignored: tuple[str, ...], source: str) -> None:
-    unused = sorted(set(state) - set(key_map) - set(ignored))
-    missing = sorted(set(key_map) - set(state))
-    if unused or missing:
-        raise ConversionError(
-            f"{source} keys do not match: unexpected {short_list(unused)}, "
-            f"missing {short_list(missing)}"
-        )
-
-
 def _abstract_flat_state() -> dict[tuple, nnx.Variable]:
     """Parameter paths and shapes of LPIPS, without allocating or initialising weights."""
     _, state = nnx.split(nnx.eval_shape(lambda: LPIPS(rngs=nnx.Rngs(0))))
@@ -98,25 +92,25 @@ def _abstract_flat_state() -> dict[tuple, nnx.Variable]:
 
 def _convert(state: Mapping, key_map: KeyMap, ignored: tuple[str, ...], source: str) -> nnx.State:
     """Fills every LPIPS parameter from `state` through `key_map`; see the module docstring."""
-    _check_keys(state, key_map, ignored, source)
+    check_keys(state, key_map, ignored, what=f"{source} keys do not match", error=LPIPSWeightsError)
     flat = _abstract_flat_state()
     filled = {}
     for key, (path, transform) in key_map.items():
         value = np.ascontiguousarray(transform(np.asarray(state[key], np.float32)))
         if value.shape != flat[path].shape:
-            raise ConversionError(
+            raise LPIPSWeightsError(
                 f"{source} {key}: shape {value.shape} after layout change does "
                 f"not fit {'/'.join(map(str, path))} of shape {flat[path].shape}"
             )
         if path[0] == "lin" and value.min() < 0:
             # features() takes sqrt(lin); the lpips package clamps these to >= 0 when training.
-            raise ConversionError(
+            raise LPIPSWeightsError(
                 f"{source} {key}: LPIPS lin weights must be >= 0, min is {value.min()}"
             )
         filled[path] = flat[path].replace(jnp.asarray(value))
     unfilled = sorted("/".join(map(str, p)) for p in set(flat) - set(filled))
     if unfilled:
-        raise ConversionError(f"LPIPS parameters left unfilled: {short_list(unfilled)}")
+        raise LPIPSWeightsError(f"LPIPS parameters left unfilled: {short_list(unfilled)}")
     return nnx.from_flat_state(filled)
 
 
@@ -134,11 +128,16 @@ def lpips_params_from_torch(
       An `nnx.State` of float32 parameters; `lpips_from_params` turns it into a model.
 
     Raises:
-      ConversionError: unexpected or missing keys, a shape mismatch or negative lin weights.
+      LPIPSWeightsError: unexpected or missing keys, a shape mismatch or negative lin weights.
     """
     vgg_map, lin_map = torchvision_key_map(), lin_key_map()
-    _check_keys(vgg_state, vgg_map, TORCHVISION_IGNORED, "torchvision vgg16 state dict")
-    _check_keys(lin_state, lin_map, (), "LPIPS lin weights")
+    for state, key_map, ignored, source in (
+        (vgg_state, vgg_map, TORCHVISION_IGNORED, "torchvision vgg16 state dict"),
+        (lin_state, lin_map, (), "LPIPS lin weights"),
+    ):
+        check_keys(
+            state, key_map, ignored, what=f"{source} keys do not match", error=LPIPSWeightsError
+        )
     merged = {**vgg_state, **lin_state}
     return _convert(merged, {**vgg_map, **lin_map}, TORCHVISION_IGNORED, "torchvision/lpips")
 
@@ -154,7 +153,7 @@ def lpips_params_from_nvidia_state(state: Mapping[str, np.ndarray]) -> nnx.State
       An `nnx.State` of float32 parameters.
 
     Raises:
-      ConversionError: the names or shapes differ from the assumed layout.
+      LPIPSWeightsError: the names or shapes differ from the assumed layout.
     """
     return _convert(state, nvidia_key_map(), NVIDIA_IGNORED, "NVIDIA vgg16.pt (assumed naming)")
 
@@ -169,12 +168,16 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
     """Reads a flat name -> array state dict from `.npz` or a torch `.pth` file.
 
     Raises:
-      ConversionError: one line, for a missing or unreadable file or one that is not a flat state dict.
+      LPIPSWeightsError: one line, for a missing or unreadable file or one that is not a flat state dict.
     """
     path = Path(path)  # read_npz / read_torch check the file
-    state = read_npz(path) if path.suffix == ".npz" else read_torch(path)
+    state = (
+        read_npz(path, LPIPSWeightsError)
+        if path.suffix == ".npz"
+        else read_torch(path, LPIPSWeightsError)
+    )
     if not isinstance(state, Mapping) or not all(isinstance(v, np.ndarray) for v in state.values()):
-        raise ConversionError(
+        raise LPIPSWeightsError(
             f"{path}: expected a state dict of tensors, got {type(state).__name__}"
         )
     return {str(k): np.asarray(v, np.float32) for k, v in state.items()}
@@ -184,15 +187,15 @@ def lpips_params_from_nvidia_vgg16(path) -> nnx.State:
     """LPIPS parameters from NVIDIA's TorchScript `vgg16.pt` (see the module docstring for names).
 
     Raises:
-      ConversionError: missing file, not TorchScript, or names/shapes differ from the assumption.
+      LPIPSWeightsError: missing file, not TorchScript, or names/shapes differ from the assumption.
     """
-    path = require_file(path)
+    path = require_file(path, LPIPSWeightsError)
     import torch  # Lazy: only this loader needs TorchScript.
 
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:  # torch raises RuntimeError/ValueError variants for non-archives.
-        raise ConversionError(
+        raise LPIPSWeightsError(
             f"{path}: not NVIDIA's TorchScript vgg16.pt ({first_line(e)}); for a torchvision "
             "vgg16 state dict, also pass --lpips_lin=vgg.pth (the LPIPS v0.1 lin weights)"
         ) from e
@@ -212,7 +215,7 @@ def load_lpips(vgg_path, lin_path=None) -> LPIPS:
       The LPIPS model with float32 parameters.
 
     Raises:
-      ConversionError: one line, for missing/unreadable files or mismatching contents.
+      LPIPSWeightsError: one line, for missing/unreadable files or mismatching contents.
     """
     if lin_path is None:
         return lpips_from_params(lpips_params_from_nvidia_vgg16(vgg_path))
