@@ -17,8 +17,8 @@ from absl import flags
 
 from gaussjax import cli
 from gaussjax.files import images
+from gaussjax.files.checkpoints import generator_or_builtin
 from gaussjax.inversion import attribute, spaces
-from gaussjax.networks.builtin import generator_or_builtin
 from gaussjax.networks.stylegan2 import PureGenerator
 
 _OUTDIR = flags.DEFINE_string("outdir", None, "Output directory.")

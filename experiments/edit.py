@@ -21,8 +21,8 @@ from absl import flags
 
 from gaussjax import cli, editing
 from gaussjax.files import images
+from gaussjax.files.checkpoints import generator_or_builtin
 from gaussjax.inversion.saved import load_results, render_variables
-from gaussjax.networks.builtin import generator_or_builtin
 from gaussjax.networks.stylegan2 import PureGenerator
 
 _GENERATOR = flags.DEFINE_string(

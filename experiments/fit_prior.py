@@ -19,7 +19,8 @@ from absl import flags
 from gaussjax import cli
 from gaussjax.analysis import prior
 from gaussjax.files import checkpoints
-from gaussjax.networks.builtin import BUILTIN_LABEL, generator_or_builtin
+from gaussjax.files.checkpoints import generator_or_builtin
+from gaussjax.networks.builtin import BUILTIN_LABEL
 from gaussjax.networks.stylegan2 import PureGenerator
 
 _GENERATOR = flags.DEFINE_string(

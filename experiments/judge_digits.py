@@ -14,8 +14,8 @@ import sys
 from absl import flags
 
 from gaussjax import cli
+from gaussjax.files.checkpoints import generator_or_builtin
 from gaussjax.files.safe_io import write_bytes_atomic
-from gaussjax.networks.builtin import generator_or_builtin
 from gaussjax.training import digits, loop
 
 _GENERATOR = flags.DEFINE_string(

@@ -10,13 +10,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gaussjax.files import images
-from gaussjax.networks.builtin import BUILTIN_NOTICE, builtin_generator
+from gaussjax.files import checkpoints, images
+from gaussjax.networks.builtin import BUILTIN_NOTICE
 from gaussjax.networks.demo import demo_generator
 from gaussjax.training import digits, loop
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SAMPLES = 200
+
+
+def builtin_generator():
+    """The generator every launcher loads without --generator, through the same loader."""
+    notices = []
+    generator = checkpoints.generator_or_builtin(None, log=notices.append)
+    assert notices == [BUILTIN_NOTICE]
+    return generator
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from flax import nnx
 from orbax.checkpoint import v1 as ocp
 
 from gaussjax.files.safe_io import first_line, read_json, read_npz
+from gaussjax.networks.builtin import BUILTIN_DIR, BUILTIN_NOTICE
 from gaussjax.networks.config import GeneratorConfig
 from gaussjax.networks.stylegan2 import Generator
 
@@ -185,3 +186,11 @@ def load_generator_module(path) -> Generator:
             f"{weights} cannot be read as the generator of {path / CONFIG_FILE} ({first_line(e)})"
         ) from e
     return nnx.merge(graphdef, state)
+
+
+def generator_or_builtin(path, log=print) -> Generator:
+    """The generator directory at `path`, or (None) the built-in one, saying so through `log`."""
+    if path is None:
+        log(BUILTIN_NOTICE)
+        path = BUILTIN_DIR
+    return load_generator_module(path)

@@ -29,10 +29,10 @@ from flax import nnx
 
 from gaussjax.analysis import prior as prior_lib
 from gaussjax.files import checkpoints, images, lpips_weights, prefetch, results
+from gaussjax.files.checkpoints import generator_or_builtin
 from gaussjax.files.safe_io import read_json, write_bytes_atomic
 from gaussjax.inversion import run_outputs, sharding
 from gaussjax.inversion.engine import InversionConfig, Inverter, make_optimizer
-from gaussjax.networks.builtin import generator_or_builtin
 from gaussjax.networks.stylegan2 import PureGenerator
 
 # Spaces with one latent vector for every layer: generated targets for them come from one z.
