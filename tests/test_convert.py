@@ -10,6 +10,7 @@ from conftest import OFFICIAL_FIXTURES
 from test_stylegan2 import TOL, load_io, nhwc
 
 from converters import convert as convert_lib
+from converters import files, pytorch_keys, rosinality
 from converters.errors import ConversionError
 from gaussjax import load_generator
 from gaussjax.files import checkpoints
@@ -64,6 +65,29 @@ def test_rosinality_checkpoint(fixture_dir, tmp_path):
     )
     np.testing.assert_allclose(
         G.synthesis(ref["wplus"]), nhwc(ref["img_wplus_const"]), atol=TOL, rtol=0
+    )
+
+
+def test_key_maps_name_unused_and_missing_keys(fixture_dir):
+    """Both state-dict key maps refuse a key too many and one too few, naming both."""
+    with np.load(fixture_dir / "skip32_G_ema_state.npz") as data:
+        official = dict(data)
+    cfg = pytorch_keys.infer_config(official)
+    official["mapping.extra"] = official.pop("mapping.fc0.bias")
+    with pytest.raises(ConversionError) as info:
+        pytorch_keys.generator_from_state_dict(official, cfg)
+    assert str(info.value) == (
+        "state dict does not match the generator config: "
+        "unused [mapping.extra], missing [mapping.fc0.bias]"
+    )
+    pytest.importorskip("torch")
+    g_ema = dict(files.read_torch(fixture_dir / "rosinality32.pt")["g_ema"])
+    g_ema["extra"] = g_ema.pop("conv1.conv.weight")
+    with pytest.raises(ConversionError) as info:
+        rosinality.official_state_dict(g_ema, None)
+    assert str(info.value) == (
+        "rosinality state dict does not match a 32 px Generator: "
+        "unused [extra], missing [conv1.conv.weight]"
     )
 
 
