@@ -48,10 +48,12 @@ def test_builtin_generator_passes_the_digit_check(judge):
     assert verdict["rate_ratio"] >= 0.91, verdict  # not by a hair: 0.933 measured
 
 
+@pytest.mark.slow
 def test_random_weight_generator_fails_the_check(judge):
     assert not judge.judge(loop.seeded_samples(demo_generator(), 0, SAMPLES))["passes"]
 
 
+@pytest.mark.slow
 def test_generate_renders_the_builtin_generator_by_default(tmp_path):
     cmd = [sys.executable, "-m", "experiments.generate", f"--outdir={tmp_path}", "--seeds=0,1"]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -6,8 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import OFFICIAL_FIXTURES
-from test_stylegan2 import TOL, load_io, nhwc
+from conftest import OFFICIAL_FIXTURES, TOL, load_io, nhwc
 
 from converters import convert as convert_lib
 from converters import files, pytorch_keys, rosinality
@@ -16,6 +15,7 @@ from gaussjax import load_generator
 from gaussjax.files import checkpoints
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", OFFICIAL_FIXTURES)
 def test_pickle_and_state_dict_paths_reproduce_official_images(fixture_dir, tmp_path, name):
     convert_lib.convert(fixture_dir / f"{name}.pkl", tmp_path / "from_pkl")
@@ -52,6 +52,7 @@ def test_torch_state_dict_file(fixture_dir, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_rosinality_checkpoint(fixture_dir, tmp_path):
     pytest.importorskip("torch")
     convert_lib.convert(fixture_dir / "rosinality32.pt", tmp_path / "ros")

@@ -229,6 +229,7 @@ def test_gif_refuses_bad_frames(tmp_path):
         images.save_gif(tmp_path / "a.gif", np.zeros((8, 8, 3), np.uint8))
 
 
+@pytest.mark.slow
 def test_edit_launcher_walks_a_zplus_result_and_interpolates(tmp_path):
     run = lambda *a: subprocess.run(
         [sys.executable, "-m", *a], capture_output=True, text=True, timeout=600

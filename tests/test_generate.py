@@ -6,8 +6,8 @@ import sys
 import jax
 import numpy as np
 import pytest
+from conftest import load_io, nhwc
 from PIL import Image
-from test_stylegan2 import load_io, nhwc
 
 from converters.convert import convert
 from gaussjax import load_generator
@@ -24,6 +24,7 @@ def generate(*flags):
     )
 
 
+@pytest.mark.slow
 def test_latents_render_to_the_official_images_and_seeds_write_a_grid(fixture_dir, tmp_path):
     convert(fixture_dir / "skip32.pkl", tmp_path / "gen")
     ref = load_io(fixture_dir, "skip32")
@@ -61,6 +62,7 @@ def test_latents_render_to_the_official_images_and_seeds_write_a_grid(fixture_di
     assert bad.returncode != 0 and "bad seed range" in bad.stderr
 
 
+@pytest.mark.slow
 def test_optimised_noise_maps_in_a_latents_file_are_used(fixture_dir, tmp_path):
     convert(fixture_dir / "orig16_gray.pkl", tmp_path / "gen")
     G = load_generator(tmp_path / "gen")

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_stylegan2 import load_io
+from conftest import load_io, w_statistics
 
 from gaussjax.analysis.prior import make_prior
 from gaussjax.inversion import (
@@ -21,24 +21,6 @@ from gaussjax.inversion import (
     sharding,
 )
 from gaussjax.networks.stylegan2 import PureGenerator
-
-
-def w_statistics(fns, params, z_dim, n=2000):
-    """The official projector's w_avg and scalar w_std from seeded samples."""
-    z = np.random.RandomState(123).randn(n, z_dim).astype(np.float32)
-    w = np.asarray(jax.jit(fns.mapping)(params, z))[:, 0]
-    mean = w.mean(0)
-    return mean, float(np.sqrt(np.mean(np.sum(np.square(w - mean), axis=1)))), w
-
-
-@pytest.fixture
-def skip32(fixture_dir, fixture_generator):
-    G = fixture_generator("skip32")
-    fns, params = PureGenerator.split(G)
-    io = load_io(fixture_dir, "skip32")
-    targets = np.asarray(fns.synthesis(params, io["ws"]))
-    w_mean, w_std, _ = w_statistics(fns, params, G.cfg.z_dim)
-    return G, fns, params, io, targets, w_mean, w_std
 
 
 def test_inverts_own_images_in_w_to_30db_and_compiles_once(skip32):
@@ -67,6 +49,7 @@ def _short_run(G, fns, params, w_mean, w_std, targets, seeds, **overrides):
     )
 
 
+@pytest.mark.slow
 def test_result_does_not_depend_on_batch_companions(skip32):
     G, fns, params, io, targets, w_mean, w_std = skip32
     a = _short_run(G, fns, params, w_mean, w_std, targets[[0, 1]], [7, 8], optimize_noise=True)
@@ -78,6 +61,7 @@ def test_result_does_not_depend_on_batch_companions(skip32):
     np.testing.assert_allclose(a.terms["loss"][0], b.terms["loss"][1], rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_sharded_over_4_devices_equals_single_device(skip32):
     """Six steps in two dispatches: per-device batches of 1 round their convolutions and matrix
     products differently from one batch of 4, and Adam amplifies that past 1e-5 by 20 steps."""
@@ -99,6 +83,7 @@ def test_sharded_over_4_devices_equals_single_device(skip32):
     )
 
 
+@pytest.mark.slow
 def test_microbatch_passes_equal_the_whole_batch(skip32):
     """4 images in passes of 2 (lax.map over passes) give the whole-batch results, to 1e-4 after
     six steps: convolutions round differently per batch shape, and Adam amplifies that (measured
@@ -114,6 +99,7 @@ def test_microbatch_passes_equal_the_whole_batch(skip32):
     np.testing.assert_allclose(passes.terms["loss"], whole.terms["loss"], rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_microbatch_passes_split_over_4_devices_equal_single_device(skip32):
     """8 images over 4 devices in passes of 4: every pass keeps one image per device."""
     G, fns, params, io, targets, w_mean, w_std = skip32
@@ -144,6 +130,7 @@ def test_microbatch_passes_are_the_fewest_that_divide_the_batch(batch, microbatc
     assert sizes == [pass_size]
 
 
+@pytest.mark.slow
 def test_prior_pulls_latents_towards_the_mean(skip32):
     G, fns, params, io, targets, w_mean, w_std = skip32
     _, _, samples = w_statistics(fns, params, G.cfg.z_dim)
@@ -202,6 +189,7 @@ def test_lpips_without_model_is_an_error(skip32):
         Inverter(fns, G.cfg, InversionConfig(lpips_weight=1.0), w_mean, w_std)
 
 
+@pytest.mark.slow
 def test_lpips_term_equals_lpips_distance(skip32):
     from flax import nnx
 
@@ -221,6 +209,7 @@ def test_lpips_term_equals_lpips_distance(skip32):
     np.testing.assert_allclose(terms["loss"], terms["mse"] + terms["lpips"], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_targets_above_256px_are_area_downsampled_for_lpips():
     from flax import nnx
 
@@ -240,6 +229,7 @@ def test_targets_above_256px_are_area_downsampled_for_lpips():
     )
 
 
+@pytest.mark.slow
 def test_single_channel_generator_inverts(fixture_dir, fixture_generator):
     G = fixture_generator("orig16_gray")
     fns, params = PureGenerator.split(G)

@@ -11,23 +11,13 @@ import time
 
 import numpy as np
 import pytest
+from conftest import FAST, run_invert
 from PIL import Image
 
 from gaussjax.files import images, results
 from gaussjax.inversion import InversionConfig, InversionResult, Inverter
 from gaussjax.networks.builtin import BUILTIN_NOTICE
 from gaussjax.networks.demo import DEMO_CONFIG
-
-FAST = ["--steps=20", "--steps_per_dispatch=10", "--prior_samples=2000", "--batch_size=2"]
-
-
-def run_invert(outdir, *flags, timeout=600):
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.invert", f"--outdir={outdir}", *FAST, *flags],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def write_test_images(directory):
@@ -89,6 +79,7 @@ def test_output_names_disambiguate_clashing_stems(tmp_path):
     assert images.output_names(paths) == ["a_png", "a_jpg", "b_png", "sub__b_webp"]
 
 
+@pytest.mark.slow
 def test_cli_inverts_files_and_lists_bad_ones(tmp_path):
     (tmp_path / "in").mkdir()
     good, bad = write_test_images(tmp_path / "in")
@@ -133,6 +124,7 @@ def kill_after_first_result(outdir, flags) -> set[str]:
     return results.finished_names(outdir)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, monkeypatch):
     # Every run compiles afresh: resume itself is under test here. (One suite run under heavy load
     # with the shared cache differed by 3e-6; cache-loaded and fresh executables were bit-identical
@@ -192,6 +184,7 @@ def test_torn_summary_line_is_ignored_and_terminated(tmp_path):
     assert [r["name"] for r in results.read_summary(tmp_path)] == ["a", "c"]
 
 
+@pytest.mark.slow
 def test_prior_of_another_generator_is_refused(tmp_path, fixture_dir):
     from converters.convert import convert
 
@@ -215,6 +208,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_with_jax_distributed_equal_one_process(tmp_path):
     flags = ["--num_generated=6", "--batch_size=4", "--space=wplus"]
     single = run_invert(tmp_path / "single", *flags)
@@ -252,6 +246,7 @@ def test_two_processes_with_jax_distributed_equal_one_process(tmp_path):
             np.testing.assert_allclose(a["w"], b["w"], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_conditional_generator_prior_cache_prior_off_and_changed_settings(tmp_path, fixture_dir):
     from converters.convert import convert
 
@@ -276,6 +271,7 @@ def test_conditional_generator_prior_cache_prior_off_and_changed_settings(tmp_pa
     assert changed.returncode != 0 and "other settings (num_steps)" in changed.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "flag",
     [
@@ -308,6 +304,7 @@ def own_prior(path, dim=64):
     return f"--prior={path}"
 
 
+@pytest.mark.slow
 def test_failed_run_writes_nothing_and_never_blocks_the_corrected_run(tmp_path):
     (tmp_path / "in").mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "in" / "black.png")
@@ -323,6 +320,7 @@ def test_failed_run_writes_nothing_and_never_blocks_the_corrected_run(tmp_path):
     assert json.loads((tmp_path / "out" / "run.json").read_text())["num_steps"] == 2
 
 
+@pytest.mark.slow
 def test_run_shows_progress_and_a_summary_and_writes_what_users_look_at(tmp_path):
     """One run: quiet logs, progress with ETA, the end-of-run summary, prepared targets, sheets,
     trace.jsonl, loss_curve.png, videos, per-image seconds and the usual file permissions."""
@@ -366,6 +364,7 @@ def test_run_shows_progress_and_a_summary_and_writes_what_users_look_at(tmp_path
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
 
 
+@pytest.mark.slow
 def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     out = tmp_path / "out"
     # Enough steps that the run is still busy when the signal arrives after its first image.
@@ -384,6 +383,7 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_in_f_zplus(tmp_path):
     """F/Z+ saves other variables than W+ (Z+ rows and F): a resumed run still equals an
     uninterrupted one, and the LPIPS term of F/Z+'s default loss is dropped without --vgg."""
@@ -413,6 +413,7 @@ def test_resume_after_sigkill_in_f_zplus(tmp_path):
                 np.testing.assert_array_equal(a[native], b[native])
 
 
+@pytest.mark.slow
 def test_resume_with_a_half_finished_batch_is_bit_exact(tmp_path):
     """A run killed between the two saves of one batch: the rerun inverts that batch again whole
     (same companions, same slots) and saves only the missing image, bit-identical."""

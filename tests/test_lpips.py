@@ -136,6 +136,7 @@ def _torch_lpips(vgg_state, lin_state, x, y):
     return total.reshape(-1).numpy()
 
 
+@pytest.mark.slow
 def test_matches_torch_restatement(torch_state, fns, images):
     params, dist, _ = fns
     expected = _torch_lpips(*torch_state, *images)
@@ -188,6 +189,7 @@ def lpips_package(monkeypatch):
             del sys.modules[name]
 
 
+@pytest.mark.slow
 def test_matches_lpips_package(lpips_package, images):
     import torch
 
@@ -233,6 +235,7 @@ def test_symmetric(fns, images):
     np.testing.assert_allclose(np.asarray(d_xy), np.asarray(d_yx), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_features_distance_equals_call(fns, images):
     params, dist, feats = fns
     x, y = images
@@ -259,6 +262,7 @@ def test_grayscale_is_tiled(fns):
         dist(params, g, g[:, :8])
 
 
+@pytest.mark.slow
 def test_grad_through_distance_and_features(fns, images):
     params, dist, feats = fns
     x, y = images
@@ -285,6 +289,7 @@ def test_normalize_channels_zero_pixel_has_finite_grad():
     assert bool(jnp.all(jnp.isfinite(grad)))
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_is_close(fns, images):
     # Same parameters (float32), bfloat16 convolutions: dtype only lives in the graphdef.
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: gl.LPIPS(rngs=nnx.Rngs(0), dtype=jnp.bfloat16)))

@@ -84,6 +84,7 @@ def check_against_reference(fn, ref, args, tol):
         assert_close(g, r, tol, f"gradient w.r.t. argument {i}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("filter_name", sorted(FILTERS))
 @pytest.mark.parametrize("up", [1, 2])
 @pytest.mark.parametrize(
@@ -123,6 +124,7 @@ def test_upsample2d_is_exactly_twice_the_size(filter_name):
     check_against_reference(lambda x: ops.upsample2d(x, f), ref, (x,), 1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("filter_name", ["sep4", "nonsep4"])
 @pytest.mark.parametrize("shape", [(2, 5, 7, 3, 5), (1, 8, 8, 6, 4)])
 def test_conv2d_up2_matches_transposed_conv_then_filter(filter_name, shape):
@@ -160,6 +162,7 @@ def test_modulated_conv2d_up_matches_reference():
     check_against_reference(fn, ref, (x, kernel, styles), 1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("f", [SEPARABLE_4, NON_SEPARABLE_4], ids=["sep4", "nonsep4"])
 def test_bfloat16_inputs_stay_bfloat16_and_close_to_float32(f):
     rng = np.random.RandomState(0)
@@ -217,6 +220,7 @@ def test_conv2d_second_derivatives_equal_xlas_own(size, padding):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("up", [1, 2])
 def test_upfirdn2d_second_derivatives_equal_reference(up):
     """Reverse over reverse through the FIR's hand-written gradient (R1 differentiates the
@@ -236,6 +240,7 @@ def test_upfirdn2d_second_derivatives_equal_reference(up):
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_conv2d_up2_second_derivatives_equal_reference():
     """Reverse over reverse through conv2d_up2's hand-written input gradient equals JAX's rules on
     the reference (transposed conv, then the FIR)."""
@@ -262,6 +267,7 @@ def test_separable_taps_detects_rank_one_filters():
     assert ops.separable_taps(NON_SEPARABLE_4) is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
 def test_bias_and_channel_scale_gradients_equal_plain_autodiff(dtype):
     """add_bias and scale_channels sum their parameter gradients as products with ones: equal to

@@ -284,6 +284,7 @@ def _run_cli(*args):
     )
 
 
+@pytest.mark.slow
 def test_cli_fits_and_writes_prior(fixture_dir, tmp_path):
     convert(fixture_dir / "skip32.pkl", tmp_path / "gen")
     out = tmp_path / "prior.npz"

@@ -3,8 +3,7 @@
 import jax
 import numpy as np
 import pytest
-from test_inversion import w_statistics
-from test_stylegan2 import load_io
+from conftest import load_io, w_statistics
 
 from gaussjax.files import images, results
 from gaussjax.inversion import InversionConfig, Inverter, psnr, spaces
@@ -33,6 +32,7 @@ def _losses_before_and_after(inverter, params, targets):
     return before, inverter.evaluate(params, None, None, state, targets, feats)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("space", NEW_SPACES)
 def test_each_space_lowers_the_loss_and_keeps_its_constraints(skip32, space):
     G, fns, params, targets, w_mean, w_std = skip32
@@ -68,6 +68,7 @@ def test_zplus_maps_each_row_through_the_truncated_mapping(skip32):
         np.testing.assert_allclose(ws[row], expected, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_f_zplus_beats_wplus_on_an_out_of_domain_target(skip32, fixture_dir, fixture_generator):
     """A 64 px image of another generator, box-downsampled to 32 px: skip32 never made it.
 
@@ -96,6 +97,7 @@ def test_f_zplus_beats_wplus_on_an_out_of_domain_target(skip32, fixture_dir, fix
     assert np.all(psnrs["f_zplus"] > psnrs["wplus"] + 3.0), psnrs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("space", ("w", "zplus", "f_zplus"))
 def test_result_files_round_trip(skip32, tmp_path, space):
     G, fns, params, targets, w_mean, w_std = skip32

@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_inversion import skip32  # noqa: F401  (fixture)
 
 from gaussjax import runtime
 from gaussjax.files import prefetch
@@ -25,6 +24,7 @@ from gaussjax.perf import inversion_step, official_projector
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_remat_gives_the_same_gradients_and_inversion(skip32):  # noqa: F811
     G, fns, params, io, targets, w_mean, w_std = skip32
     ws = jnp.asarray(io["ws"][:2])
@@ -48,6 +48,7 @@ def test_remat_gives_the_same_gradients_and_inversion(skip32):  # noqa: F811
     np.testing.assert_allclose(b.terms["psnr"], a.terms["psnr"], atol=1e-2)
 
 
+@pytest.mark.slow
 def test_bfloat16_synthesis_inverts_close_to_float32(skip32):  # noqa: F811
     G, fns, params, io, targets, w_mean, w_std = skip32
     image32 = np.asarray(fns.synthesis(params, io["ws"][:1]))
@@ -124,6 +125,7 @@ def test_compilation_cache_directory_choice(tmp_path, monkeypatch):
         jax.config.update("jax_persistent_cache_min_compile_time_secs", min_time)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not runtime.on_measured_jaxlib(),
     reason="the XLA:CPU flags are set only on the jaxlib they were measured on",
@@ -150,6 +152,7 @@ print(len(added), "__ynn_fusion" in conv, "__ynn_fusion" in dot)
     assert result.stdout.split() == (["0", "True", "True"] if off else ["1", "False", "True"])
 
 
+@pytest.mark.slow
 def test_step_timing_counts_flops_and_memory():
     G = demo_generator()
     timing = inversion_step.time_inversion(G, batch=2, steps=2, dispatches=1)
@@ -192,6 +195,7 @@ def test_official_generator_converts_to_the_same_images():
     assert official_projector.time_official_step(torch_G, steps=1) > 0
 
 
+@pytest.mark.slow
 def test_benchmark_writes_the_table_it_prints(tmp_path):
     out = tmp_path / "bench"
     result = subprocess.run(

@@ -6,7 +6,7 @@ import dataclasses
 import jax
 import numpy as np
 import pytest
-from flax import nnx
+from conftest import tiny_generator
 
 from gaussjax.files import images, photos, results
 from gaussjax.inversion import (
@@ -19,45 +19,9 @@ from gaussjax.inversion import (
     spaces,
 )
 from gaussjax.inversion import saved as saved_lib
-from gaussjax.networks.config import GeneratorConfig
-from gaussjax.networks.demo import demo_generator
-from gaussjax.networks.stylegan2 import PureGenerator
 
-# A 16 px generator (5 layers, 32 channels): a third of the compile time of the 32 px fixtures.
-# Its RGB layers are scaled so that its images, like a trained generator's, lie in about [-1, 1].
-TINY = GeneratorConfig(
-    z_dim=32,
-    w_dim=32,
-    img_resolution=16,
-    img_channels=3,
-    mapping_layers=2,
-    channel_base=256,
-    channel_max=32,
-    architecture="skip",
-)
 # Fewer steps than the public 5000 need a larger rate than its 1e-3.
-RGB_SCALE = 0.15
 STEPS, SPHINX_LR, DISPATCH = 300, 0.03, 20
-
-
-def tiny_module():
-    """The seeded tiny Generator, its RGB layers scaled by RGB_SCALE."""
-    graphdef, state = nnx.split(demo_generator(0, TINY))
-    flat = [
-        (path, var.replace(var[...] * RGB_SCALE) if path[-2] == "torgb" else var)
-        for path, var in nnx.to_flat_state(state)
-    ]  # torgb weight and bias (not its affine): the skip output is linear in them
-    return nnx.merge(graphdef, nnx.from_flat_state(flat))
-
-
-def tiny_generator():
-    """(config, fns, params, w_mean, w_std) of the seeded tiny generator."""
-    G = tiny_module()
-    fns, params = PureGenerator.split(G)
-    z = np.random.RandomState(0).randn(1000, TINY.z_dim).astype(np.float32)
-    w = np.asarray(jax.jit(fns.mapping)(params, z))[:, 0]
-    w_mean = w.mean(0)
-    return G.cfg, fns, params, w_mean, float(np.sqrt(np.mean(np.sum((w - w_mean) ** 2, axis=1))))
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +46,7 @@ def sphinx_run():
     return inverter, (gen_cfg, fns, params, w_mean, w_std), targets, before, after
 
 
+@pytest.mark.slow
 def test_heads_have_the_public_code_shapes_and_parameter_counts():
     style = heads.init_style_head(jax.random.key(0), 14, 512)  # 256 px FFHQ: 14 W+ rows
     content = heads.init_content_head(jax.random.key(1), 512)
@@ -109,6 +74,7 @@ def test_the_schedule_drives_the_style_head_only():
     assert moved["content_w0"] == moved["noise_00"] == pytest.approx(1e-3, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_sphinx_lowers_the_loss_in_one_compile(sphinx_run):
     inverter, _, _, before, after = sphinx_run
     assert np.all(np.asarray(after.terms["loss"]) < 0.3 * np.asarray(before.terms["loss"]))
@@ -131,6 +97,7 @@ def test_sphinx_result_re_renders_to_the_saved_reconstruction(sphinx_run, tmp_pa
     )
 
 
+@pytest.mark.slow
 def test_sphinx_beats_wplus_on_out_of_domain_photos(sphinx_run):
     """Equal steps; W+ at the official projector's settings (measured: 300 steps, W+ 20.8 / 19.1 dB,
     SPHInX at lr 0.03 28.9 / 28.4 dB)."""
@@ -143,6 +110,7 @@ def test_sphinx_beats_wplus_on_out_of_domain_photos(sphinx_run):
     assert np.all(gain > 3.0), (after.terms["psnr"], wplus.terms["psnr"])
 
 
+@pytest.mark.slow
 def test_a_batch_equals_its_images_inverted_one_at_a_time(sphinx_run):
     """After one dispatch of 5 steps: float rounding differs between batch shapes, and Adam's
     normalised steps amplify it, as in any space. Measured (jaxlib 0.10.2, 4 CPU devices, the
@@ -178,6 +146,7 @@ def test_monotonic_hinge_closed_form():
     assert float(attribute.monotonic_hinge(np.asarray([2.0, 4.0]), 2.0)) == 0.0
 
 
+@pytest.mark.slow
 def test_attribute_walk_learns_increasing_offsets():
     """Three rotations of a photo; a larger rate than the public 1e-3 for 60 steps (measured:
     offsets 0.6, 2.6)."""

@@ -78,10 +78,12 @@ def check_report(outdir, stdout) -> None:
     assert embedded and all((outdir / f).stat().st_size > 0 for f in embedded)
 
 
+@pytest.mark.slow
 def test_latent_stats_report_matches_its_json(shared):
     check_report(*shared[1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(LAUNCHERS))
 def test_launcher_report_matches_its_json(name, tmp_path, shared):
     prior, _ = shared
@@ -90,6 +92,7 @@ def test_launcher_report_matches_its_json(name, tmp_path, shared):
     check_report(tmp_path, proc.stdout)
 
 
+@pytest.mark.slow
 def test_library_imports_without_matplotlib_and_launchers_say_how_to_get_it(tmp_path):
     # The library modules import (else the traceback would be the last line), then the launcher
     # stops with one line before doing any work.

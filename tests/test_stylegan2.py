@@ -4,27 +4,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import OFFICIAL_FIXTURES
+from conftest import OFFICIAL_FIXTURES, TOL, labels, load_io, nhwc
 from flax import nnx
 
 from gaussjax.networks import ops
 from gaussjax.networks.config import GeneratorConfig
 from gaussjax.networks.stylegan2 import Generator, PureGenerator
 
-TOL = 1e-4
-
-
-def nhwc(images_nchw):
-    return np.transpose(images_nchw, (0, 2, 3, 1))
-
-
-def load_io(fixture_dir, name):
-    with np.load(fixture_dir / f"{name}_io.npz") as data:
-        return dict(data)
-
-
-def labels(io):
-    return io["c"] if io["c"].shape[1] > 0 else None
+# The fast tier (-m "not slow") checks parity on the smallest fixture only.
+PARITY_FIXTURES = [
+    pytest.param(name, marks=() if name == "orig16_gray" else pytest.mark.slow)
+    for name in OFFICIAL_FIXTURES
+]
 
 
 @pytest.mark.parametrize("name", OFFICIAL_FIXTURES)
@@ -43,7 +34,7 @@ def test_mapping_matches_official(fixture_dir, fixture_generator, name):
     )
 
 
-@pytest.mark.parametrize("name", OFFICIAL_FIXTURES)
+@pytest.mark.parametrize("name", PARITY_FIXTURES)
 def test_synthesis_matches_official(fixture_dir, fixture_generator, name):
     G, io = fixture_generator(name), load_io(fixture_dir, name)
     fns, params = PureGenerator.split(G)
@@ -60,6 +51,7 @@ def test_synthesis_matches_official(fixture_dir, fixture_generator, name):
     np.testing.assert_allclose(full, nhwc(io["img_psi07_const"]), atol=TOL, rtol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", OFFICIAL_FIXTURES)
 def test_gradient_wrt_wplus_matches_official(fixture_dir, fixture_generator, name):
     G, io = fixture_generator(name), load_io(fixture_dir, name)
@@ -69,6 +61,7 @@ def test_gradient_wrt_wplus_matches_official(fixture_dir, fixture_generator, nam
     np.testing.assert_allclose(grad, io["grad_wplus"], atol=TOL, rtol=0)
 
 
+@pytest.mark.slow
 def test_vmap_over_single_images_equals_batch(fixture_dir, fixture_generator):
     G, io = fixture_generator("skip32"), load_io(fixture_dir, "skip32")
     fns, params = PureGenerator.split(G)
@@ -76,6 +69,7 @@ def test_vmap_over_single_images_equals_batch(fixture_dir, fixture_generator):
     np.testing.assert_allclose(per_image, nhwc(io["img_wplus_const"]), atol=TOL, rtol=0)
 
 
+@pytest.mark.slow
 def test_explicit_noise_equals_stored_noise_and_gets_gradients(fixture_dir, fixture_generator):
     G, io = fixture_generator("skip32"), load_io(fixture_dir, "skip32")
     stored = [layer.noise_const[...] for layer in G.synthesis.layers()]
@@ -86,6 +80,7 @@ def test_explicit_noise_equals_stored_noise_and_gets_gradients(fixture_dir, fixt
     assert all(float(jnp.abs(g).max()) > 0 for g in grads)
 
 
+@pytest.mark.slow
 def test_random_noise_is_keyed_and_independent_per_layer(fixture_generator):
     G = fixture_generator("skip32")
     ws = G.mapping(np.random.RandomState(0).randn(2, G.z_dim).astype(np.float32))
@@ -100,6 +95,7 @@ def test_random_noise_is_keyed_and_independent_per_layer(fixture_generator):
         G.synthesis(ws, noise_mode="random")
 
 
+@pytest.mark.slow
 def test_bfloat16_synthesis_is_close_to_float32(fixture_dir, fixture_generator):
     G, io = fixture_generator("skip32"), load_io(fixture_dir, "skip32")
     img = G.synthesis(io["ws"], dtype=jnp.bfloat16)
@@ -108,6 +104,7 @@ def test_bfloat16_synthesis_is_close_to_float32(fixture_dir, fixture_generator):
     assert rel < 0.05
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", ["skip", "orig", "resnet"])
 def test_random_configs_run_and_have_official_num_ws(architecture):
     cfg = GeneratorConfig(
@@ -137,6 +134,7 @@ def test_bad_inputs_raise_clear_errors(fixture_generator):
         G.synthesis(np.zeros((1, 10, 64), np.float32), noise_mode="bogus")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", OFFICIAL_FIXTURES)
 def test_running_from_any_layer_equals_the_full_network(fixture_dir, fixture_generator, name):
     """Stop after layer j, start again from that state: the image equals one full pass, for conv0

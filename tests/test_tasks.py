@@ -8,9 +8,8 @@ import dataclasses
 import jax
 import numpy as np
 import pytest
+from conftest import TINY, run_invert, tiny_generator, tiny_module
 from PIL import Image
-from test_invert_cli import run_invert
-from test_sphinx import TINY, tiny_generator, tiny_module
 
 from gaussjax.files import checkpoints, images, results
 from gaussjax.inversion import InversionConfig, Inverter, psnr, tasks
@@ -106,6 +105,7 @@ def generated():
     return gen_cfg, fns, params, w_mean, w_std, targets
 
 
+@pytest.mark.slow
 def test_denoising_output_is_closer_to_the_clean_image_than_the_noisy_input(generated):
     """sigma = 0.25 (the public README's), a fresh draw on the render every step (measured,
     200 steps in W+: noisy input 18.0 / 18.3 dB, denoised 26.3 / 29.0 dB)."""
@@ -119,6 +119,7 @@ def test_denoising_output_is_closer_to_the_clean_image_than_the_noisy_input(gene
     assert np.all(denoised > noisy + 5.0), (noisy, denoised)
 
 
+@pytest.mark.slow
 def test_compressed_sensing_recovers_a_generated_image(generated):
     """10 % measurements (77 of 768 pixel values, seeded Gaussian operator) in W (32 numbers):
     the generator's own image comes back above 22 dB (measured: 25.1 dB at 300 steps)."""
@@ -158,6 +159,7 @@ def nearest_upsample(images_small, factor: int):
     return np.repeat(np.repeat(images_small, factor, axis=1), factor, axis=2)
 
 
+@pytest.mark.slow
 def test_inpainting_fills_the_hidden_block_better_than_trivial_fills(generated):
     """The public 0.4 x 0.2 block (6 x 3 px) in W+, 300 steps: inside the hole the result beats the
     better of the masked image and the mean fill by > 3 dB (measured: 27.0 / 34.8 dB against
@@ -178,6 +180,7 @@ def test_inpainting_fills_the_hidden_block_better_than_trivial_fills(generated):
         assert recovered > trivial + 3.0, (recovered, trivial)
 
 
+@pytest.mark.slow
 def test_super_resolution_fits_its_measurement_and_beats_nearest_upsampling(generated):
     """Box factor 4 (16 -> 4 px, the default) in W+, 400 steps: the result's box downsampling is
     above 40 dB against the measurement (measured 51.9 / 58.1 dB; over three z seeds at least
@@ -204,6 +207,7 @@ def read_png(path):
     return images.to_float(np.asarray(Image.open(path)))
 
 
+@pytest.mark.slow
 def test_invert_launcher_inpaints_and_refuses_other_task_settings(tmp_path):
     """experiments.invert --task=inpaint on the tiny generator's own images in W, 150 steps: the
     summary's psnr is that of NAME.png against targets/NAME.png (the clean ones, to 8-bit rounding:

@@ -14,8 +14,7 @@ import types
 
 import numpy as np
 import pytest
-from conftest import fixture_config
-from test_stylegan2 import TOL, labels, load_io, nhwc
+from conftest import TOL, fixture_config, labels, load_io, nhwc
 
 from converters import convert as convert_lib
 from converters import tf_keys, tf_pickle
@@ -297,6 +296,7 @@ def test_key_map_without_noise_inputs():
     assert "synthesis/8x8/Conv0_up/weight" in names and "synthesis/8x8/ToRGB/mod_bias" in names
 
 
+@pytest.mark.slow
 def test_cli_converts_a_tf_pickle(network_class, fixture_dir, tmp_path):
     path = _write(tmp_path / "net.pkl", tf_networks(network_class, fixture_dir, "orig16_gray"))
     result = subprocess.run(

@@ -100,6 +100,7 @@ def test_warp_is_exact_at_the_identity_and_moves_a_dot_by_its_shift():
     np.testing.assert_allclose(z, np.rot90(x[0, ..., 0], k=1), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_augment_pipeline_draws_each_transformation_with_probability_p():
     x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (400, 16, 16, 1)).astype(np.float32))
     key = jax.random.key(3)
@@ -128,6 +129,7 @@ def test_color_augment_adds_brightness_then_scales_contrast_about_zero():
     assert abs(np.std(brightness[shifted]) - 0.2) < 0.01
 
 
+@pytest.mark.slow
 def test_discriminator_shapes_and_parameter_count():
     D = Discriminator(TINY, rngs=nnx.Rngs(0))
     assert D(jnp.zeros((4, 16, 16, 3))).shape == (4,)
@@ -159,6 +161,7 @@ def test_packed_discriminator_judges_consecutive_images_side_by_side():
         D(images[:7])
 
 
+@pytest.mark.slow
 def test_style_mixing_takes_rows_from_a_second_z():
     nets, state = tiny_setup()
     G = nets.generator(state)
@@ -192,6 +195,7 @@ def test_ema_closed_form():
     )
 
 
+@pytest.mark.slow
 def test_discriminator_step_separates_and_generator_step_fools():
     """The losses point the right way: D steps raise D(real) - D(fake); G steps raise D(G(z))."""
     cfg = dataclasses.replace(CFG, learning_rate=0.01)
@@ -220,6 +224,7 @@ def test_discriminator_step_separates_and_generator_step_fools():
     assert fooled(g_trained) > fooled(d_trained) + 0.5
 
 
+@pytest.mark.slow
 def test_discriminator_loss_sees_reals_and_fakes_in_separate_minibatch_std_groups():
     """D loss = mean softplus(D(fakes)) + mean softplus(-D(reals)), each batch its own D pass."""
     nets, state = tiny_setup()
@@ -234,6 +239,7 @@ def test_discriminator_loss_sees_reals_and_fakes_in_separate_minibatch_std_group
     assert float(r1) == 0
 
 
+@pytest.mark.slow
 def test_dispatches_compile_once_and_report_lazy_r1():
     nets, state = tiny_setup()
     data, key = jnp.asarray(tiny_dataset()), jax.random.key(0)
@@ -251,6 +257,7 @@ def _run(outdir, kimg, **kw):
     return loop.train(run, TINY, CFG, tiny_dataset())
 
 
+@pytest.mark.slow
 def test_resume_continues_bit_for_bit_and_refuses_other_settings(tmp_path):
     """4 iterations in one go (sharded over the 4 test devices) equal 2, a restart, and 2 more."""
     _run(tmp_path / "straight", 0.032)
@@ -291,6 +298,7 @@ def test_sharded_iterations_equal_unsharded():
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_launcher_trains_on_a_folder_and_writes_a_generator(tmp_path):
     from gaussjax.files import images
 

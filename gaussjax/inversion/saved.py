@@ -53,8 +53,3 @@ def render_variables(saved: SavedResult, gen_params, variables_list) -> np.ndarr
     one jitted call per image to bound memory."""
     render = jax.jit(lambda p, v: spaces.render(saved.space, p, v, noise=saved.noise)[1])
     return np.stack([np.asarray(render(gen_params, v)) for v in variables_list])
-
-
-def stack_variables(variables_list) -> dict:
-    """[{name: [...]}] * K -> {name: [K, ...]}."""
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *variables_list)

@@ -21,10 +21,6 @@ DEMO_CONFIG = GeneratorConfig(
     channel_max=64,
     architecture="skip",
 )
-DEMO_NOTICE = (
-    "using the built-in demo generator (32 px, seeded RANDOM weights, not a trained model); "
-    "pass --generator=DIR for a converted network"
-)
 
 
 def demo_generator(seed: int = 0, cfg: GeneratorConfig = DEMO_CONFIG) -> Generator:
