@@ -13,12 +13,12 @@ from gaussjax.inversion import (
     InversionConfig,
     Inverter,
     attribute,
-    heads,
     make_optimizer,
     psnr,
     spaces,
 )
 from gaussjax.inversion import saved as saved_lib
+from gaussjax.inversion.spaces import heads
 
 # Fewer steps than the public 5000 need a larger rate than its 1e-3.
 STEPS, SPHINX_LR, DISPATCH = 300, 0.03, 20

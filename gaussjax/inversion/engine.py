@@ -6,7 +6,7 @@ Per image the objective is (shared/notes/papers.md §1.4, reference-stylegan2.md
       + prior_weight * sum_l ||L^-1 (leaky_relu_5(w_l) - mu)||^2 + noise_reg_weight * noise_reg
       + the latent space's own terms (F spaces: feature_reg_weight * mean((F - F0)^2)),
 
-where s are the space's variables (spaces.py) and w_l the W rows they render with; for an inverse
+where s are the space's variables (spaces/) and w_l the W rows they render with; for an inverse
 problem (tasks.py) the data terms compare A(G(s)) with the measurement y = A(x). It is optimised
 with optax (Adam by default) under the official projector's learning-rate schedule (or a constant
 rate) and latent-noise ramp. A batch of B images is inverted together by `jax.vmap` over a per-image
