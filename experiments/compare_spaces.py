@@ -27,7 +27,7 @@ from PIL import Image
 from gaussjax import cli
 from gaussjax.files import images, photos, results
 from gaussjax.inversion import pipeline
-from gaussjax.inversion.engine import InversionConfig
+from gaussjax.inversion.config import InversionConfig
 from gaussjax.inversion.run_outputs import TARGETS_DIR
 from gaussjax.inversion.spaces import SPACES
 from gaussjax.inversion.tasks import TASKS

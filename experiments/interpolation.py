@@ -18,7 +18,7 @@ from absl import flags
 from experiments import study_flags
 from gaussjax import cli
 from gaussjax.files import images as image_files
-from gaussjax.inversion.engine import InversionConfig
+from gaussjax.inversion.config import InversionConfig
 from gaussjax.reports import plots
 from gaussjax.reports.markdown import Report
 from gaussjax.reports.progress import Progress

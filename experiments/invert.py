@@ -26,11 +26,10 @@ import sys
 import jax
 from absl import flags
 
-from gaussjax import cli
+from gaussjax import cli, settings
 from gaussjax.inversion import pipeline
-from gaussjax.inversion.engine import InversionConfig
+from gaussjax.inversion.config import InversionConfig
 from gaussjax.inversion.spaces import SPACES
-from gaussjax.inversion.tasks import CS_OPERATORS, TASKS
 
 _OUTDIR = flags.DEFINE_string("outdir", None, "Output directory (resumable).")
 _GENERATOR = flags.DEFINE_string(
@@ -79,134 +78,21 @@ _COORDINATOR = flags.DEFINE_string(
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
 
-# Flags that set an InversionConfig field of the same meaning; unset ones keep the space's default.
-_CONFIG_FLAGS = {
-    "steps": ("num_steps", flags.DEFINE_integer("steps", None, "Optimisation steps per image.")),
-    "steps_per_dispatch": (
-        "steps_per_dispatch",
-        flags.DEFINE_integer("steps_per_dispatch", None, "Steps per device call."),
-    ),
-    "prior_weight": (
-        "prior_weight",
-        flags.DEFINE_float("prior_weight", None, "λ; 0 turns the prior off."),
-    ),
-    "lpips_weight": ("lpips_weight", flags.DEFINE_float("lpips_weight", None, "Weight of LPIPS.")),
-    "learning_rate": (
-        "learning_rate",
-        flags.DEFINE_float("learning_rate", None, "(Peak) learning rate."),
-    ),
-    "lr_schedule": (
-        "lr_schedule",
-        flags.DEFINE_enum("lr_schedule", None, ["official", "constant"], "Learning-rate schedule."),
-    ),
-    "optimizer": ("optimizer", flags.DEFINE_string("optimizer", None, "optax optimiser name.")),
-    "latent_noise_factor": (
-        "latent_noise_factor",
-        flags.DEFINE_float(
-            "latent_noise_factor", None, "Latent-noise ramp strength (0 turns it off)."
-        ),
-    ),
-    "optimize_noise": (
-        "optimize_noise",
-        flags.DEFINE_bool("optimize_noise", None, "Also optimise the noise maps (official reg)."),
-    ),
-    "truncation_psi": (
-        "truncation_psi",
-        flags.DEFINE_float(
-            "truncation_psi", None, "Z/Z+ spaces: truncation psi of the mapped rows."
-        ),
-    ),
-    "truncation_cutoff": (
-        "truncation_cutoff",
-        flags.DEFINE_integer(
-            "truncation_cutoff", None, "Z/Z+ spaces: truncate rows < cutoff only."
-        ),
-    ),
-    "feature_layer": (
-        "feature_layer",
-        flags.DEFINE_integer("feature_layer", None, "F spaces: layer whose output is F."),
-    ),
-    "feature_reg_weight": (
-        "feature_reg_weight",
-        flags.DEFINE_float("feature_reg_weight", None, "F spaces: weight of mean((F - F0)^2)."),
-    ),
-    "class_idx": (
-        "class_idx",
-        flags.DEFINE_integer("class_idx", None, "Conditional generators: the class."),
-    ),
-    "dtype": (
-        "dtype",
-        flags.DEFINE_enum(
-            "dtype", None, ["float32", "bfloat16"], "Synthesis compute dtype (bfloat16: GPU/TPU)."
-        ),
-    ),
-    "remat": (
-        "remat",
-        flags.DEFINE_bool(
-            "remat", None, "Recompute synthesis blocks in the backward pass (memory)."
-        ),
-    ),
-    "microbatch": (
-        "microbatch",
-        flags.DEFINE_integer(
-            "microbatch",
-            None,
-            "Images per pass of a step (0: all; default: 1 per device on CPU, else all).",
-        ),
-    ),
-    "task": (
-        "task",
-        flags.DEFINE_enum("task", None, list(TASKS), "Inverse problem; default invert."),
-    ),
-    "denoise_std": (
-        "denoise_std",
-        flags.DEFINE_float("denoise_std", None, "denoise: noise sigma on [-1, 1] (0.25)."),
-    ),
-    "measurement_std": (
-        "measurement_std",
-        flags.DEFINE_float("measurement_std", None, "Other tasks: Gaussian noise on y (0)."),
-    ),
-    "inpaint_mask": (
-        "inpaint_mask",
-        flags.DEFINE_string("inpaint_mask", None, "inpaint: mask image, white = known."),
-    ),
-    "inpaint_block_height": (
-        "inpaint_block_height",
-        flags.DEFINE_float("inpaint_block_height", None, "inpaint: hole height fraction (0.4)."),
-    ),
-    "inpaint_block_width": (
-        "inpaint_block_width",
-        flags.DEFINE_float("inpaint_block_width", None, "inpaint: hole width fraction (0.2)."),
-    ),
-    "sr_factor": (
-        "sr_factor",
-        flags.DEFINE_integer("sr_factor", None, "super_resolution: box downsampling factor (4)."),
-    ),
-    "cs_ratio": (
-        "cs_ratio",
-        flags.DEFINE_float("cs_ratio", None, "compressed_sensing: measurements / values (0.1)."),
-    ),
-    "cs_operator": (
-        "cs_operator",
-        flags.DEFINE_enum("cs_operator", None, list(CS_OPERATORS), "compressed_sensing operator."),
-    ),
-    "task_seed": (
-        "task_seed",
-        flags.DEFINE_integer("task_seed", None, "Seed of the operator (mask block, matrix)."),
-    ),
-}
+# One flag per documented setting (gaussjax/inversion/config.py); unset ones keep the space's
+# default.
+_SETTING_FLAGS = settings.define_flags(InversionConfig)
 
 
 def config_from_flags() -> InversionConfig:
     """The space's defaults, overridden by every flag given on the command line."""
-    overrides = {field: flag.value for field, flag in _CONFIG_FLAGS.values() if flag.present}
+    overrides = settings.given_flags(_SETTING_FLAGS)
     if _LOSS.value:
         overrides["mse_weight"] = 1.0 if "mse" in _LOSS.value else 0.0
         if "lpips" not in _LOSS.value:
             overrides["lpips_weight"] = 0.0
         elif "lpips_weight" not in overrides:
             overrides["lpips_weight"] = max(
-                InversionConfig.for_space(_SPACE.value).lpips_weight, 1.0
+                InversionConfig.for_space(_SPACE.value).loss.lpips_weight, 1.0
             )
     return InversionConfig.for_space(_SPACE.value, **overrides)
 

@@ -9,7 +9,8 @@ Public API:
 """
 
 from gaussjax.files.checkpoints import load_generator_module as load_generator
-from gaussjax.inversion.engine import InversionConfig, Inverter
+from gaussjax.inversion.config import InversionConfig
+from gaussjax.inversion.engine import Inverter
 from gaussjax.inversion.pipeline import RunSpec
 from gaussjax.inversion.pipeline import run as run_inversion
 from gaussjax.networks.config import GeneratorConfig

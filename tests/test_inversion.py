@@ -25,7 +25,9 @@ from gaussjax.networks.stylegan2 import PureGenerator
 
 def test_inverts_own_images_in_w_to_30db_and_compiles_once(skip32):
     G, fns, params, io, targets, w_mean, w_std = skip32
-    cfg = InversionConfig(space="w", num_steps=150, steps_per_dispatch=50, prior_weight=0.0)
+    cfg = InversionConfig.from_flat(
+        space="w", num_steps=150, steps_per_dispatch=50, prior_weight=0.0
+    )
     inverter = Inverter(fns, G.cfg, cfg, w_mean, w_std)
     ws, images, terms, noise = inverter.invert(params, targets[:3], np.arange(3, dtype=np.int32))
     assert noise is None
@@ -40,7 +42,7 @@ def test_inverts_own_images_in_w_to_30db_and_compiles_once(skip32):
 
 
 def _short_run(G, fns, params, w_mean, w_std, targets, seeds, **overrides):
-    cfg = InversionConfig(
+    cfg = InversionConfig.from_flat(
         **{"space": "wplus", "num_steps": 20, "steps_per_dispatch": 10, **overrides}
     )
     prior = make_prior(np.zeros(G.cfg.w_dim), np.eye(G.cfg.w_dim), 0.2)
@@ -72,7 +74,7 @@ def test_sharded_over_4_devices_equals_single_device(skip32):
     mesh = sharding.data_mesh()
     pixels, seeds = sharding.shard_batch(mesh, (targets, np.asarray([1, 2, 3, 4], np.int32)))
     assert len(pixels.sharding.device_set) == 4
-    cfg = InversionConfig(space="wplus", **steps)
+    cfg = InversionConfig.from_flat(space="wplus", **steps)
     prior = sharding.replicate(mesh, make_prior(np.zeros(G.cfg.w_dim), np.eye(G.cfg.w_dim), 0.2))
     sharded = Inverter(fns, G.cfg, cfg, w_mean, w_std).invert(
         sharding.replicate(mesh, params), pixels, seeds, prior=prior
@@ -107,7 +109,7 @@ def test_microbatch_passes_split_over_4_devices_equal_single_device(skip32):
     single = _short_run(G, fns, params, w_mean, w_std, targets, seeds, num_steps=6, microbatch=0)
     mesh = sharding.data_mesh()
     pixels, seeds = sharding.shard_batch(mesh, (targets, seeds))
-    cfg = InversionConfig(space="wplus", num_steps=6, steps_per_dispatch=10, microbatch=4)
+    cfg = InversionConfig.from_flat(space="wplus", num_steps=6, steps_per_dispatch=10, microbatch=4)
     prior = sharding.replicate(mesh, make_prior(np.zeros(G.cfg.w_dim), np.eye(G.cfg.w_dim), 0.2))
     sharded = Inverter(fns, G.cfg, cfg, w_mean, w_std).invert(
         sharding.replicate(mesh, params), pixels, seeds, prior=prior
@@ -138,7 +140,7 @@ def test_prior_pulls_latents_towards_the_mean(skip32):
     prior = make_prior(v.mean(0), np.cov(v, rowvar=False), 0.2)
     energies = []
     for weight in (0.0, 1e-2):
-        cfg = InversionConfig(
+        cfg = InversionConfig.from_flat(
             space="wplus", num_steps=40, steps_per_dispatch=20, prior_weight=weight
         )
         result = Inverter(fns, G.cfg, cfg, w_mean, w_std).invert(
@@ -149,8 +151,8 @@ def test_prior_pulls_latents_towards_the_mean(skip32):
 
 
 def test_lr_schedule_matches_official_formula():
-    cfg = InversionConfig(num_steps=1000)
-    schedule = lr_schedule(cfg)
+    cfg = InversionConfig.from_flat(num_steps=1000)
+    schedule = lr_schedule(cfg.optim)
     for step in (0, 10, 50, 400, 800, 900, 999):
         t = step / 1000
         ramp = min(1.0, (1.0 - t) / 0.25)
@@ -186,7 +188,7 @@ def test_area_downsample_is_box_mean():
 def test_lpips_without_model_is_an_error(skip32):
     G, fns, params, io, targets, w_mean, w_std = skip32
     with pytest.raises(ValueError, match="LPIPS"):
-        Inverter(fns, G.cfg, InversionConfig(lpips_weight=1.0), w_mean, w_std)
+        Inverter(fns, G.cfg, InversionConfig.from_flat(lpips_weight=1.0), w_mean, w_std)
 
 
 @pytest.mark.slow
@@ -197,7 +199,7 @@ def test_lpips_term_equals_lpips_distance(skip32):
 
     G, fns, params, io, targets, w_mean, w_std = skip32
     lpips_fns, lpips_params = nnx.split(LPIPS(rngs=nnx.Rngs(0)))
-    cfg = InversionConfig(
+    cfg = InversionConfig.from_flat(
         space="w", num_steps=2, steps_per_dispatch=2, lpips_weight=1.0, prior_weight=0.0
     )
     inverter = Inverter(fns, G.cfg, cfg, w_mean, w_std, lpips_fns=lpips_fns)
@@ -219,7 +221,12 @@ def test_targets_above_256px_are_area_downsampled_for_lpips():
     lpips_fns, lpips_params = nnx.split(LPIPS(rngs=nnx.Rngs(0)))
     gen_cfg = GeneratorConfig(z_dim=8, w_dim=8, img_resolution=512, channel_max=8)
     inverter = Inverter(
-        None, gen_cfg, InversionConfig(lpips_weight=1.0), np.zeros(8), 1.0, lpips_fns=lpips_fns
+        None,
+        gen_cfg,
+        InversionConfig.from_flat(lpips_weight=1.0),
+        np.zeros(8),
+        1.0,
+        lpips_fns=lpips_fns,
     )
     big = np.random.RandomState(0).uniform(-1, 1, (1, 512, 512, 3)).astype(np.float32)
     small = big.reshape(1, 256, 2, 256, 2, 3).mean(axis=(2, 4))
@@ -235,7 +242,9 @@ def test_single_channel_generator_inverts(fixture_dir, fixture_generator):
     fns, params = PureGenerator.split(G)
     targets = np.asarray(fns.synthesis(params, load_io(fixture_dir, "orig16_gray")["ws"][:2]))
     w_mean, w_std, _ = w_statistics(fns, params, G.cfg.z_dim)
-    cfg = InversionConfig(space="w", num_steps=100, steps_per_dispatch=50, prior_weight=0.0)
+    cfg = InversionConfig.from_flat(
+        space="w", num_steps=100, steps_per_dispatch=50, prior_weight=0.0
+    )
     result = Inverter(fns, G.cfg, cfg, w_mean, w_std).invert(
         params, targets, np.arange(2, dtype=np.int32)
     )
@@ -247,15 +256,20 @@ def test_config_and_generator_mismatches_are_refused():
     from gaussjax.networks.config import GeneratorConfig
 
     with pytest.raises(ValueError, match=">= 1"):
-        InversionConfig(num_steps=0)
+        InversionConfig.from_flat(num_steps=0)
     with pytest.raises(ValueError, match="unknown latent space"):
-        InversionConfig(space="q")
+        InversionConfig.from_flat(space="q")
     with pytest.raises(ValueError, match="no data term"):
-        InversionConfig(mse_weight=0.0)
+        InversionConfig.from_flat(mse_weight=0.0)
     tiny = GeneratorConfig(z_dim=8, w_dim=8, img_resolution=8, channel_max=8, use_noise=False)
     with pytest.raises(ValueError, match="at least 16 px"):
         Inverter(
-            None, tiny, InversionConfig(lpips_weight=1.0), np.zeros(8), 1.0, lpips_fns=object()
+            None,
+            tiny,
+            InversionConfig.from_flat(lpips_weight=1.0),
+            np.zeros(8),
+            1.0,
+            lpips_fns=object(),
         )
     with pytest.raises(ValueError, match="no noise inputs"):
-        Inverter(None, tiny, InversionConfig(optimize_noise=True), np.zeros(8), 1.0)
+        Inverter(None, tiny, InversionConfig.from_flat(optimize_noise=True), np.zeros(8), 1.0)

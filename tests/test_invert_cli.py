@@ -160,7 +160,7 @@ def test_non_finite_results_are_reported_not_saved(tmp_path):
     ws[0, 3, 5] = np.nan
     terms = {"loss": np.array([np.nan, 0.5]), "mse": np.array([np.inf, 0.5])}
     recon = np.zeros((2, 32, 32, 3), np.float32)
-    cfg = InversionConfig(space="wplus", num_steps=5)
+    cfg = InversionConfig.from_flat(space="wplus", num_steps=5)
     noise = [np.ones((2, 4, 4), np.float32)]
     inverter = Inverter(None, DEMO_CONFIG, cfg, np.zeros(64), 1.0)
     result = InversionResult(ws, recon, terms, noise, {"wplus": ws})

@@ -20,6 +20,7 @@ TOOLS_ABOVE_THE_LIBRARY = {
 """Top-level package -> the top-level packages it must never import."""
 
 GAUSSJAX_LAYERS = (
+    ("settings",),  # documented config fields and the absl flags generated from them
     ("networks",),  # the StyleGAN2 generator and LPIPS modules and their numerics; no file I/O
     ("files",),  # every file format: generator directories, weights, images, results
     ("analysis", "editing", "reports"),  # priors and PCA, latent edits, tables and plots

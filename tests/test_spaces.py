@@ -57,7 +57,10 @@ def test_each_space_lowers_the_loss_and_keeps_its_constraints(skip32, space):
 def test_zplus_maps_each_row_through_the_truncated_mapping(skip32):
     G, fns, params, targets, w_mean, w_std = skip32
     cfg = InversionConfig.for_space("zplus", num_steps=1)
-    assert (cfg.truncation_psi, cfg.truncation_cutoff) == (0.7, 8)  # the public F/Z+ code's default
+    assert (cfg.options.truncation_psi, cfg.options.truncation_cutoff) == (
+        0.7,
+        8,
+    )  # the public F/Z+ code's default
     space = Inverter(fns, G.cfg, cfg, w_mean, w_std).space
     z = np.random.RandomState(0).randn(G.cfg.num_ws, G.cfg.z_dim).astype(np.float32)
     ws = np.asarray(space.synthesis_inputs(params, {"zplus": z}, {}).ws)
@@ -159,12 +162,21 @@ def test_z_spaces_need_a_class_on_conditional_generators(fixture_generator):
 
 def test_space_defaults_and_explicit_overrides():
     cfg = InversionConfig.for_space("f_zplus")
-    assert (cfg.num_steps, cfg.learning_rate, cfg.lr_schedule) == (1200, 0.01, "constant")
-    assert (cfg.mse_weight, cfg.lpips_weight, cfg.feature_reg_weight, cfg.latent_noise_factor) == (
+    assert (cfg.optim.num_steps, cfg.optim.learning_rate, cfg.optim.lr_schedule) == (
+        1200,
+        0.01,
+        "constant",
+    )
+    assert (
+        cfg.loss.mse_weight,
+        cfg.loss.lpips_weight,
+        cfg.loss.feature_reg_weight,
+        cfg.optim.latent_noise_factor,
+    ) == (
         1.0,
         10.0,
         10.0,
         0,
     )
-    assert InversionConfig.for_space("f_zplus", num_steps=5).num_steps == 5
+    assert InversionConfig.for_space("f_zplus", num_steps=5).optim.num_steps == 5
     assert InversionConfig.for_space("wplus") == InversionConfig()  # W/W+: the official projector's

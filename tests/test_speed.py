@@ -37,7 +37,7 @@ def test_remat_gives_the_same_gradients_and_inversion(skip32):  # noqa: F811
     np.testing.assert_allclose(remat, plain, rtol=1e-5, atol=1e-6 * np.abs(plain).max())
 
     def invert(remat):
-        cfg = InversionConfig(space="w", num_steps=10, steps_per_dispatch=5, remat=remat)
+        cfg = InversionConfig.from_flat(space="w", num_steps=10, steps_per_dispatch=5, remat=remat)
         inverter = Inverter(fns, G.cfg, cfg, w_mean, w_std)
         result = inverter.invert(params, targets[:2], np.arange(2, dtype=np.int32))
         assert inverter.trace_counts["run"] == 1
@@ -57,7 +57,9 @@ def test_bfloat16_synthesis_inverts_close_to_float32(skip32):  # noqa: F811
     scale = np.abs(image32).max()
     assert np.abs(np.asarray(image16) - image32).max() < 0.05 * scale
 
-    cfg = InversionConfig(space="w", num_steps=60, steps_per_dispatch=30, dtype="bfloat16")
+    cfg = InversionConfig.from_flat(
+        space="w", num_steps=60, steps_per_dispatch=30, dtype="bfloat16"
+    )
     inverter = Inverter(fns, G.cfg, cfg, w_mean, w_std)
     result = inverter.invert(params, targets[:2], np.arange(2, dtype=np.int32))
     start = np.asarray(fns.synthesis(params, np.tile(w_mean, (2, G.num_ws, 1))))
@@ -69,7 +71,7 @@ def test_bfloat16_synthesis_inverts_close_to_float32(skip32):  # noqa: F811
 
 def test_unknown_dtype_is_refused():
     with pytest.raises(ValueError, match="dtype must be one of"):
-        InversionConfig(dtype="float16")
+        InversionConfig.from_flat(dtype="float16")
 
 
 def test_ordered_map_keeps_order_and_reads_at_most_ahead():

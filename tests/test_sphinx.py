@@ -1,8 +1,6 @@
 """SPHInX through the engine: head shapes and sizes, the style head alone on the schedule, the loss
 falls, results re-render, out-of-domain fidelity against W+, batch independence."""
 
-import dataclasses
-
 import jax
 import numpy as np
 import pytest
@@ -66,7 +64,7 @@ def test_heads_have_the_public_code_shapes_and_parameter_counts():
 def test_the_schedule_drives_the_style_head_only():
     """At step 0 the official schedule's rate is 0 (ramp-up), so only the content head and the
     noise maps move: they keep the constant rate, as the public code's param groups 1 and 2."""
-    tx = make_optimizer(InversionConfig.for_space("sphinx"))
+    tx = make_optimizer(InversionConfig.for_space("sphinx").optim, "sphinx")
     variables = {"latent": {k: np.ones(3) for k in ("enc_w0", "dec_b1", "content_w0", "noise_00")}}
     updates, _ = tx.update(jax.tree.map(np.ones_like, variables), tx.init(variables), variables)
     moved = {k: float(np.abs(v).max()) for k, v in updates["latent"].items()}
@@ -117,7 +115,7 @@ def test_a_batch_equals_its_images_inverted_one_at_a_time(sphinx_run):
     suite's XLA flags): 1e-7 apart after 1-5 steps, but 0.03 after 20, where this trajectory passes
     through a step that magnifies the rounding (the losses still agree to 5e-4)."""
     fixture_inverter, (gen_cfg, fns, params, w_mean, w_std), targets, _, _ = sphinx_run
-    cfg = dataclasses.replace(fixture_inverter.cfg, steps_per_dispatch=5)
+    cfg = fixture_inverter.cfg.replace(steps_per_dispatch=5)
     inverter = Inverter(fns, gen_cfg, cfg, w_mean, w_std)
 
     def one_dispatch(pixels, seeds):

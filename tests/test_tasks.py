@@ -19,7 +19,7 @@ CFG16 = GeneratorConfig(z_dim=8, w_dim=8, img_resolution=16, img_channels=3)
 
 
 def _task(**settings):
-    return tasks.make_task(InversionConfig(**settings), CFG16)
+    return tasks.make_task(InversionConfig.from_flat(**settings).problem, CFG16)
 
 
 def test_box_downsampling_and_the_seeded_block_mask():
@@ -77,7 +77,7 @@ def test_gaussian_operator_is_seeded_and_bounded():
     np.testing.assert_array_equal(task.arrays["matrix"], again)
     with pytest.raises(ValueError, match="partial_circulant"):
         tasks.make_task(
-            InversionConfig(task="compressed_sensing", cs_ratio=1.0),
+            InversionConfig.from_flat(task="compressed_sensing", cs_ratio=1.0).problem,
             dataclasses.replace(CFG16, img_resolution=128),
         )
 
@@ -89,7 +89,7 @@ def test_bad_task_settings_fail_with_one_line():
         ({"inpaint_mask": "/nonexistent.png"}, "is not a file"),
     ):
         with pytest.raises(ValueError, match=message):
-            InversionConfig(**settings)
+            InversionConfig.from_flat(**settings)
     with pytest.raises(ValueError, match="does not divide"):
         _task(task="super_resolution", sr_factor=3)
     with pytest.raises(ValueError, match="not images"):

@@ -1,6 +1,6 @@
 """Inversion: the jitted engine, the latent spaces it optimises in, device placement, the run pipeline."""
 
-from gaussjax.inversion.engine import InversionConfig as InversionConfig
+from gaussjax.inversion.config import InversionConfig as InversionConfig
 from gaussjax.inversion.engine import InversionResult as InversionResult
 from gaussjax.inversion.engine import Inverter as Inverter
 from gaussjax.inversion.engine import area_downsample as area_downsample

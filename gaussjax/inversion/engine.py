@@ -26,114 +26,11 @@ from flax import nnx
 from gaussjax.analysis.prior import prior_energy
 from gaussjax.inversion import spaces as latent_spaces
 from gaussjax.inversion import tasks
-
-
-@dataclasses.dataclass(frozen=True)
-class InversionConfig:
-    """Hyperparameters. Defaults follow NVIDIA's projector.py where it has one (reference §3.1);
-    a space brings its own (`for_space`), and explicit settings override those.
-
-    `prior_weight` (λ) is not given by the paper ([NF] in papers.md): sweep it.
-    """
-
-    space: str = "wplus"
-    num_steps: int = 1000
-    steps_per_dispatch: int = 50
-    optimizer: str = "adam"  # any optax optimiser taking `learning_rate`
-    learning_rate: float = 0.1
-    lr_schedule: str = "official"  # "official" (ramp up, cosine ramp down) or "constant"
-    lr_rampup: float = 0.05
-    lr_rampdown: float = 0.25
-    latent_noise_factor: float = 0.05
-    latent_noise_ramp: float = 0.75
-    mse_weight: float = 1.0
-    lpips_weight: float = 0.0
-    prior_weight: float = 1e-5
-    feature_reg_weight: float = 10.0  # F spaces: mean((F - F0)^2)
-    optimize_noise: bool = False
-    noise_reg_weight: float = 1e5
-    lpips_resolution: int = 256  # targets above this are area-downsampled for LPIPS, as official
-    # Options of the spaces that use them (see spaces.SpaceOptions).
-    truncation_psi: float = 1.0
-    truncation_cutoff: int | None = None
-    feature_layer: int | None = None
-    feature_init: str = "mean_latent"
-    class_idx: int | None = None  # conditional generators: the class Z spaces map with
-    # Speed and memory: the synthesis compute dtype ("bfloat16" for accelerators; the image, styles
-    # and losses stay float32) and per-block rematerialisation in the backward pass.
-    dtype: str = "float32"
-    remat: bool = False
-    # Images computed together in one pass of a step; the batch's passes run one after another
-    # inside the step (equal results). 0: the whole batch at once; None: one image per device on
-    # CPU (its working set stays in cache: 1.2x the image-steps/s at 128 px, 64 channels, batch 8),
-    # the whole batch on accelerators.
-    microbatch: int | None = None
-    # The inverse problem (tasks.py): the loss compares A(G(s)) with y = A(x) (+ noise).
-    task: str = "invert"
-    denoise_std: float = 0.25  # SPHInX's README: sigma on [-1, 1]
-    measurement_std: float = 0.0  # inpaint / super_resolution / compressed_sensing: noise on y
-    inpaint_mask: str | None = None  # a mask image (white = known); None: a seeded block
-    inpaint_block_height: float = 0.4  # the public code's random_occlusion block, as fractions
-    inpaint_block_width: float = 0.2
-    sr_factor: int = 4
-    cs_ratio: float = 0.1  # measurements / pixel values ([NF] in the paper)
-    cs_operator: str = "gaussian"  # or "partial_circulant"
-    task_seed: int = 0  # the operator's randomness (mask block, sensing matrix)
-
-    @property
-    def loss_label(self) -> str:
-        """The data terms in use, e.g. 'mse+lpips'."""
-        return "+".join(
-            k for k, w in (("mse", self.mse_weight), ("lpips", self.lpips_weight)) if w > 0
-        )
-
-    @classmethod
-    def for_space(cls, space: str, **overrides) -> "InversionConfig":
-        """The config of `space`: its own defaults (spaces.space_defaults), then `overrides`."""
-        return cls(**{"space": space, **latent_spaces.space_defaults(space), **overrides})
-
-    def __post_init__(self):
-        latent_spaces.check_space_name(self.space)
-        if self.num_steps < 1 or self.steps_per_dispatch < 1:
-            raise ValueError(
-                f"num_steps and steps_per_dispatch must be >= 1, got {self.num_steps}, "
-                f"{self.steps_per_dispatch}"
-            )
-        weights = {k: getattr(self, k) for k in LOSS_WEIGHTS.values()}
-        negative = [k for k, v in weights.items() if v < 0]
-        if negative:
-            raise ValueError(f"loss weights must be >= 0: {negative}")
-        if self.mse_weight == 0 and self.lpips_weight == 0:
-            raise ValueError("no data term: mse_weight and lpips_weight are both 0")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if self.microbatch is not None and self.microbatch < 0:
-            raise ValueError(f"microbatch must be >= 0, got {self.microbatch}")
-        if self.dtype not in COMPUTE_DTYPES:
-            raise ValueError(f"dtype must be one of {COMPUTE_DTYPES}, got {self.dtype!r}")
-        if not 0 < self.truncation_psi <= 1:
-            raise ValueError(f"truncation_psi must be in (0, 1], got {self.truncation_psi}")
-        if self.optimize_noise and latent_spaces.owns_noise(self.space):
-            raise ValueError(
-                f"the {self.space} space optimises its own noise maps: drop --optimize_noise"
-            )
-        tasks.check_task(self)
-
-
-LR_SCHEDULES = ("official", "constant")
-COMPUTE_DTYPES = ("float32", "bfloat16")
-# Loss term -> the config field holding its weight.
-LOSS_WEIGHTS = {
-    "mse": "mse_weight",
-    "lpips": "lpips_weight",
-    "prior": "prior_weight",
-    "noise_reg": "noise_reg_weight",
-    "feature_reg": "feature_reg_weight",
-}
+from gaussjax.inversion.config import LOSS_WEIGHTS, InversionConfig, OptimConfig
 
 
 def resolve_microbatch(microbatch: int | None) -> int:
-    """InversionConfig.microbatch with None made concrete: one image per device on CPU, else 0
+    """ComputeConfig.microbatch with None made concrete: one image per device on CPU, else 0
     (the whole batch)."""
     if microbatch is not None:
         return microbatch
@@ -170,7 +67,7 @@ def in_passes(fn, microbatch: int, *batched):
     return jax.tree.map(merge, out)
 
 
-def lr_schedule(cfg: InversionConfig):
+def lr_schedule(cfg: OptimConfig):
     """The official projector's schedule as an optax schedule (cosine ramp-down, linear ramp-up),
     or a constant rate."""
     if cfg.lr_schedule == "constant":
@@ -185,10 +82,10 @@ def lr_schedule(cfg: InversionConfig):
     return schedule
 
 
-def make_optimizer(cfg: InversionConfig) -> optax.GradientTransformation:
+def make_optimizer(cfg: OptimConfig, space: str) -> optax.GradientTransformation:
     """optax.<cfg.optimizer>(learning_rate=the official schedule).
 
-    Latent variables named with one of the space's `constant_rate_prefixes` keep the constant
+    Latent variables named with one of `space`'s `constant_rate_prefixes` keep the constant
     rate cfg.learning_rate instead (SPHInX: the schedule drives the style head only)."""
     factory = getattr(optax, cfg.optimizer, None)
     try:
@@ -197,7 +94,7 @@ def make_optimizer(cfg: InversionConfig) -> optax.GradientTransformation:
         raise ValueError(f"{cfg.optimizer!r} is not an optax optimiser taking learning_rate") from e
     if not isinstance(tx, optax.GradientTransformation):
         raise ValueError(f"optax.{cfg.optimizer} is not an optimiser")
-    prefixes = latent_spaces.constant_rate_prefixes(cfg.space)
+    prefixes = latent_spaces.constant_rate_prefixes(space)
     if not prefixes or cfg.lr_schedule == "constant":
         return tx
     transforms = {"scheduled": tx, "constant": factory(learning_rate=cfg.learning_rate)}
@@ -213,7 +110,7 @@ def _rate_labels(variables: dict, prefixes) -> dict:
     return labels
 
 
-def latent_noise_scale(cfg: InversionConfig, t, unit):
+def latent_noise_scale(cfg: OptimConfig, t, unit):
     """unit * factor * max(0, 1 - t / ramp)^2 (official; unit: the space's spread, w_std for W)."""
     return (
         unit
@@ -324,11 +221,14 @@ class Inverter:
         optimizer: optax.GradientTransformation | None = None,
         class_label=None,
     ):
-        if cfg.lpips_weight > 0 and lpips_fns is None:
-            raise ValueError("lpips_weight > 0 needs an LPIPS model (pass --vgg=FILE)")
-        if cfg.lpips_weight > 0 and min(gen_cfg.img_resolution, cfg.lpips_resolution) < 16:
+        if cfg.loss.lpips_weight > 0 and lpips_fns is None:
+            raise ValueError("lpips_weight > 0 needs an LPIPS model (give the VGG16 weights)")
+        if (
+            cfg.loss.lpips_weight > 0
+            and min(gen_cfg.img_resolution, cfg.loss.lpips_resolution) < 16
+        ):
             raise ValueError("LPIPS-VGG16 needs images of at least 16 px (its 5th stage pools 16x)")
-        if cfg.optimize_noise and not gen_cfg.use_noise:
+        if cfg.loss.optimize_noise and not gen_cfg.use_noise:
             raise ValueError("optimize_noise: this generator has no noise inputs (use_noise=False)")
         self.cfg = cfg
         context = latent_spaces.SpaceContext(
@@ -337,15 +237,15 @@ class Inverter:
             jnp.asarray(w_mean, jnp.float32),
             float(w_std),
             None if class_label is None else jnp.asarray(class_label, jnp.float32),
-            latent_spaces.SpaceOptions.from_config(cfg),
+            cfg.options,
         )
         self.space = latent_spaces.make_space(cfg.space, context)
-        self.task = tasks.make_task(cfg, gen_cfg)
-        if cfg.lpips_weight > 0 and cfg.task == "super_resolution":
-            if gen_cfg.img_resolution // cfg.sr_factor < 16:
+        self.task = tasks.make_task(cfg.problem, gen_cfg)
+        if cfg.loss.lpips_weight > 0 and cfg.problem.task == "super_resolution":
+            if gen_cfg.img_resolution // cfg.problem.sr_factor < 16:
                 raise ValueError("LPIPS on super_resolution measurements needs them >= 16 px")
-        self.tx = optimizer or make_optimizer(cfg)
-        self.microbatch = resolve_microbatch(cfg.microbatch)
+        self.tx = optimizer or make_optimizer(cfg.optim, cfg.space)
+        self.microbatch = resolve_microbatch(cfg.compute.microbatch)
         self.statics = Statics(gen_fns, lpips_fns, self.space, gen_cfg.noise_resolutions)
         self.trace_counts = {"init": 0, "run": 0, "evaluate": 0}
         self.init = jax.jit(self._init)
@@ -358,7 +258,7 @@ class Inverter:
     def _init_one(self, gen_params, key, target):
         latent, constants = self.space.init(gen_params, jax.random.fold_in(key, 1), target)
         variables = {"latent": latent}
-        if self.cfg.optimize_noise:
+        if self.cfg.loss.optimize_noise:
             keys = jax.random.split(key, len(self.statics.noise_resolutions))
             variables["noise"] = [
                 jax.random.normal(k, (r, r)) for k, r in zip(keys, self.statics.noise_resolutions)
@@ -383,8 +283,8 @@ class Inverter:
             constants,
             key,
             variables.get("noise"),
-            dtype=jnp.dtype(self.cfg.dtype),
-            remat=self.cfg.remat,
+            dtype=jnp.dtype(self.cfg.compute.dtype),
+            remat=self.cfg.compute.remat,
         )
         # The data terms compare the measurements (`target` is the clean image, for evaluation).
         task_key = None if key is None or not self.task.needs_key else jax.random.fold_in(key, 7)
@@ -392,27 +292,31 @@ class Inverter:
         terms = {"mse": jnp.mean(jnp.square(measured - image_state["measurement"]))}
         if self.statics.lpips_fns is not None:
             lpips = nnx.merge(self.statics.lpips_fns, lpips_params)
-            feats = lpips.features(area_downsample(measured, self.cfg.lpips_resolution)[None])[0]
+            feats = lpips.features(area_downsample(measured, self.cfg.loss.lpips_resolution)[None])[
+                0
+            ]
             terms["lpips"] = jnp.sum(jnp.square(feats - target_feats))
         if prior is not None:
             # Scored on the variables themselves, not on their ramp-perturbed copy.
             rows = self.space.prior_rows(gen_params, variables["latent"])
             terms["prior"] = prior_energy(prior, rows[None])[0]
-        if self.cfg.optimize_noise:
+        if self.cfg.loss.optimize_noise:
             terms["noise_reg"] = noise_regularizer(variables["noise"])
         terms.update(self.space.extra_terms(latent, constants))
-        terms["loss"] = sum(getattr(self.cfg, LOSS_WEIGHTS[k]) * v for k, v in terms.items())
+        terms["loss"] = sum(getattr(self.cfg.loss, LOSS_WEIGHTS[k]) * v for k, v in terms.items())
         return terms, ws, image
 
     def _step_one(self, gen_params, lpips_params, prior, image_state, target, target_feats, step):
         key, ramp_key, space_key = jax.random.split(image_state["key"], 3)
-        t = step / self.cfg.num_steps
+        t = step / self.cfg.optim.num_steps
 
         def loss_fn(variables):
             latent = variables["latent"]
-            if self.cfg.latent_noise_factor > 0:  # zero noise would still cost a draw per leaf
+            if (
+                self.cfg.optim.latent_noise_factor > 0
+            ):  # zero noise would still cost a draw per leaf
                 latent = self.space.perturb(
-                    latent, ramp_key, latent_noise_scale(self.cfg, t, self.space.noise_unit)
+                    latent, ramp_key, latent_noise_scale(self.cfg.optim, t, self.space.noise_unit)
                 )
             terms, _, _ = self._terms(
                 gen_params,
@@ -432,7 +336,7 @@ class Inverter:
         )
         variables = optax.apply_updates(image_state["variables"], updates)
         variables = {**variables, "latent": self.space.project(variables["latent"])}
-        if self.cfg.optimize_noise:
+        if self.cfg.loss.optimize_noise:
             variables = {**variables, "noise": normalize_noise(variables["noise"])}
         return {**image_state, "variables": variables, "opt_state": opt_state, "key": key}, terms
 
@@ -460,7 +364,9 @@ class Inverter:
 
         # A traced trip count: the last dispatch runs only the steps that are left, and every
         # dispatch still has the same shapes (one compile).
-        num = jnp.clip(self.cfg.num_steps - state["step"], 0, self.cfg.steps_per_dispatch)
+        num = jnp.clip(
+            self.cfg.optim.num_steps - state["step"], 0, self.cfg.optim.steps_per_dispatch
+        )
         loss0 = jnp.zeros(targets.shape[:1], jnp.float32)
         images, step, loss = jax.lax.fori_loop(
             0, num, body, (state["images"], state["step"], loss0)
@@ -495,11 +401,11 @@ class Inverter:
         if self.statics.lpips_fns is None:
             return jnp.zeros((targets.shape[0], 0), jnp.float32)
         lpips = nnx.merge(self.statics.lpips_fns, lpips_params)
-        small = jax.vmap(lambda x: area_downsample(x, self.cfg.lpips_resolution))(targets)
+        small = jax.vmap(lambda x: area_downsample(x, self.cfg.loss.lpips_resolution))(targets)
         return lpips.features(small)
 
     def num_dispatches(self) -> int:
-        return math.ceil(self.cfg.num_steps / self.cfg.steps_per_dispatch)
+        return math.ceil(self.cfg.optim.num_steps / self.cfg.optim.steps_per_dispatch)
 
     def invert(
         self,

@@ -32,7 +32,8 @@ from gaussjax.files import checkpoints, images, lpips_weights, prefetch, results
 from gaussjax.files.checkpoints import generator_or_builtin
 from gaussjax.files.safe_io import read_json, write_bytes_atomic
 from gaussjax.inversion import run_outputs, sharding
-from gaussjax.inversion.engine import InversionConfig, Inverter, make_optimizer
+from gaussjax.inversion.config import InversionConfig
+from gaussjax.inversion.engine import Inverter, make_optimizer
 from gaussjax.networks.stylegan2 import PureGenerator
 
 # Spaces with one latent vector for every layer: generated targets for them come from one z.
@@ -91,25 +92,25 @@ def resolve_lpips(spec: RunSpec) -> RunSpec:
     """Drops a space's default LPIPS term when no VGG weights were given (one notice); an explicit
     request for LPIPS without weights is an error."""
     cfg = spec.config
-    if cfg.lpips_weight == 0 or spec.vgg:
+    if cfg.loss.lpips_weight == 0 or spec.vgg:
         return spec
     if spec.lpips_explicit:
         raise ValueError(
             "--loss with lpips needs --vgg=FILE (NVIDIA vgg16.pt or a torchvision vgg16 state "
             "dict); pretrained VGG weights are not bundled"
         )
-    if cfg.mse_weight == 0:
+    if cfg.loss.mse_weight == 0:
         raise ValueError(f"space {cfg.space} uses LPIPS only: pass --vgg=FILE")
     spec.log(
-        f"note: no --vgg weights, so the {cfg.space} space's LPIPS term (weight {cfg.lpips_weight:g}) "
-        f"is dropped; the loss is {dataclasses.replace(cfg, lpips_weight=0.0).loss_label}"
+        f"note: no --vgg weights, so the {cfg.space} space's LPIPS term (weight {cfg.loss.lpips_weight:g}) "
+        f"is dropped; the loss is {cfg.replace(lpips_weight=0.0).loss.label}"
     )
-    return dataclasses.replace(spec, config=dataclasses.replace(cfg, lpips_weight=0.0))
+    return dataclasses.replace(spec, config=cfg.replace(lpips_weight=0.0))
 
 
 def load_lpips(spec: RunSpec):
     """(graphdef, params) of the LPIPS model, or (None, None) when the loss does not use it."""
-    if spec.config.lpips_weight == 0:
+    if spec.config.loss.lpips_weight == 0:
         return None, None
     return nnx.split(lpips_weights.load_lpips(spec.vgg, spec.lpips_lin))
 
@@ -286,7 +287,7 @@ def run_batches(
         if not all(t["done"] for t in targets[start : start + global_size])
     ]  # the same decision in every process
     progress = Progress(
-        sum(not t["done"] for t in targets), len(starts), inverter.cfg.num_steps, spec.log
+        sum(not t["done"] for t in targets), len(starts), inverter.cfg.optim.num_steps, spec.log
     )
     # Files are decoded two batches ahead of the device, in background threads.
     reads = prefetch.ordered_map(
@@ -395,7 +396,7 @@ def run_settings(spec: RunSpec, fingerprint: str, stats) -> dict:
     """What determines the results (not batch size, steps per dispatch or microbatch: they change
     how the work is cut, not what is computed)."""
     cuts = ("steps_per_dispatch", "microbatch")
-    settings = {k: v for k, v in dataclasses.asdict(spec.config).items() if k not in cuts}
+    settings = {k: v for k, v in spec.config.to_dict().items() if k not in cuts}
     prior_id = hashlib.sha256(np.asarray(stats["cov"], np.float64).tobytes()).hexdigest()[:16]
     return {
         **settings,
@@ -426,7 +427,9 @@ def prepare(spec: RunSpec):
     check_spec(spec)
     spec = resolve_lpips(spec)
     cfg = spec.config
-    optimizer = make_optimizer(cfg)  # an unknown optimiser fails here, before any heavy work
+    optimizer = make_optimizer(
+        cfg.optim, cfg.space
+    )  # an unknown optimiser fails here, before any heavy work
     targets = file_targets(spec) if spec.images else None  # so does a mistyped --images
     lpips_fns, lpips_params = load_lpips(spec)
     generator, gen_dir = load_generator(spec)
@@ -465,8 +468,8 @@ def run(spec: RunSpec) -> RunSummary:
     todo = sum(not t["done"] for t in targets)
     spec.log(
         f"{len(targets)} images: {len(targets) - todo} already done, {todo} to invert in {cfg.space} "
-        f"{'' if cfg.task == 'invert' else f'(task {cfg.task}) '}"
-        f"({cfg.num_steps} steps, λ={cfg.prior_weight}, loss {cfg.loss_label}) on {jax.device_count()} "
+        f"{'' if cfg.problem.task == 'invert' else f'(task {cfg.problem.task}) '}"
+        f"({cfg.optim.num_steps} steps, λ={cfg.loss.prior_weight}, loss {cfg.loss.label}) on {jax.device_count()} "
         "device(s)"
     )
     mesh = sharding.data_mesh()
@@ -479,7 +482,7 @@ def run(spec: RunSpec) -> RunSummary:
                 targets,
                 inverter,
                 sharding.replicate(mesh, params),
-                sharding.replicate(mesh, prior if cfg.prior_weight > 0 else None),
+                sharding.replicate(mesh, prior if cfg.loss.prior_weight > 0 else None),
                 lpips_params,
                 mesh,
                 generator.cfg,

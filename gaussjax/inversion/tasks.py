@@ -97,14 +97,12 @@ def sense(arrays: dict, x):
 
 
 def make_task(cfg, gen_cfg) -> Task:
-    """The operator of an InversionConfig's task for images of the generator's shape.
+    """The operator of a ProblemConfig's task for images of the generator's shape.
 
     Raises:
       ValueError: settings that do not fit (checked in `check_task` too) or an unreadable mask.
     """
     check_task(cfg)
-    if cfg.task == "compressed_sensing" and cfg.lpips_weight > 0:
-        raise ValueError("compressed-sensing measurements are not images: set lpips_weight=0")
     res, ch = gen_cfg.img_resolution, gen_cfg.img_channels
     rs = np.random.RandomState(cfg.task_seed)
     if cfg.task == "denoise":

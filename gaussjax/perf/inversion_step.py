@@ -57,7 +57,7 @@ def prepare_dispatch(
     [+ LPIPS with random VGG weights, whose speed is that of trained ones]) of `batch` random
     targets on generator G, `steps` steps per dispatch."""
     fns, params = PureGenerator.split(G)
-    cfg = InversionConfig(
+    cfg = InversionConfig.from_flat(
         space="wplus",
         num_steps=num_steps or 1000,
         steps_per_dispatch=steps,
@@ -113,10 +113,10 @@ def time_inversion(G, *, batch, steps=5, dispatches=3, **settings):
     passes = pass_count(batch, inverter.microbatch)
     return StepTiming(
         batch,
-        cfg.dtype,
-        cfg.remat,
+        cfg.compute.dtype,
+        cfg.compute.remat,
         batch // passes,
-        cfg.loss_label,
+        cfg.loss.label,
         compile_s,
         step_s,
         batch / step_s,

@@ -12,7 +12,8 @@ import numpy as np
 
 from gaussjax.analysis.prior import prior_energy
 from gaussjax.inversion import pipeline
-from gaussjax.inversion.engine import InversionConfig, InversionResult
+from gaussjax.inversion.config import InversionConfig
+from gaussjax.inversion.engine import InversionResult
 from gaussjax.studies.setup import Study
 
 # Report columns (gaussjax.reports.markdown.Report.table) of `sweep` and `chosen_prior_weights` rows.
@@ -91,7 +92,7 @@ def invert_traced(study: Study, config: InversionConfig, targets: Targets):
       (final InversionResult, Trace).
     """
     inverter = study.inverter(config)
-    prior = study.prior if config.prior_weight > 0 else None
+    prior = study.prior if config.loss.prior_weight > 0 else None
     pixels = jnp.asarray(targets.pixels)
     feats = inverter.features(None, pixels)
     state = inverter.init(study.params, jnp.asarray(targets.seeds), pixels)

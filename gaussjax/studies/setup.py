@@ -12,7 +12,8 @@ from gaussjax.analysis import pca as pca_lib
 from gaussjax.analysis.prior import GaussianPrior
 from gaussjax.files import checkpoints
 from gaussjax.inversion import pipeline
-from gaussjax.inversion.engine import InversionConfig, Inverter
+from gaussjax.inversion.config import InversionConfig
+from gaussjax.inversion.engine import Inverter
 from gaussjax.networks.config import GeneratorConfig
 from gaussjax.networks.stylegan2 import PureGenerator
 

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gaussjax.networks.stylegan2 import SynthesisState
+from gaussjax.settings import setting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,15 +26,14 @@ class SpaceOptions:
       feature_init: name in FEATURE_INITIALISERS (how F0 is made).
     """
 
-    truncation_psi: float = 1.0
-    truncation_cutoff: int | None = None
-    feature_layer: int | None = None
+    truncation_psi: float = setting(1.0, "Z/Z+ spaces: truncation psi of the mapped rows.")
+    truncation_cutoff: int | None = setting(None, "Z/Z+ spaces: truncate rows < cutoff only.")
+    feature_layer: int | None = setting(None, "F spaces: layer whose output is F.")
     feature_init: str = "mean_latent"
 
-    @classmethod
-    def from_config(cls, cfg) -> "SpaceOptions":
-        """The options of an InversionConfig (which has a field of each name)."""
-        return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)})
+    def __post_init__(self):
+        if not 0 < self.truncation_psi <= 1:
+            raise ValueError(f"truncation_psi must be in (0, 1], got {self.truncation_psi}")
 
 
 @dataclasses.dataclass(frozen=True)

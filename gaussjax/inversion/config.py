@@ -1,0 +1,193 @@
+"""Inversion settings: one frozen config of small groups, each setting documented once on its field.
+
+    InversionConfig(space, class_idx, optim: OptimConfig, loss: LossConfig, options: SpaceOptions,
+                    compute: ComputeConfig, problem: ProblemConfig)
+
+Defaults follow NVIDIA's projector.py where it has one (reference-stylegan2.md §3.1); a space
+brings its own (`InversionConfig.for_space`), and explicit settings override those. Settings are
+addressed by their flat names everywhere outside the engine (`for_space(space, num_steps=...)`,
+`replace`, `to_dict` for run.json, the launcher's flags from `settings.define_flags`).
+"""
+
+import dataclasses
+
+from gaussjax.inversion import spaces as latent_spaces
+from gaussjax.inversion.spaces import SpaceOptions
+from gaussjax.inversion.tasks import CS_OPERATORS, TASKS, check_task
+from gaussjax.settings import leaf_fields, setting
+
+LR_SCHEDULES = ("official", "constant")
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """The optimisation: optax optimiser, learning-rate schedule, latent-noise ramp."""
+
+    num_steps: int = setting(1000, "Optimisation steps per image.", flag="steps")
+    steps_per_dispatch: int = setting(50, "Steps per device call.")
+    optimizer: str = setting("adam", "optax optimiser name (any taking learning_rate).")
+    learning_rate: float = setting(0.1, "(Peak) learning rate.")
+    lr_schedule: str = setting(
+        "official",
+        "Learning-rate schedule: official (ramp up, cosine ramp down) or constant.",
+        choices=LR_SCHEDULES,
+    )
+    lr_rampup: float = 0.05  # fractions of num_steps, official
+    lr_rampdown: float = 0.25
+    latent_noise_factor: float = setting(0.05, "Latent-noise ramp strength (0 turns it off).")
+    latent_noise_ramp: float = 0.75
+
+    def __post_init__(self):
+        if self.num_steps < 1 or self.steps_per_dispatch < 1:
+            raise ValueError(
+                f"num_steps and steps_per_dispatch must be >= 1, got {self.num_steps}, "
+                f"{self.steps_per_dispatch}"
+            )
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+
+
+# Loss term -> the LossConfig field holding its weight.
+LOSS_WEIGHTS = {
+    "mse": "mse_weight",
+    "lpips": "lpips_weight",
+    "prior": "prior_weight",
+    "noise_reg": "noise_reg_weight",
+    "feature_reg": "feature_reg_weight",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Weights of the loss terms. `prior_weight` (λ) is not given by the paper ([NF] in
+    papers.md): sweep it."""
+
+    mse_weight: float = 1.0
+    lpips_weight: float = setting(0.0, "Weight of LPIPS.")
+    prior_weight: float = setting(1e-5, "λ; 0 turns the prior off.")
+    feature_reg_weight: float = setting(10.0, "F spaces: weight of mean((F - F0)^2).")
+    optimize_noise: bool = setting(False, "Also optimise the noise maps (official reg).")
+    noise_reg_weight: float = 1e5
+    lpips_resolution: int = 256  # targets above this are area-downsampled for LPIPS, as official
+
+    def __post_init__(self):
+        negative = [k for k in LOSS_WEIGHTS.values() if getattr(self, k) < 0]
+        if negative:
+            raise ValueError(f"loss weights must be >= 0: {negative}")
+        if self.mse_weight == 0 and self.lpips_weight == 0:
+            raise ValueError("no data term: mse_weight and lpips_weight are both 0")
+
+    @property
+    def label(self) -> str:
+        """The data terms in use, e.g. 'mse+lpips'."""
+        return "+".join(
+            k for k, w in (("mse", self.mse_weight), ("lpips", self.lpips_weight)) if w > 0
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ComputeConfig:
+    """Speed and memory; results are equal (to float tolerance) for every setting."""
+
+    dtype: str = setting(
+        "float32",
+        "Synthesis compute dtype (bfloat16: GPU/TPU; image, styles and losses stay float32).",
+        choices=COMPUTE_DTYPES,
+    )
+    remat: bool = setting(False, "Recompute synthesis blocks in the backward pass (memory).")
+    # None: one image per device on CPU (its working set stays in cache: 1.2x the image-steps/s
+    # at 128 px, 64 channels, batch 8), the whole batch on accelerators.
+    microbatch: int | None = setting(
+        None, "Images per pass of a step (0: all; default: 1 per device on CPU, else all)."
+    )
+
+    def __post_init__(self):
+        if self.microbatch is not None and self.microbatch < 0:
+            raise ValueError(f"microbatch must be >= 0, got {self.microbatch}")
+        if self.dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"dtype must be one of {COMPUTE_DTYPES}, got {self.dtype!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProblemConfig:
+    """The inverse problem (tasks.py): the loss compares A(G(s)) with y = A(x) (+ noise)."""
+
+    task: str = setting("invert", "Inverse problem.", choices=TASKS)
+    denoise_std: float = setting(0.25, "denoise: noise sigma on [-1, 1].")  # SPHInX's README
+    measurement_std: float = setting(0.0, "Other tasks: Gaussian noise on y.")
+    inpaint_mask: str | None = setting(
+        None, "inpaint: mask image, white = known; default: a block."
+    )
+    # The public code's random_occlusion block, as fractions of the image.
+    inpaint_block_height: float = setting(0.4, "inpaint: hole height fraction.")
+    inpaint_block_width: float = setting(0.2, "inpaint: hole width fraction.")
+    sr_factor: int = setting(4, "super_resolution: box downsampling factor.")
+    cs_ratio: float = setting(0.1, "compressed_sensing: measurements / pixel values ([NF]).")
+    cs_operator: str = setting("gaussian", "compressed_sensing operator.", choices=CS_OPERATORS)
+    task_seed: int = setting(0, "Seed of the operator (mask block, sensing matrix).")
+
+    def __post_init__(self):
+        check_task(self)
+
+
+_GROUPS = {
+    "optim": OptimConfig,
+    "loss": LossConfig,
+    "options": SpaceOptions,
+    "compute": ComputeConfig,
+    "problem": ProblemConfig,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class InversionConfig:
+    """Every setting of an inversion, in groups; build it with `for_space`."""
+
+    space: str = "wplus"
+    class_idx: int | None = setting(None, "Conditional generators: the class Z spaces map with.")
+    optim: OptimConfig = OptimConfig()
+    loss: LossConfig = LossConfig()
+    options: SpaceOptions = SpaceOptions()
+    compute: ComputeConfig = ComputeConfig()
+    problem: ProblemConfig = ProblemConfig()
+
+    def __post_init__(self):
+        latent_spaces.check_space_name(self.space)
+        if self.loss.optimize_noise and latent_spaces.owns_noise(self.space):
+            raise ValueError(
+                f"the {self.space} space optimises its own noise maps: drop optimize_noise"
+            )
+        if self.problem.task == "compressed_sensing" and self.loss.lpips_weight > 0:
+            raise ValueError("compressed-sensing measurements are not images: set lpips_weight=0")
+
+    @classmethod
+    def from_flat(cls, **settings) -> "InversionConfig":
+        """The config with the named settings (flat names, e.g. num_steps=100); others default."""
+        unknown = settings.keys() - leaf_fields(cls).keys() - {"space"}
+        if unknown:
+            raise ValueError(f"unknown inversion settings: {sorted(unknown)}")
+        groups = {
+            group: kind(
+                **{f.name: settings[f.name] for f in dataclasses.fields(kind) if f.name in settings}
+            )
+            for group, kind in _GROUPS.items()
+        }
+        top = {k: settings[k] for k in ("space", "class_idx") if k in settings}
+        return cls(**top, **groups)
+
+    @classmethod
+    def for_space(cls, space: str, **overrides) -> "InversionConfig":
+        """The config of `space`: its own defaults (spaces.space_defaults), then `overrides`."""
+        return cls.from_flat(**{**latent_spaces.space_defaults(space), **overrides, "space": space})
+
+    def replace(self, **overrides) -> "InversionConfig":
+        """This config with some settings (flat names) changed."""
+        return self.from_flat(**{**self.to_dict(), **overrides})
+
+    def to_dict(self) -> dict:
+        """{flat setting name: value} (run.json's `config`)."""
+        flat = {"space": self.space, "class_idx": self.class_idx}
+        for group in _GROUPS:
+            flat.update(dataclasses.asdict(getattr(self, group)))
+        return flat
