@@ -118,7 +118,7 @@ def test_converting_twice_is_identical_and_dst_is_protected(fixture_dir, tmp_pat
         for d in "ab"
     }
     assert fingerprints == {checkpoints.read_generator_config(tmp_path / "a")[1]["fingerprint"]}
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(FileExistsError, match="overwrite to replace"):
         convert_lib.convert(src, tmp_path / "a")
     convert_lib.convert(fixture_dir / "skip32.pkl", tmp_path / "a", overwrite=True)
     assert checkpoints.read_generator_config(tmp_path / "a")[0].img_resolution == 32

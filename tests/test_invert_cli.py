@@ -15,7 +15,8 @@ from conftest import FAST, run_invert
 from PIL import Image
 
 from gaussjax.files import images, results
-from gaussjax.inversion import InversionConfig, InversionResult, Inverter
+from gaussjax.inversion import InversionConfig, InversionResult, Inverter, batches
+from gaussjax.inversion.targets import Target
 from gaussjax.networks.builtin import BUILTIN_NOTICE
 from gaussjax.networks.demo import DEMO_CONFIG
 
@@ -153,8 +154,8 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, monkeypatch):
 
 def test_non_finite_results_are_reported_not_saved(tmp_path):
     batch = [
-        {"name": "bad", "file": "bad.png", "pixels": None},
-        {"name": "good", "file": "good.png", "pixels": None},
+        Target("bad", "bad.png"),
+        Target("good", "good.png"),
     ]
     ws = np.zeros((2, 8, 64), np.float32)
     ws[0, 3, 5] = np.nan
@@ -164,7 +165,7 @@ def test_non_finite_results_are_reported_not_saved(tmp_path):
     noise = [np.ones((2, 4, 4), np.float32)]
     inverter = Inverter(None, DEMO_CONFIG, cfg, np.zeros(64), 1.0)
     result = InversionResult(ws, recon, terms, noise, {"wplus": ws})
-    assert results.save_batch(tmp_path, batch, result, inverter, 1.0) == 1
+    assert batches.save_results(tmp_path, batch, result, cfg, inverter.space, 1.0) == 1
     records = {r["name"]: r for r in results.read_summary(tmp_path)}
     assert records["bad"]["status"] == "nan" and records["bad"]["loss"] is None
     assert not (tmp_path / "bad.npz").exists() and (tmp_path / "good.npz").exists()

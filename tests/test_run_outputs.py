@@ -14,7 +14,8 @@ from gaussjax.analysis import prior as prior_lib
 from gaussjax.files import checkpoints, results, visuals
 from gaussjax.files.safe_io import read_json, read_npz, write_bytes_atomic
 from gaussjax.inversion import run_outputs
-from gaussjax.inversion.pipeline import Progress, format_seconds
+from gaussjax.inversion.batches import Progress, format_seconds
+from gaussjax.inversion.targets import Target
 
 
 def test_comparison_sheet_is_target_reconstruction_difference():
@@ -36,7 +37,7 @@ def test_comparison_sheet_is_target_reconstruction_difference():
 def test_prepared_target_of_a_file_is_the_pixels_exactly_as_read():
     pixels_uint8 = np.arange(256, dtype=np.uint8).reshape(16, 16, 1)
     pixels = pixels_uint8.astype(np.float32) / 127.5 - 1.0  # images.to_float
-    target = run_outputs.target_uint8({"file": "a.png"}, pixels)
+    target = run_outputs.target_uint8(Target("a", "a.png"), pixels)
     np.testing.assert_array_equal(target, pixels_uint8)
 
 
@@ -172,7 +173,7 @@ def test_bad_vgg_file_names_the_flag_in_one_sentence(tmp_path):
     with pytest.raises(lpips_weights.LPIPSWeightsError) as info:
         lpips_weights.load_lpips(tmp_path / "vgg16.pt")
     message = str(info.value)
-    assert "--lpips_lin=" in message and "lin_path" not in message
+    assert "lpips_lin=" in message and "lin_path" not in message
     assert message.endswith("(the LPIPS v0.1 lin weights)") and "\n" not in message
     assert "there is a high likelihood" not in message  # torch's long advice is not half-quoted
 
@@ -215,7 +216,7 @@ def test_convert_overwrite_keeps_the_prior_of_unchanged_weights(tmp_path, fixtur
 
 
 def test_sheet_image_on_disk_has_three_columns(tmp_path):
-    batch = [{"name": "a", "file": None}, {"name": "b", "file": None}]
+    batch = [Target("a", None), Target("b", None)]
     pixels = [np.full((4, 4, 3), -1.0, np.float32), np.full((4, 4, 3), 1.0, np.float32)]
     recons = np.zeros((3, 4, 4, 3), np.float32)  # one padding row
     recorder = run_outputs.BatchRecorder(lambda *_: None, keep_frames=False)

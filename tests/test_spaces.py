@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 from conftest import load_io, w_statistics
 
-from gaussjax.files import images, results
-from gaussjax.inversion import InversionConfig, Inverter, psnr, spaces
+from gaussjax.files import images
+from gaussjax.inversion import InversionConfig, Inverter, batches, psnr, spaces
 from gaussjax.inversion import saved as saved_lib
+from gaussjax.inversion.targets import Target
 from gaussjax.networks.stylegan2 import PureGenerator
 
 NEW_SPACES = ("z", "zplus", "f_w", "f_wplus", "f_z", "f_zplus")
@@ -109,8 +110,13 @@ def test_result_files_round_trip(skip32, tmp_path, space):
     )
     inverter = Inverter(fns, G.cfg, cfg, w_mean, w_std)
     result = inverter.invert(params, targets[:1], np.zeros(1, np.int32))
-    batch = [{"name": "img", "file": None}]
-    assert results.save_batch(tmp_path, batch, jax.tree.map(np.asarray, result), inverter, 1.0) == 1
+    batch = [Target("img", None)]
+    assert (
+        batches.save_results(
+            tmp_path, batch, jax.tree.map(np.asarray, result), cfg, inverter.space, 1.0
+        )
+        == 1
+    )
     [saved] = saved_lib.load_results(tmp_path / "img.npz", fns, G.cfg)
     assert saved.space.name == space and (saved.noise is not None) == (space == "w")
     rendered = saved_lib.render_variables(saved, params, [saved.variables])

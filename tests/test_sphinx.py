@@ -6,17 +6,19 @@ import numpy as np
 import pytest
 from conftest import tiny_generator
 
-from gaussjax.files import images, photos, results
+from gaussjax.files import images, photos
 from gaussjax.inversion import (
     InversionConfig,
     Inverter,
     attribute,
+    batches,
     make_optimizer,
     psnr,
     spaces,
 )
 from gaussjax.inversion import saved as saved_lib
 from gaussjax.inversion.spaces import heads
+from gaussjax.inversion.targets import Target
 
 # Fewer steps than the public 5000 need a larger rate than its 1e-3.
 STEPS, SPHINX_LR, DISPATCH = 300, 0.03, 20
@@ -84,8 +86,8 @@ def test_sphinx_lowers_the_loss_in_one_compile(sphinx_run):
 def test_sphinx_result_re_renders_to_the_saved_reconstruction(sphinx_run, tmp_path):
     inverter, (gen_cfg, fns, params, _, _), targets, _, after = sphinx_run
     host = jax.tree.map(np.asarray, after)
-    batch = [{"name": f"img{i}", "file": None} for i in range(2)]
-    assert results.save_batch(tmp_path, batch, host, inverter, 1.0) == 2
+    batch = [Target(f"img{i}", None) for i in range(2)]
+    assert batches.save_results(tmp_path, batch, host, inverter.cfg, inverter.space, 1.0) == 2
     [saved] = saved_lib.load_results(tmp_path / "img1.npz", fns, gen_cfg)
     assert saved.space.name == "sphinx" and saved.noise is None
     rendered = saved_lib.render_variables(saved, params, [saved.variables])

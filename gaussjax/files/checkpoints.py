@@ -131,7 +131,7 @@ def check_destination(dst, overwrite: bool) -> None:
     if not dst.exists() and not dst.is_symlink():
         return
     if not overwrite:
-        raise FileExistsError(f"{dst} already exists (pass --overwrite to replace it)")
+        raise FileExistsError(f"{dst} already exists (set overwrite to replace it)")
     if not (dst.is_dir() and (dst / CONFIG_FILE).is_file() and (dst / WEIGHTS_DIR).is_dir()):
         raise FileExistsError(
             f"refusing to overwrite {dst}: it is not a gaussjax generator directory"

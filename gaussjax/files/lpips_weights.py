@@ -197,7 +197,7 @@ def lpips_params_from_nvidia_vgg16(path) -> nnx.State:
     except Exception as e:  # torch raises RuntimeError/ValueError variants for non-archives.
         raise LPIPSWeightsError(
             f"{path}: not NVIDIA's TorchScript vgg16.pt ({first_line(e)}); for a torchvision "
-            "vgg16 state dict, also pass --lpips_lin=vgg.pth (the LPIPS v0.1 lin weights)"
+            "vgg16 state dict, also give lpips_lin=vgg.pth (the LPIPS v0.1 lin weights)"
         ) from e
     state = {k: v.detach().to(torch.float32).numpy() for k, v in module.state_dict().items()}
     return lpips_params_from_nvidia_state(state)

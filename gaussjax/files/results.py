@@ -10,6 +10,7 @@ the noise maps were optimised, `noise_00`, `noise_01`, ... [res, res]; `read_lat
 """
 
 import collections
+import dataclasses
 import io as _io
 import json
 import math
@@ -128,58 +129,46 @@ def save_result(outdir, name: str, arrays: dict[str, np.ndarray], image: np.ndar
     images.save_png(outdir / f"{name}.png", images.to_uint8(image[None])[0])
 
 
-def save_batch(
-    outdir, batch: list[dict], result, inverter, seconds: float, traces=None, batch_seconds=None
-) -> int:
-    """Saves the results of one batch; non-finite results are reported, never saved.
+@dataclasses.dataclass(frozen=True)
+class ImageResult:
+    """One image's result, ready to write.
 
-    Args:
-      outdir: output directory.
-      batch: targets, dicts with name, file and (generated targets) true_ws [num_ws, w_dim].
-      result: an InversionResult of host arrays, rows matching `batch`.
-      inverter: the Inverter (its config is recorded in each summary line, its space saves the
-        native latents).
-      seconds: the image's share of the batch's wall time (batch time / images in the batch:
-        a batch is inverted together, so no image has a time of its own).
-      traces: optional (steps [K], losses [K, len(batch)]) of the batch, saved to trace.jsonl.
-      batch_seconds: optional wall time of the whole batch, recorded beside `seconds`.
-    Returns:
-      The number of images saved.
+    Attributes:
+      name: NAME of NAME.npz / NAME.png.
+      record: its summary line without `status` (JSON-able: file, settings, loss terms, times);
+        must hold a finite `loss` for the result to be saved.
+      arrays: the content of NAME.npz (`result_arrays`).
+      image: [H, W, C] float32 in [-1, 1], the reconstruction (NAME.png).
+      trace: optional (steps [K], losses [K]) for trace.jsonl.
     """
-    cfg, space = inverter.cfg, inverter.space
-    ok = 0
-    for i, target in enumerate(batch):
-        record = {
-            "name": target["name"],
-            "file": target["file"],
-            "space": cfg.space,
-            "task": cfg.problem.task,
-            "steps": cfg.optim.num_steps,
-            "prior_weight": cfg.loss.prior_weight,
-            "loss_used": cfg.loss.label,
-            "seconds": round(seconds, 3),
-            **({} if batch_seconds is None else {"batch_seconds": round(batch_seconds, 3)}),
-            **{k: float(v[i]) for k, v in result.terms.items()},
-        }
-        if traces is not None:
-            append_trace(outdir, target["name"], traces[0], np.asarray(traces[1])[:, i])
-        if not (np.all(np.isfinite(result.ws[i])) and np.isfinite(record["loss"])):
-            print(f"{target['name']}: non-finite loss or latent; not saved", flush=True)
+
+    name: str
+    record: dict
+    arrays: dict[str, np.ndarray]
+    image: np.ndarray
+    trace: tuple | None = None
+
+    @property
+    def finite(self) -> bool:
+        return bool(np.all(np.isfinite(self.arrays["w"])) and np.isfinite(self.record["loss"]))
+
+
+def save_image_results(outdir, items: list[ImageResult]) -> int:
+    """Writes each image's files, then its summary line; a non-finite result is reported in the
+    summary (status "nan"), never saved. Returns the number of images saved."""
+    saved = 0
+    for item in items:
+        if item.trace is not None:
+            append_trace(outdir, item.name, *item.trace)
+        record = {"name": item.name, **item.record}
+        if not item.finite:
+            print(f"{item.name}: non-finite loss or latent; not saved", flush=True)
             append_summary(outdir, {**record, "status": "nan"})
             continue
-        if "true_ws" in target:
-            record["latent_mse"] = float(np.mean(np.square(result.ws[i] - target["true_ws"])))
-        latents = {k: v[i] for k, v in result.latents.items()}
-        arrays = result_arrays(
-            result.ws[i],
-            [n[i] for n in result.noise or []],
-            space.record(),
-            space.to_arrays(latents, None),
-        )
-        save_result(outdir, target["name"], arrays, result.images[i])
+        save_result(outdir, item.name, item.arrays, item.image)
         append_summary(outdir, {**record, "status": "ok"})
-        ok += 1
-    return ok
+        saved += 1
+    return saved
 
 
 def result_arrays(ws, noise, space_record: dict, latents: dict) -> dict[str, np.ndarray]:

@@ -49,10 +49,10 @@ class BatchRecorder:
         return self.steps, np.stack(self.losses)[:, np.asarray(rows, int)]
 
 
-def target_uint8(target: dict, pixels) -> np.ndarray:
+def target_uint8(target, pixels) -> np.ndarray:
     """The prepared target, uint8 [H, W, C]: a file's pixels exactly as read (after crop and
     resize), a rendered target as every generator PNG is written (images.to_uint8)."""
-    if target["file"] is None:
+    if target.file is None:
         return images.to_uint8(pixels[None])[0]
     return np.rint((np.asarray(pixels, np.float64) + 1.0) * 127.5).astype(np.uint8)
 
@@ -94,14 +94,14 @@ def save_batch_visuals(
     for folder in (TARGETS_DIR, SHEETS_DIR) + ((VIDEO_DIR,) if renderer else ()):
         (outdir / folder).mkdir(exist_ok=True)
     for i in keep:
-        images.save_png(outdir / TARGETS_DIR / f"{batch[i]['name']}.png", targets[i])
+        images.save_png(outdir / TARGETS_DIR / f"{batch[i].name}.png", targets[i])
     sheet = visuals.comparison_sheet(targets, recons)
     images.save_png(outdir / SHEETS_DIR / f"{sheet_name}.png", sheet)
     if renderer is not None and recorder.frames:
         frames = np.stack([renderer(v) for v in recorder.frames])  # [K, rows, H, W, C]
         for i in keep:
             video = visuals.progress_frames(targets[i], frames[:, i])
-            images.save_gif(outdir / VIDEO_DIR / f"{batch[i]['name']}.gif", video)
+            images.save_gif(outdir / VIDEO_DIR / f"{batch[i].name}.gif", video)
 
 
 def save_loss_curve(outdir, names) -> None:

@@ -16,5 +16,5 @@ BUILTIN_DIR = pathlib.Path(__file__).with_name("builtin_digits32")
 BUILTIN_LABEL = "built-in digits generator (32 px, trained)"
 BUILTIN_NOTICE = (
     "using the built-in generator (StyleGAN2 trained on scikit-learn's handwritten digits, 32 px); "
-    "pass --generator=DIR for a converted network"
+    "give a generator directory (generator=DIR) for a converted network"
 )

@@ -126,7 +126,7 @@ class GeneratorConfig:
             return None
         if class_idx is None or not 0 <= class_idx < self.c_dim:
             raise ValueError(
-                f"this generator is conditional: pass a class index (--class_idx) in [0, {self.c_dim})"
+                f"this generator is conditional: give a class index (class_idx) in [0, {self.c_dim})"
             )
         return np.tile(np.eye(self.c_dim, dtype=np.float32)[class_idx], (n, 1))
 

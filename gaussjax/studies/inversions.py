@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gaussjax.analysis.prior import prior_energy
-from gaussjax.inversion import pipeline
+from gaussjax.inversion import targets as target_lib
 from gaussjax.inversion.config import InversionConfig
 from gaussjax.inversion.engine import InversionResult
 from gaussjax.studies.setup import Study
@@ -48,22 +48,20 @@ def generated_targets(study: Study, space: str, num_per_seed: int, seeds) -> Tar
     Each image's optimisation seed comes from its name and target seed."""
     items = []
     for seed in seeds:
-        spec = dataclasses.replace(
-            study.base,
-            config=InversionConfig.for_space(space),
+        made = target_lib.generated_targets(
+            study.jitted_fns(),
+            study.params,
+            study.cfg,
+            space=space,
+            count=num_per_seed,
             seed=int(seed),
-            num_generated=num_per_seed,
-            # pipeline.generated_targets marks targets finished in spec.outdir; a study keeps
-            # no per-image results, so point it at a folder that holds none.
-            outdir=study.base.outdir / "no-results-here",
         )
-        made = pipeline.generated_targets(spec, study.jitted_fns(), study.params, study.cfg)
-        items += [(f"seed{seed}_{t['name']}", t) for t in made]
+        items += [(f"seed{seed}_{t.name}", t) for t in made]
     return Targets(
-        np.stack([t["pixels"] for _, t in items]).astype(np.float32),
-        np.stack([t["true_ws"] for _, t in items]).astype(np.float32),
+        np.stack([t.pixels for _, t in items]).astype(np.float32),
+        np.stack([t.true_ws for _, t in items]).astype(np.float32),
         [name for name, _ in items],
-        np.asarray([pipeline.image_seed(name) for name, _ in items], np.int32),
+        np.asarray([target_lib.image_seed(name) for name, _ in items], np.int32),
     )
 
 

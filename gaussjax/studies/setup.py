@@ -45,7 +45,7 @@ class Study:
 
     def jitted_fns(self) -> types.SimpleNamespace:
         """`mapping` and `synthesis` of fns, jitted (for library code that calls them per image,
-        such as `pipeline.generated_targets`: eager calls would dispatch op by op)."""
+        such as `targets.generated_targets`: eager calls would dispatch op by op)."""
         return types.SimpleNamespace(
             mapping=self._jitted("mapping"), synthesis=self._jitted("synthesis")
         )

@@ -68,7 +68,7 @@ def start_or_resume(outdir, record: dict, log=print) -> None:
     if changed:
         raise ValueError(
             f"{outdir} holds a training run with other settings ({', '.join(changed)}); "
-            "pass a new --outdir"
+            "use a new output folder"
         )
     log(f"resuming the run in {outdir}")
 
