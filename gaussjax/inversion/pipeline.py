@@ -7,11 +7,12 @@ every launcher (experiments.invert and the paper's experiments) runs inversions 
 
 What `run` does, in order: validate everything it can before writing anything; load the generator,
 the prior (a file, the cache beside the generator, or a fresh fit that is then cached) and LPIPS;
-refuse an output folder that holds results of other settings (`run.json`); list the targets still
-to do (files, or images rendered from seeded latents); create the output folder and record the
-settings; invert the targets in fixed-size batches, sharded over every device of every process;
-write NAME.npz / NAME.png and a summary line per image, and what people look at (run_outputs:
-prepared targets, sheets, loss traces and curve, videos); return the end-of-run report.
+refuse an output folder that holds results of other settings (run_settings.py: `run.json`); list
+the targets still to do (targets.py: files, or images rendered from seeded latents); create the
+output folder and record the settings; invert the targets in fixed-size batches, sharded over every
+device of every process (batches.py); write NAME.npz / NAME.png and a summary line per image
+(files/results.py), and what people look at (run_outputs.py: prepared targets, sheets, loss traces
+and curve, videos); return the end-of-run report.
 """
 
 import dataclasses
