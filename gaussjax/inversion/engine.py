@@ -27,87 +27,8 @@ from gaussjax.analysis.prior import prior_energy
 from gaussjax.inversion import spaces as latent_spaces
 from gaussjax.inversion import tasks
 from gaussjax.inversion.config import LOSS_WEIGHTS, InversionConfig, OptimConfig
-
-
-def resolve_microbatch(microbatch: int | None) -> int:
-    """ComputeConfig.microbatch with None made concrete: one image per device on CPU, else 0
-    (the whole batch)."""
-    if microbatch is not None:
-        return microbatch
-    return jax.device_count() if jax.default_backend() == "cpu" else 0
-
-
-def pass_count(batch: int, microbatch: int) -> int:
-    """The fewest passes of at most `microbatch` images (0: all) that divide `batch` evenly."""
-    limit = microbatch or batch
-    return next(p for p in range(1, batch + 1) if batch % p == 0 and batch // p <= limit)
-
-
-def in_passes(fn, microbatch: int, *batched):
-    """fn(*batched) for pytrees with a leading batch axis B, computed in passes of at most
-    `microbatch` images (0: all) one after another (`lax.map`); equals fn on the whole batch when
-    fn treats images independently.
-
-    The passes are the fewest that divide B. Pass c takes images c, c + P, c + 2P, ... (P passes),
-    so a batch split over devices in contiguous blocks splits every pass the same way (keep
-    microbatch a multiple of the device count).
-    """
-    b = jax.tree.leaves(batched)[0].shape[0]
-    passes = pass_count(b, microbatch)
-    if passes == 1:
-        return fn(*batched)
-
-    def split(x):
-        return jnp.swapaxes(x.reshape(b // passes, passes, *x.shape[1:]), 0, 1)
-
-    def merge(x):
-        return jnp.swapaxes(x, 0, 1).reshape(b, *x.shape[2:])
-
-    out = jax.lax.map(lambda args: fn(*args), jax.tree.map(split, batched))
-    return jax.tree.map(merge, out)
-
-
-def lr_schedule(cfg: OptimConfig):
-    """The official projector's schedule as an optax schedule (cosine ramp-down, linear ramp-up),
-    or a constant rate."""
-    if cfg.lr_schedule == "constant":
-        return optax.constant_schedule(cfg.learning_rate)
-
-    def schedule(count):
-        t = count / cfg.num_steps
-        ramp = jnp.minimum(1.0, (1.0 - t) / cfg.lr_rampdown)
-        ramp = 0.5 - 0.5 * jnp.cos(jnp.pi * ramp)
-        return cfg.learning_rate * ramp * jnp.minimum(1.0, t / cfg.lr_rampup)
-
-    return schedule
-
-
-def make_optimizer(cfg: OptimConfig, space: str) -> optax.GradientTransformation:
-    """optax.<cfg.optimizer>(learning_rate=the official schedule).
-
-    Latent variables named with one of `space`'s `constant_rate_prefixes` keep the constant
-    rate cfg.learning_rate instead (SPHInX: the schedule drives the style head only)."""
-    factory = getattr(optax, cfg.optimizer, None)
-    try:
-        tx = factory(learning_rate=lr_schedule(cfg))
-    except TypeError as e:  # None, or not an optimiser taking a learning rate
-        raise ValueError(f"{cfg.optimizer!r} is not an optax optimiser taking learning_rate") from e
-    if not isinstance(tx, optax.GradientTransformation):
-        raise ValueError(f"optax.{cfg.optimizer} is not an optimiser")
-    prefixes = latent_spaces.constant_rate_prefixes(space)
-    if not prefixes or cfg.lr_schedule == "constant":
-        return tx
-    transforms = {"scheduled": tx, "constant": factory(learning_rate=cfg.learning_rate)}
-    return optax.multi_transform(transforms, functools.partial(_rate_labels, prefixes=prefixes))
-
-
-def _rate_labels(variables: dict, prefixes) -> dict:
-    """The engine's variables {"latent": {name: ...}, "noise": ...} -> "scheduled" / "constant"."""
-    labels = jax.tree.map(lambda _: "scheduled", variables)
-    for name, value in variables["latent"].items():
-        label = "constant" if name.startswith(prefixes) else "scheduled"
-        labels["latent"][name] = jax.tree.map(lambda _, label=label: label, value)
-    return labels
+from gaussjax.inversion.optimizer import make_optimizer
+from gaussjax.inversion.passes import in_passes, resolve_microbatch
 
 
 def latent_noise_scale(cfg: OptimConfig, t, unit):

@@ -28,7 +28,8 @@ from gaussjax.files.checkpoints import generator_or_builtin
 from gaussjax.inversion import run_outputs, sharding
 from gaussjax.inversion.batches import BatchRun, Progress, plan_batches, run_batches
 from gaussjax.inversion.config import InversionConfig
-from gaussjax.inversion.engine import Inverter, make_optimizer
+from gaussjax.inversion.engine import Inverter
+from gaussjax.inversion.optimizer import make_optimizer
 from gaussjax.inversion.run_settings import check_run_settings, record_run_settings, run_settings
 from gaussjax.inversion.targets import Target, file_targets, generated_targets
 from gaussjax.networks.stylegan2 import PureGenerator

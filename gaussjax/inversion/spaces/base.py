@@ -79,7 +79,7 @@ class LatentSpace:
     name: str = ""
     defaults: dict = {}
     # Variables whose names start with one of these keep a constant learning rate under the
-    # "official" schedule (see engine.make_optimizer); the rest follow the schedule.
+    # "official" schedule (see optimizer.make_optimizer); the rest follow the schedule.
     constant_rate_prefixes: tuple[str, ...] = ()
     owns_noise = False  # True: the space's variables include its noise maps (no engine noise)
 
