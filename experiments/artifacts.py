@@ -1,4 +1,4 @@
-"""Artifacts: PC-coefficient outliers, truncation versus log compression (paper Figs. 4-5).
+r"""Artifacts: PC-coefficient outliers, truncation versus log compression (paper Figs. 4-5).
 
     python -m experiments.artifacts --outdir=out/artifacts [--generator=DIR] [--prior=prior.npz] \
         [--num_samples=256] [--psis=0.5,0.7,0.9] [--taus=1.5,2,3] [--num_components=K] \

@@ -1,4 +1,4 @@
-"""Interpolation between inversions with and without the prior (paper Fig. 3).
+r"""Interpolation between inversions with and without the prior (paper Fig. 3).
 
     python -m experiments.interpolation --outdir=out/interpolation [--generator=DIR] \
         [--prior=prior.npz] [--spaces=wplus] [--prior_weight=1e-6] [--num_pairs=3] [--frames=9] \

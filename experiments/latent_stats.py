@@ -1,4 +1,4 @@
-"""Statistics of w versus v = LeakyReLU_5(w): is the Gaussianized latent Gaussian? (paper Fig. 1)
+r"""Statistics of w versus v = LeakyReLU_5(w): is the Gaussianized latent Gaussian? (paper Fig. 1)
 
     python -m experiments.latent_stats --outdir=out/latent_stats [--generator=DIR] [--prior=prior.npz] \
         [--num_samples=5000] [--dims=0,1,2,3] [--pairs=0:1,2:3,4:5] [--seed=0]

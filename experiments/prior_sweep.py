@@ -1,4 +1,4 @@
-"""The prior weight λ swept on generated images: PSNR, latent error and prior energy per λ.
+r"""The prior weight λ swept on generated images: PSNR, latent error and prior energy per λ.
 
     python -m experiments.prior_sweep --outdir=out/prior_sweep [--generator=DIR] [--prior=prior.npz] \
         [--space=wplus] [--prior_weights=0,1e-8,1e-7,1e-6,1e-5,1e-4,1e-3] [--target_seeds=0,1] \

@@ -1,4 +1,4 @@
-"""Reconstruction of generated images with and without the prior (paper Fig. 2, "3-4x lower").
+r"""Reconstruction of generated images with and without the prior (paper Fig. 2, "3-4x lower").
 
     python -m experiments.reconstruction --outdir=out/reconstruction [--generator=DIR] \
         [--prior=prior.npz] [--spaces=w,wplus] [--prior_weights=0,1e-7,1e-6,1e-5,1e-4] \

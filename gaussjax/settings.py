@@ -58,7 +58,8 @@ _DEFINERS = {
 
 def define_flags(cls, skip=(), flag_values=flags.FLAGS) -> dict[str, flags.FlagHolder]:
     """Defines one absl flag (default None: "not given") per leaf setting of `cls` that has help
-    text, except those named in `skip`; returns {field name: holder}."""
+    text, except those named in `skip`; returns {field name: holder}. The help names the
+    config's default (a space brings its own: InversionConfig.for_space)."""
     holders = {}
     for name, f in leaf_fields(cls).items():
         if name in skip or "help" not in f.metadata:
@@ -68,6 +69,8 @@ def define_flags(cls, skip=(), flag_values=flags.FLAGS) -> dict[str, flags.FlagH
             f.metadata["choices"],
             f.metadata["help"],
         )
+        if f.default is not None:
+            help = f"{help} Default {f.default!r} (unless the space brings its own)."
         if choices is not None:
             holders[name] = flags.DEFINE_enum(
                 flag_name, None, list(choices), help, flag_values=flag_values
