@@ -58,6 +58,11 @@ def flags_of(module_name: str) -> list[flags.Flag]:
     for name in set(sys.modules) - modules_before:
         if name.split(".")[0] in LAUNCHER_DIRS:
             del sys.modules[name]
+            parent, _, child = name.rpartition(".")
+            if (
+                parent in sys.modules
+            ):  # else `from experiments import study_flags` finds the old one
+                vars(sys.modules[parent]).pop(child, None)
     return sorted(defined.values(), key=lambda f: f.name)
 
 
