@@ -10,6 +10,7 @@ the noise maps were optimised, `noise_00`, `noise_01`, ... [res, res]; `read_lat
 """
 
 import collections
+import contextlib
 import dataclasses
 import io as _io
 import json
@@ -20,7 +21,7 @@ import pathlib
 import numpy as np
 
 from gaussjax.files import images
-from gaussjax.files.safe_io import read_npz, write_bytes_atomic
+from gaussjax.files.safe_io import read_npz, write_bytes_atomic, write_error
 
 SUMMARY = "summary.jsonl"
 TRACE = "trace.jsonl"  # per image: the loss after every dispatch, {"name", "steps", "loss"}
@@ -71,15 +72,22 @@ def append_summary(outdir, record: dict, filename: str = SUMMARY) -> None:
     """Appends one JSON line durably (fsync), first terminating a torn line left by a crash."""
     path = pathlib.Path(outdir) / filename
     line = json.dumps(_finite_or_none(record), sort_keys=True) + "\n"
-    with open(path, "a+b") as f:
-        f.seek(0, os.SEEK_END)
-        if f.tell() > 0:
+    # Unbuffered: a failed write raises here, not again when the file is closed.
+    with open(path, "a+b", buffering=0) as f:
+        size = f.seek(0, os.SEEK_END)
+        if size > 0:
             f.seek(-1, os.SEEK_END)
             if f.read(1) != b"\n":
-                f.write(b"\n")
-        f.write(line.encode())
-        f.flush()
-        os.fsync(f.fileno())
+                line = "\n" + line  # terminates a line torn by a crash
+        try:
+            data = line.encode()
+            while data:
+                data = data[f.write(data) :]
+            os.fsync(f.fileno())
+        except OSError as e:  # a full disk: take back what part of the line got written
+            with contextlib.suppress(OSError):
+                f.truncate(size)
+            raise write_error(path, e) from e
 
 
 def _finite_or_none(value):

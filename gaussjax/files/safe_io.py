@@ -145,6 +145,15 @@ def write_bytes_atomic(path, data: bytes) -> None:
             f.write(data)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as e:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise write_error(path, e) from e
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_error(path, error: OSError) -> OSError:
+    """`error` (a full disk, a read-only folder) as one line that names the file being written:
+    "[Errno 28] No space left on device while writing out/a.npz"."""
+    return type(error)(error.errno, f"{error.strerror or error} while writing {path}")

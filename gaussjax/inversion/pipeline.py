@@ -15,6 +15,7 @@ device of every process (batches.py); write NAME.npz / NAME.png and a summary li
 and curve, videos); return the end-of-run report.
 """
 
+import contextlib
 import dataclasses
 import pathlib
 from collections.abc import Callable
@@ -23,7 +24,7 @@ import jax
 from flax import nnx
 
 from gaussjax.analysis import prior as prior_lib
-from gaussjax.files import checkpoints, lpips_weights, results
+from gaussjax.files import checkpoints, folder_lock, lpips_weights, results
 from gaussjax.files.checkpoints import generator_or_builtin
 from gaussjax.inversion import run_outputs, sharding
 from gaussjax.inversion.batches import BatchRun, Progress, plan_batches, run_batches
@@ -282,8 +283,22 @@ def run(spec: RunSpec) -> RunSummary:
         prepared.inverter.cfg.optim.num_steps,
         spec.log,
     )
-    inverted = 0
-    if plan.starts:
+    inverted = write_results(prepared, plan, progress) if plan.starts else 0
+    names = [t.name for t in targets]
+    report = results.run_report(spec.outdir, names)
+    report.append(run_outputs.files_line(spec.outdir, spec.save_video))
+    return RunSummary(inverted, finished_count(spec.outdir, targets), len(targets), report)
+
+
+def write_results(prepared: PreparedRun, plan, progress: Progress) -> int:
+    """Creates the output folder, takes its lock (process 0: one writing run per folder), records
+    run.json and inverts the planned batches; returns the images this process saved."""
+    spec, targets = prepared.spec, prepared.targets
+    spec.outdir.mkdir(parents=True, exist_ok=True)
+    writer = jax.process_index() == 0
+    with folder_lock.locked_folder(spec.outdir) if writer else contextlib.nullcontext():
+        if writer:
+            check_unchanged(spec.outdir, targets)
         record_run_settings(spec.outdir, prepared.settings)
         try:
             inverted = run_batches(batch_run(prepared), targets, plan, progress)
@@ -292,12 +307,19 @@ def run(spec: RunSpec) -> RunSummary:
                 f"interrupted after {finished_count(spec.outdir, targets)} of {len(targets)} "
                 "images; rerun the same command to resume"
             ) from None
-    names = [t.name for t in targets]
-    if inverted and jax.process_index() == 0:
-        run_outputs.save_loss_curve(spec.outdir, names)
-    report = results.run_report(spec.outdir, names)
-    report.append(run_outputs.files_line(spec.outdir, spec.save_video))
-    return RunSummary(inverted, finished_count(spec.outdir, targets), len(targets), report)
+        if inverted and writer:
+            run_outputs.save_loss_curve(spec.outdir, [t.name for t in targets])
+    return inverted
+
+
+def check_unchanged(outdir: pathlib.Path, targets: list[Target]) -> None:
+    """Refuses to write when another run finished some of our targets while this one prepared
+    (it held the folder's lock then, and has released it since)."""
+    todo = {t.name for t in targets if not t.done}
+    if results.finished_names(outdir) & todo:
+        raise folder_lock.FolderLockedError(
+            f"another run wrote results into {outdir} while this one was preparing; rerun to resume"
+        )
 
 
 def finished_count(outdir: pathlib.Path, targets: list[Target]) -> int:
