@@ -108,7 +108,7 @@ def main(argv):
     print(prior.gaussianity_summary(stats))
     prior.save_prior(out, stats, fingerprint)
     print(
-        f"wrote {out}: mean [{cfg.w_dim}], cov [{cfg.w_dim}, {cfg.w_dim}] of v over {stats['num_samples']} samples"
+        f"wrote {out}: mean [{cfg.w_dim}], cov [{cfg.w_dim}, {cfg.w_dim}] of v over {stats.num_samples} samples"
     )
 
 

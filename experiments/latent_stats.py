@@ -116,7 +116,7 @@ def run() -> None:
         "settings": {"num_samples": len(w), "seed": study_flags.SEED.value, "dims": dims},
         "per_dimension": tests,
         "eigenvalues": eigenvalues,
-        "prior_num_samples": study.stats["num_samples"],
+        "prior_num_samples": study.stats.num_samples,
     }
     report.write(outdir, data)
     progress.tick("report")

@@ -53,12 +53,21 @@ def test_coefficients_of_prior_samples_are_white():
 
 def test_load_pca_reads_a_prior_file(tmp_path):
     mean, cov = random_gaussian(3)
-    stats = {k: np.zeros(DIM) for k in ("skew_w", "kurt_w", "skew_v", "kurt_v")}
-    stats.update(mean=mean, cov=cov, mean_w=np.arange(DIM) * 0.1, num_samples=10, seed=0)
-    stats.update(negative_slope=0.2, class_idx=-1, w_std=1.0)
+    diagnostics = {k: np.zeros(DIM) for k in ("skew_w", "kurt_w", "skew_v", "kurt_v")}
+    stats = prior_lib.PriorStats(
+        mean,
+        cov,
+        0.2,
+        np.arange(DIM) * 0.1,
+        1.0,
+        num_samples=10,
+        seed=0,
+        class_idx=-1,
+        **diagnostics,
+    )
     prior_lib.save_prior(tmp_path / "prior.npz", stats, "fp")
     pca = pca_lib.load_pca(tmp_path / "prior.npz", expected_fingerprint="fp")
-    np.testing.assert_allclose(pca.mean_w, stats["mean_w"], atol=1e-7)
+    np.testing.assert_allclose(pca.mean_w, stats.mean_w, atol=1e-7)
     np.testing.assert_allclose(
         np.sort(np.asarray(pca.eigenvalues))[::-1], np.linalg.eigvalsh(cov)[::-1], rtol=1e-5
     )

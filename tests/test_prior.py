@@ -15,6 +15,7 @@ from gaussjax.analysis.prior import (
     PRIOR_KEYS,
     GaussianPrior,
     MomentAccumulator,
+    PriorStats,
     fit_generator_prior,
     gaussianity_summary,
     load_prior,
@@ -165,13 +166,14 @@ def test_fit_generator_prior_on_fixture(fixture_generator):
         chunk_size=1024,
         progress=lambda done, total: calls.append((done, total)),
     )
-    assert set(stats) == set(PRIOR_KEYS)
     assert (
-        stats["mean"].shape == (64,)
-        and stats["cov"].shape == (64, 64)
-        and stats["cov"].dtype == np.float64
+        all(getattr(stats, k) is not None for k in PRIOR_KEYS)
+        and stats.generator_fingerprint is None
     )
-    assert (stats["num_samples"], stats["negative_slope"], stats["seed"], stats["class_idx"]) == (
+    assert (
+        stats.mean.shape == (64,) and stats.cov.shape == (64, 64) and stats.cov.dtype == np.float64
+    )
+    assert (stats.num_samples, stats.negative_slope, stats.seed, stats.class_idx) == (
         3000,
         0.2,
         7,
@@ -182,20 +184,20 @@ def test_fit_generator_prior_on_fixture(fixture_generator):
         fns, params, generator.cfg, num_samples=3000, seed=7, chunk_size=1024
     )
     for key in PRIOR_KEYS:
-        np.testing.assert_array_equal(stats[key], again[key])
+        np.testing.assert_array_equal(getattr(stats, key), getattr(again, key))
     # Sample i depends only on (seed, i): another chunking gives the same fit up to rounding.
     rechunked = fit_generator_prior(
         fns, params, generator.cfg, num_samples=3000, seed=7, chunk_size=700
     )
-    np.testing.assert_allclose(rechunked["cov"], stats["cov"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(rechunked.cov, stats.cov, rtol=1e-4, atol=1e-5)
     other = fit_generator_prior(
         fns, params, generator.cfg, num_samples=3000, seed=8, chunk_size=1024
     )
-    assert not np.allclose(other["mean"], stats["mean"])
+    assert not np.allclose(other.mean, stats.mean)
     # The point of the transform: v is much closer to Gaussian than w (fixture: ~3.0 -> ~0.6 and
     # ~1.2 -> ~0.4), and the mean of v matches the mean of the transformed mapping samples.
-    assert np.abs(stats["kurt_v"]).mean() < 0.5 * np.abs(stats["kurt_w"]).mean()
-    assert np.abs(stats["skew_v"]).mean() < 0.5 * np.abs(stats["skew_w"]).mean()
+    assert np.abs(stats.kurt_v).mean() < 0.5 * np.abs(stats.kurt_w).mean()
+    assert np.abs(stats.skew_v).mean() < 0.5 * np.abs(stats.skew_w).mean()
     assert "median |skewness|" in gaussianity_summary(stats)
 
 
@@ -206,10 +208,10 @@ def test_fit_generator_prior_conditional(fixture_generator):
         fns, params, generator.cfg, num_samples=600, seed=0, chunk_size=256, class_idx=class_idx
     )
     marginal, class0, class1 = fit(None), fit(0), fit(1)
-    assert (marginal["class_idx"], class1["class_idx"]) == (-1, 1)
-    assert not np.allclose(class0["mean"], class1["mean"])
+    assert (marginal.class_idx, class1.class_idx) == (-1, 1)
+    assert not np.allclose(class0.mean, class1.mean)
     # The marginal mixes classes, so it is wider than a single class in total variance.
-    assert np.trace(marginal["cov"]) > np.trace(class0["cov"])
+    assert np.trace(marginal.cov) > np.trace(class0.cov)
     with pytest.raises(ValueError, match="class_idx must be"):
         fit(5)
     skip = fixture_generator("skip32")
@@ -223,16 +225,16 @@ def test_fit_generator_prior_conditional(fixture_generator):
 def _small_stats(dim=4):
     rng = np.random.default_rng(5)
     diag = {k: rng.normal(size=dim) for k in ("mean_w", "skew_w", "kurt_w", "skew_v", "kurt_v")}
-    return {
-        "mean": rng.normal(size=dim),
-        "cov": _random_cov(rng, dim),
-        "num_samples": 1000,
-        "negative_slope": 0.2,
-        "seed": 3,
-        "class_idx": -1,
-        "w_std": 1.5,
+    return PriorStats(
+        mean=rng.normal(size=dim),
+        cov=_random_cov(rng, dim),
+        num_samples=1000,
+        negative_slope=0.2,
+        seed=3,
+        class_idx=-1,
+        w_std=1.5,
         **diag,
-    }
+    )
 
 
 def test_save_load_round_trip_and_fingerprint(tmp_path):
@@ -240,11 +242,14 @@ def test_save_load_round_trip_and_fingerprint(tmp_path):
     path = tmp_path / "prior.npz"
     save_prior(path, stats, "abcd1234")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prior.npz"]  # no temp file left behind
+    with np.load(path) as stored:  # the file format: one array per key, scalars as 0-d arrays
+        assert sorted(stored.files) == sorted([*PRIOR_KEYS, "generator_fingerprint"])
+        assert stored["num_samples"].shape == () and stored["cov"].dtype == np.float64
     prior, loaded = load_prior(path, expected_fingerprint="abcd1234")
     for key in PRIOR_KEYS:
-        np.testing.assert_array_equal(loaded[key], stats[key])
-    assert loaded["generator_fingerprint"] == "abcd1234" and isinstance(loaded["num_samples"], int)
-    ref = make_prior(stats["mean"], stats["cov"], 0.2)
+        np.testing.assert_array_equal(getattr(loaded, key), getattr(stats, key))
+    assert loaded.generator_fingerprint == "abcd1234" and isinstance(loaded.num_samples, int)
+    ref = make_prior(stats.mean, stats.cov, 0.2)
     np.testing.assert_array_equal(prior.scale_tril, ref.scale_tril)
     with pytest.raises(
         ValueError, match="fitted for generator abcd1234, but this generator is ffff: refit"
@@ -270,7 +275,9 @@ def test_load_prior_refuses_bad_files(tmp_path):
     with pytest.raises(ValueError, match="cannot read as .npz"):
         load_prior(tmp_path / "truncated.npz")
     with pytest.raises(ValueError, match="lack keys"):
-        save_prior(tmp_path / "x.npz", {"mean": np.zeros(3)}, "abcd")
+        save_prior(
+            tmp_path / "x.npz", PriorStats(np.zeros(3), np.eye(3), 0.2, np.zeros(3), 1.0), "x"
+        )
 
 
 # (f) Command line.
@@ -301,7 +308,7 @@ def test_cli_fits_and_writes_prior(fixture_dir, tmp_path):
         assert set(data.files) == {*PRIOR_KEYS, "generator_fingerprint"}
     fingerprint = checkpoints.read_generator_config(tmp_path / "gen")[1]["fingerprint"]
     _, stats = load_prior(out, expected_fingerprint=fingerprint)
-    assert (stats["num_samples"], stats["seed"]) == (1500, 1)
+    assert (stats.num_samples, stats.seed) == (1500, 1)
 
     bad = _run_cli(f"--generator={tmp_path / 'nope'}", f"--out={tmp_path / 'x.npz'}")
     assert bad.returncode != 0

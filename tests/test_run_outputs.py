@@ -185,11 +185,11 @@ def test_a_prior_of_mean_and_cov_only_loads_with_closed_form_w_moments(tmp_path)
     np.savez(tmp_path / "mine.npz", mean=mean, cov=cov)
     prior, stats = prior_lib.load_prior(tmp_path / "mine.npz", expected_fingerprint="anything")
     np.testing.assert_allclose(np.asarray(prior.mean), mean, rtol=1e-6)
-    assert prior.negative_slope == 0.2 and stats["generator_fingerprint"] is None
+    assert prior.negative_slope == 0.2 and stats.generator_fingerprint is None
     v = rs.multivariate_normal(mean, cov, size=400_000)
     w = np.where(v >= 0, v, 0.2 * v)  # degaussianize
-    np.testing.assert_allclose(stats["mean_w"], w.mean(0), atol=0.01)
-    np.testing.assert_allclose(stats["w_std"], np.sqrt(w.var(0).sum()), rtol=0.005)
+    np.testing.assert_allclose(stats.mean_w, w.mean(0), atol=0.01)
+    np.testing.assert_allclose(stats.w_std, np.sqrt(w.var(0).sum()), rtol=0.005)
     identity_mean, identity_std = prior_lib.degaussianized_moments(mean, cov, negative_slope=1.0)
     np.testing.assert_allclose(identity_mean, mean)  # slope 1: w = v exactly
     np.testing.assert_allclose(identity_std, np.sqrt(np.trace(cov)))
@@ -201,7 +201,10 @@ def test_convert_overwrite_keeps_the_prior_of_unchanged_weights(tmp_path, fixtur
     dst, notes = tmp_path / "gen", []
     generator = convert(fixture_dir / "skip32.pkl", dst, log=notes.append)
     fingerprint = checkpoints.generator_fingerprint(generator)
-    stats = {k: np.zeros(3) for k in prior_lib.PRIOR_KEYS} | {"cov": np.eye(3)}
+    zeros = {k: np.zeros(3) for k in ("mean", "mean_w", "skew_w", "kurt_w", "skew_v", "kurt_v")}
+    stats = prior_lib.PriorStats(
+        cov=np.eye(3), negative_slope=0.2, w_std=1.0, num_samples=2, seed=0, class_idx=-1, **zeros
+    )
     prior_lib.save_prior(dst / "prior.npz", stats, fingerprint)
     prior_bytes = (dst / "prior.npz").read_bytes()
     convert(fixture_dir / "skip32.pkl", dst, overwrite=True, log=notes.append)

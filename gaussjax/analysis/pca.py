@@ -84,7 +84,7 @@ def make_pca(mean, cov, mean_w, negative_slope: float, floor: float = 1e-6) -> L
 def load_pca(path, expected_fingerprint: str | None = None) -> LatentPCA:
     """The PCA of a prior file written by `prior.save_prior` (checked as `load_prior` checks it)."""
     _, stats = load_prior(path, expected_fingerprint)
-    return make_pca(stats["mean"], stats["cov"], stats["mean_w"], stats["negative_slope"])
+    return make_pca(stats.mean, stats.cov, stats.mean_w, stats.negative_slope)
 
 
 def to_coefficients(pca: LatentPCA, w: jax.Array) -> jax.Array:

@@ -33,7 +33,7 @@ from gaussjax.files.checkpoints import FINGERPRINT_KEY
 from gaussjax.files.safe_io import read_npz, write_bytes_atomic
 from gaussjax.networks.config import GeneratorConfig
 
-# Keys of a fitted prior (the dict returned by `fit_generator_prior` and stored by `save_prior`).
+# Keys of a fitted prior's npz (PriorStats fields; `save_prior` adds the generator fingerprint).
 PRIOR_KEYS = (
     "mean",
     "cov",
@@ -57,6 +57,44 @@ _SCALAR_TYPES = {
     "w_std": float,
     FINGERPRINT_KEY: str,
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class PriorStats:
+    """The statistics of a fitted (or loaded) prior: what prior.npz holds, one field per key.
+
+    Attributes:
+      mean: [D] μ of v = gaussianize(w); cov: [D, D] Σ of v (float64).
+      negative_slope: the slope gaussianize undoes (0.2 for StyleGAN2).
+      mean_w: [D] mean of w itself; w_std: RMS distance of w from it (the official projector's
+        starting point and latent-noise scale).
+      num_samples, seed, class_idx: the fit's provenance (class_idx -1: the marginal, or an
+        unconditional generator); None for a prior made elsewhere.
+      generator_fingerprint: the generator it was fitted on; None: not checked.
+      skew_w, kurt_w, skew_v, kurt_v: [D] per-dimension skewness and excess kurtosis of w and v
+        (diagnostics; None for a prior made elsewhere).
+    """
+
+    mean: np.ndarray
+    cov: np.ndarray
+    negative_slope: float
+    mean_w: np.ndarray
+    w_std: float
+    num_samples: int | None = None
+    seed: int | None = None
+    class_idx: int | None = None
+    generator_fingerprint: str | None = None
+    skew_w: np.ndarray | None = None
+    kurt_w: np.ndarray | None = None
+    skew_v: np.ndarray | None = None
+    kurt_v: np.ndarray | None = None
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The npz content: PRIOR_KEYS and the fingerprint; refuses a record with one missing."""
+        missing = [k for k in (*PRIOR_KEYS, FINGERPRINT_KEY) if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"cannot save prior: stats lack keys {missing}")
+        return {k: np.asarray(getattr(self, k)) for k in (*PRIOR_KEYS, FINGERPRINT_KEY)}
 
 
 @functools.partial(
@@ -306,7 +344,7 @@ def fit_generator_prior(
     chunk_size: int = 4096,
     class_idx: int | None = None,
     progress: Callable[[int, int], None] | None = None,
-) -> dict:
+) -> "PriorStats":
     """Fits μ, Σ of v = gaussianize(w) over mapping samples w = mapping(z)[:, 0], z ~ N(0, I).
 
     Sample i uses the key fold_in(key(seed), i), so w (and hence μ, Σ) does not depend on
@@ -325,10 +363,7 @@ def fit_generator_prior(
       progress: called as progress(done, total) after each chunk.
 
     Returns:
-      A dict for `save_prior` (keys PRIOR_KEYS): mean [D], cov [D, D] (float64, of v),
-      num_samples, negative_slope, seed, class_idx (-1: marginal or unconditional), mean_w [D] and
-      the scalar w_std (mean and RMS spread of w itself), and the per-dimension diagnostics
-      skew_w, kurt_w, skew_v, kurt_v [D].
+      PriorStats with every field but generator_fingerprint (`save_prior` stamps it).
     """
     _check_fit_args(cfg, num_samples, chunk_size, class_idx)
     sample = functools.partial(
@@ -346,29 +381,29 @@ def fit_generator_prior(
         acc_v.update(v)
         if progress is not None:
             progress(acc_w.count, num_samples)
-    return {
-        "mean": acc_v.mean,
-        "cov": acc_v.cov,
-        "num_samples": num_samples,
-        "negative_slope": cfg.mapping_negative_slope,
-        "seed": seed,
-        "class_idx": -1 if class_idx is None else class_idx,
+    return PriorStats(
+        mean=acc_v.mean,
+        cov=acc_v.cov,
+        negative_slope=cfg.mapping_negative_slope,
         # The official projector's starting point and latent-noise scale: mean of w and the
         # RMS distance of w from it.
-        "mean_w": acc_w.mean,
-        "w_std": float(np.sqrt(np.trace(acc_w.cov) * (num_samples - 1) / num_samples)),
-        "skew_w": acc_w.skewness,
-        "kurt_w": acc_w.excess_kurtosis,
-        "skew_v": acc_v.skewness,
-        "kurt_v": acc_v.excess_kurtosis,
-    }
+        mean_w=acc_w.mean,
+        w_std=float(np.sqrt(np.trace(acc_w.cov) * (num_samples - 1) / num_samples)),
+        num_samples=num_samples,
+        seed=seed,
+        class_idx=-1 if class_idx is None else class_idx,
+        skew_w=acc_w.skewness,
+        kurt_w=acc_w.excess_kurtosis,
+        skew_v=acc_v.skewness,
+        kurt_v=acc_v.excess_kurtosis,
+    )
 
 
-def gaussianity_summary(stats: dict) -> str:
+def gaussianity_summary(stats: PriorStats) -> str:
     """Human-readable lines comparing the per-dimension non-Gaussianity of w and v (0 = Gaussian).
 
     Args:
-      stats: a dict with skew_w, kurt_w, skew_v, kurt_v [D] (and optionally num_samples).
+      stats: a fitted PriorStats (its skew_w, kurt_w, skew_v, kurt_v [D] and num_samples).
 
     Returns:
       A few lines of text, without a trailing newline.
@@ -378,31 +413,28 @@ def gaussianity_summary(stats: dict) -> str:
         ("median |excess kurtosis|", "kurt", 50),
         ("90th pct |excess kurtosis|", "kurt", 90),
     )
-    dim = len(stats["skew_w"])
+    dim = len(stats.skew_w)
     lines = [
-        f"Gaussianity over {stats.get('num_samples', '?')} samples, D={dim} (0 = Gaussian):",
+        f"Gaussianity over {stats.num_samples} samples, D={dim} (0 = Gaussian):",
         f"  {'':28s}{'w':>9s}{'v':>9s}",
     ]
     for label, name, pct in rows:
-        w_val, v_val = (np.nanpercentile(np.abs(stats[f"{name}_{s}"]), pct) for s in "wv")
+        w_val, v_val = (np.nanpercentile(np.abs(getattr(stats, f"{name}_{s}")), pct) for s in "wv")
         lines.append(f"  {label:28s}{w_val:9.3f}{v_val:9.3f}")
     return "\n".join(lines)
 
 
-def save_prior(path, stats: dict, generator_fingerprint: str) -> None:
+def save_prior(path, stats: PriorStats, generator_fingerprint: str) -> None:
     """Writes a fitted prior (and the fingerprint of its generator) to an npz file, atomically.
 
     Args:
       path: destination file (written as given; no '.npz' is appended).
-      stats: the dict returned by `fit_generator_prior`.
+      stats: the PriorStats of `fit_generator_prior` (every field given).
       generator_fingerprint: `config.json`'s fingerprint of the generator the prior was fitted on.
     """
-    missing = [k for k in PRIOR_KEYS if k not in stats]
-    if missing:
-        raise ValueError(f"cannot save prior: stats lack keys {missing}")
-    arrays = {k: np.asarray(stats[k]) for k in PRIOR_KEYS}
+    stamped = dataclasses.replace(stats, generator_fingerprint=str(generator_fingerprint))
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays, **{FINGERPRINT_KEY: np.asarray(str(generator_fingerprint))})
+    np.savez(buffer, **stamped.arrays())
     write_bytes_atomic(path, buffer.getvalue())
 
 
@@ -412,8 +444,8 @@ REQUIRED_KEYS = ("mean", "cov")
 DEFAULT_NEGATIVE_SLOPE = 0.2  # StyleGAN2's mapping network
 
 
-def _read_prior_file(path: pathlib.Path) -> dict:
-    """The arrays of a prior npz (scalars as Python values), or a one-line ValueError."""
+def _read_prior_file(path: pathlib.Path) -> PriorStats:
+    """The PriorStats of a prior npz, or a one-line ValueError."""
     if not path.is_file():
         raise ValueError(f"{path}: no such prior file (make one with experiments.fit_prior)")
     stats = read_npz(path)
@@ -435,16 +467,17 @@ def _read_prior_file(path: pathlib.Path) -> dict:
     return _complete_prior(stats)
 
 
-def _complete_prior(stats: dict) -> dict:
+def _complete_prior(stats: dict) -> PriorStats:
     """Fills what a bring-your-own prior may lack: negative_slope (0.2), mean_w and w_std (in
     closed form from μ, Σ), and None for the fit's provenance (num_samples, seed, class_idx,
     generator_fingerprint: a prior without one is not checked against the generator). The
-    diagnostics (skew_*, kurt_*) stay absent."""
+    diagnostics (skew_*, kurt_*) stay None; other keys in the file are ignored."""
     stats = {"negative_slope": DEFAULT_NEGATIVE_SLOPE, **stats}
     if "mean_w" not in stats or "w_std" not in stats:
         mean_w, w_std = degaussianized_moments(stats["mean"], stats["cov"], stats["negative_slope"])
         stats = {"mean_w": mean_w, "w_std": w_std, **stats}
-    return {k: stats.get(k) for k in ("num_samples", "seed", "class_idx", FINGERPRINT_KEY)} | stats
+    known = {f.name for f in dataclasses.fields(PriorStats)}
+    return PriorStats(**{k: v for k, v in stats.items() if k in known})
 
 
 def degaussianized_moments(mean, cov, negative_slope: float) -> tuple[np.ndarray, float]:
@@ -468,7 +501,7 @@ def degaussianized_moments(mean, cov, negative_slope: float) -> tuple[np.ndarray
 
 def load_prior(
     path, expected_fingerprint: str | None = None, ridge: float = 1e-6
-) -> tuple[GaussianPrior, dict]:
+) -> tuple[GaussianPrior, PriorStats]:
     """Reads a prior written by `save_prior`.
 
     Args:
@@ -478,8 +511,8 @@ def load_prior(
       ridge: relative ridge for `make_prior`.
 
     Returns:
-      (prior, stats): the GaussianPrior and the stored dict (PRIOR_KEYS + generator_fingerprint;
-      for a file holding only mean and cov, the rest as `_complete_prior` fills it in).
+      (prior, stats): the GaussianPrior and the stored PriorStats (for a file holding only mean
+      and cov, the rest as `_complete_prior` fills it in).
 
     Raises:
       ValueError: missing or unreadable file, no mean/cov, a fingerprint mismatch, or a covariance
@@ -487,10 +520,10 @@ def load_prior(
     """
     path = pathlib.Path(path)
     stats = _read_prior_file(path)
-    stored = stats[FINGERPRINT_KEY]
+    stored = stats.generator_fingerprint
     if None not in (expected_fingerprint, stored) and stored != expected_fingerprint:
         raise ValueError(
             f"{path} was fitted for generator {stored}, but this generator is "
             f"{expected_fingerprint}: refit with experiments.fit_prior"
         )
-    return make_prior(stats["mean"], stats["cov"], stats["negative_slope"], ridge), stats
+    return make_prior(stats.mean, stats.cov, stats.negative_slope, ridge), stats

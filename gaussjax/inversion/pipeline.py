@@ -128,11 +128,11 @@ def obtain_prior(spec: RunSpec, fns, params, generator, fingerprint, gen_dir):
     cache = (gen_dir or spec.outdir) / checkpoints.PRIOR_FILE
     if cache.exists():
         prior, stats = prior_lib.load_prior(cache, expected_fingerprint=fingerprint)
-        if (stats["num_samples"], stats["seed"]) == (spec.prior_samples, spec.seed):
+        if (stats.num_samples, stats.seed) == (spec.prior_samples, spec.seed):
             spec.log(f"using cached prior {cache}")
             return prior, stats
         spec.log(
-            f"cached prior {cache} was fitted with {stats['num_samples']} samples, seed {stats['seed']}: "
+            f"cached prior {cache} was fitted with {stats.num_samples} samples, seed {stats.seed}: "
             "refitting"
         )
     spec.log(
@@ -144,7 +144,7 @@ def obtain_prior(spec: RunSpec, fns, params, generator, fingerprint, gen_dir):
     if jax.process_index() == 0:
         cache.parent.mkdir(parents=True, exist_ok=True)
         prior_lib.save_prior(cache, stats, fingerprint)
-    return prior_lib.make_prior(stats["mean"], stats["cov"], stats["negative_slope"]), stats
+    return prior_lib.make_prior(stats.mean, stats.cov, stats.negative_slope), stats
 
 
 def check_spec(spec: RunSpec) -> None:
@@ -215,8 +215,8 @@ def prepare(spec: RunSpec) -> PreparedRun:
         fns,
         generator.cfg,
         cfg,
-        stats["mean_w"],
-        stats["w_std"],
+        stats.mean_w,
+        stats.w_std,
         lpips_fns=lpips_fns,
         optimizer=optimizer,
         class_label=class_label,
@@ -224,7 +224,7 @@ def prepare(spec: RunSpec) -> PreparedRun:
     settings = run_settings(
         cfg,
         fingerprint,
-        stats["cov"],
+        stats.cov,
         seed=spec.seed,
         images=spec.images,
         num_generated=spec.num_generated,

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from gaussjax.analysis import pca as pca_lib
-from gaussjax.analysis.prior import GaussianPrior
+from gaussjax.analysis.prior import GaussianPrior, PriorStats
 from gaussjax.files import checkpoints
 from gaussjax.inversion import pipeline
 from gaussjax.inversion.config import InversionConfig
@@ -27,13 +27,13 @@ class Study:
     params: object
     cfg: GeneratorConfig
     prior: GaussianPrior
-    stats: dict
+    stats: PriorStats
     base: pipeline.RunSpec
 
     @property
     def pca(self) -> pca_lib.LatentPCA:
         s = self.stats
-        return pca_lib.make_pca(s["mean"], s["cov"], s["mean_w"], s["negative_slope"])
+        return pca_lib.make_pca(s.mean, s.cov, s.mean_w, s.negative_slope)
 
     def _jitted(self, name: str):
         """jax.jit of fns.<name>, made once per study: a jit of a fresh bound method would
@@ -76,7 +76,7 @@ class Study:
         There are no LPIPS weights here: a space's default LPIPS term is dropped with a notice, as
         experiments.invert does without --vgg."""
         config = pipeline.resolve_lpips(dataclasses.replace(self.base, config=config)).config
-        return Inverter(self.fns, self.cfg, config, self.stats["mean_w"], self.stats["w_std"])
+        return Inverter(self.fns, self.cfg, config, self.stats.mean_w, self.stats.w_std)
 
 
 def load_study(
