@@ -38,6 +38,7 @@ def test_pickle_and_state_dict_paths_reproduce_official_images(fixture_dir, tmp_
     assert pkl_doc["source"]["format"] == "nvidia-pickle"
 
 
+@pytest.mark.slow
 def test_torch_state_dict_file(fixture_dir, tmp_path):
     torch = pytest.importorskip("torch")
     with np.load(fixture_dir / "skip32_G_ema_state.npz") as data:
@@ -186,6 +187,7 @@ def test_cli_exit_code_and_message(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_cli_is_quiet_unless_verbosity_is_given(fixture_dir, tmp_path):
     def run(*flags):
         return subprocess.run(

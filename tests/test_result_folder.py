@@ -131,6 +131,7 @@ def test_full_disk_mid_run_keeps_finished_results_and_resumes(tmp_path, monkeypa
     assert (outdir / "generated0000.npz").read_bytes() == first  # kept, not redone
 
 
+@pytest.mark.slow
 def test_run_refuses_a_folder_another_process_writes_to(tmp_path):
     outdir = tmp_path / "out"
     outdir.mkdir()

@@ -157,6 +157,7 @@ def test_running_from_any_layer_equals_the_full_network(fixture_dir, fixture_gen
     np.testing.assert_allclose(given_const, full, atol=1e-6, rtol=0)
 
 
+@pytest.mark.slow
 def test_restarted_rgb_accumulator_drops_earlier_blocks(fixture_generator):
     """Entering with img=None (F/Z+'s entry) leaves out the RGB of the blocks before the entry."""
     G = fixture_generator("skip32")

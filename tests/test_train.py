@@ -285,6 +285,7 @@ def test_resume_continues_bit_for_bit_and_refuses_other_settings(tmp_path):
         loop.start_or_resume(tmp_path / "resumed", wider)
 
 
+@pytest.mark.slow
 def test_sharded_iterations_equal_unsharded():
     nets, state = tiny_setup()
     data, key = jnp.asarray(tiny_dataset()), jax.random.key(0)
