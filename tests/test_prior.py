@@ -237,17 +237,33 @@ def _small_stats(dim=4):
     )
 
 
+# prior.npz as the dict-based save_prior wrote it (dtype, shape per key; D = 4 here): a record-saved
+# file must match exactly, so older code still reads it.
+_PRIOR_FILE_FORMAT = {
+    **{k: ("<f8", (4,)) for k in ("mean", "mean_w", "skew_w", "kurt_w", "skew_v", "kurt_v")},
+    "cov": ("<f8", (4, 4)),
+    **{k: ("<i8", ()) for k in ("num_samples", "seed", "class_idx")},
+    **{k: ("<f8", ()) for k in ("negative_slope", "w_std")},
+    "generator_fingerprint": ("<U8", ()),
+}
+
+
 def test_save_load_round_trip_and_fingerprint(tmp_path):
     stats = _small_stats()
     path = tmp_path / "prior.npz"
     save_prior(path, stats, "abcd1234")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prior.npz"]  # no temp file left behind
-    with np.load(path) as stored:  # the file format: one array per key, scalars as 0-d arrays
-        assert sorted(stored.files) == sorted([*PRIOR_KEYS, "generator_fingerprint"])
-        assert stored["num_samples"].shape == () and stored["cov"].dtype == np.float64
+    with np.load(path) as stored:
+        written = {k: (stored[k].dtype.str, stored[k].shape) for k in stored.files}
+    assert written == _PRIOR_FILE_FORMAT
     prior, loaded = load_prior(path, expected_fingerprint="abcd1234")
     for key in PRIOR_KEYS:
         np.testing.assert_array_equal(getattr(loaded, key), getattr(stats, key))
+    # A loaded record saves back to the same arrays, in the same key order.
+    save_prior(tmp_path / "again.npz", loaded, "abcd1234")
+    with np.load(path) as first, np.load(tmp_path / "again.npz") as second:
+        assert first.files == second.files
+        assert all(first[k].tobytes() == second[k].tobytes() for k in first.files)
     assert loaded.generator_fingerprint == "abcd1234" and isinstance(loaded.num_samples, int)
     ref = make_prior(stats.mean, stats.cov, 0.2)
     np.testing.assert_array_equal(prior.scale_tril, ref.scale_tril)

@@ -63,16 +63,24 @@ _SCALAR_TYPES = {
 class PriorStats:
     """The statistics of a fitted (or loaded) prior: what prior.npz holds, one field per key.
 
+    Frozen so that a loaded prior cannot drift from its file; the arrays are float64 as fitted
+    (a prior made elsewhere keeps the dtype it was saved with).
+
     Attributes:
-      mean: [D] μ of v = gaussianize(w); cov: [D, D] Σ of v (float64).
+      mean: [D] μ of v = gaussianize(w).
+      cov: [D, D] Σ of v.
       negative_slope: the slope gaussianize undoes (0.2 for StyleGAN2).
-      mean_w: [D] mean of w itself; w_std: RMS distance of w from it (the official projector's
-        starting point and latent-noise scale).
-      num_samples, seed, class_idx: the fit's provenance (class_idx -1: the marginal, or an
-        unconditional generator); None for a prior made elsewhere.
+      mean_w: [D] mean of w itself (the official projector's starting point).
+      w_std: RMS distance of w from mean_w (the official projector's latent-noise scale).
+      num_samples: mapping samples the fit used; None for a prior made elsewhere.
+      seed: the fit's PRNG seed; None for a prior made elsewhere.
+      class_idx: the class the fit conditioned on, -1 for the marginal or an unconditional
+        generator; None for a prior made elsewhere.
       generator_fingerprint: the generator it was fitted on; None: not checked.
-      skew_w, kurt_w, skew_v, kurt_v: [D] per-dimension skewness and excess kurtosis of w and v
-        (diagnostics; None for a prior made elsewhere).
+      skew_w: [D] per-dimension skewness of w (a diagnostic; None for a prior made elsewhere).
+      kurt_w: [D] per-dimension excess kurtosis of w (likewise).
+      skew_v: [D] per-dimension skewness of v (likewise).
+      kurt_v: [D] per-dimension excess kurtosis of v (likewise).
     """
 
     mean: np.ndarray
@@ -344,7 +352,7 @@ def fit_generator_prior(
     chunk_size: int = 4096,
     class_idx: int | None = None,
     progress: Callable[[int, int], None] | None = None,
-) -> "PriorStats":
+) -> PriorStats:
     """Fits μ, Σ of v = gaussianize(w) over mapping samples w = mapping(z)[:, 0], z ~ N(0, I).
 
     Sample i uses the key fold_in(key(seed), i), so w (and hence μ, Σ) does not depend on
