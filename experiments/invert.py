@@ -136,8 +136,8 @@ def main(argv):
             log=log,
         )
         summary = pipeline.run(spec)
-    except (ValueError, FileNotFoundError, OSError) as e:
-        sys.exit(f"error: {e}")
+    except (ValueError, OSError) as e:  # bad input, or a full disk while writing results
+        sys.exit(cli.error_line(e))
     log(f"inverted {summary.inverted} now, {summary.finished}/{summary.total} finished in total")
     for line in summary.report:
         log(line)

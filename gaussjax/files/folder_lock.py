@@ -81,13 +81,29 @@ def acquire(outdir, owner: dict) -> None:
             return
         held = read_owner(path)
         if held is not None and not _is_stale(held):
-            raise FolderLockedError(
-                f"{outdir} is in use by process {held['pid']} on {held['host']} (since "
-                f"{held.get('started', '?')}); wait for it to finish, or remove {path} if that "
-                "process is gone"
-            )
+            raise _locked_error(path, held)
         _remove_stale(path, held, owner["token"])
     raise FolderLockedError(f"{outdir}: could not take {path}; try again")
+
+
+def check_free(outdir) -> None:
+    """Raises FolderLockedError when a live process holds OUTDIR/.lock; writes nothing.
+
+    Lets a run refuse a busy folder before its costly preparation; `acquire` still decides.
+    """
+    path = pathlib.Path(outdir) / LOCK_FILE
+    held = read_owner(path)
+    if held is not None and not _is_stale(held):
+        raise _locked_error(path, held)
+
+
+def _locked_error(path: pathlib.Path, held: dict) -> FolderLockedError:
+    """The one-line refusal naming the folder and the owner's PID and host."""
+    return FolderLockedError(
+        f"{path.parent} is in use by process {held['pid']} on {held['host']} (since "
+        f"{held.get('started', '?')}); wait for it to finish, or remove {path} if that "
+        "process is gone"
+    )
 
 
 def _remove_stale(path: pathlib.Path, stale: dict | None, token: str) -> None:

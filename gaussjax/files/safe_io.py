@@ -155,5 +155,6 @@ def write_bytes_atomic(path, data: bytes) -> None:
 
 def write_error(path, error: OSError) -> OSError:
     """`error` (a full disk, a read-only folder) as one line that names the file being written:
-    "[Errno 28] No space left on device while writing out/a.npz"."""
-    return type(error)(error.errno, f"{error.strerror or error} while writing {path}")
+    its strerror is "no space left on device while writing out/a.npz" (errno and type kept)."""
+    reason = error.strerror or str(error)
+    return type(error)(error.errno, f"{reason[:1].lower()}{reason[1:]} while writing {path}")

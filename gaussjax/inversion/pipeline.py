@@ -273,6 +273,8 @@ def run(spec: RunSpec) -> RunSummary:
       ValueError, OSError: bad settings or files, before any result is written.
       KeyboardInterrupt: Ctrl-C, with a one-line message saying how far the run got.
     """
+    if jax.process_index() == 0:
+        folder_lock.check_free(spec.outdir)  # before `prepare`, which may cache a prior there
     prepared = prepare(spec)
     spec, targets = prepared.spec, prepared.targets
     spec.log(start_line(prepared))
