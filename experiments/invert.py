@@ -137,7 +137,7 @@ def main(argv):
         )
         summary = pipeline.run(spec)
     except (ValueError, OSError) as e:  # bad input, or a full disk while writing results
-        sys.exit(cli.error_line(e))
+        sys.exit(f"error: {e}")
     log(f"inverted {summary.inverted} now, {summary.finished}/{summary.total} finished in total")
     for line in summary.report:
         log(line)

@@ -21,14 +21,6 @@ def quiet_library_logs() -> None:
         logging.set_verbosity(logging.WARNING)
 
 
-def error_line(e: Exception) -> str:
-    """The one line a launcher exits with for a library error: "error: MESSAGE". An OSError that
-    names no file (a failed write, see safe_io.write_error) drops Python's "[Errno N]" prefix."""
-    if isinstance(e, OSError) and e.strerror and e.filename is None:
-        return f"error: {e.strerror}"
-    return f"error: {e}"
-
-
 def run(main) -> None:
     """absl's app.run(main) with quiet library logs, the compilation cache on and the XLA:CPU
     flags of `runtime.set_cpu_xla_flags` (set before any backend starts); Ctrl-C prints one line

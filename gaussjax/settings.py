@@ -56,13 +56,13 @@ _DEFINERS = {
 }
 
 
-def define_flags(cls, skip=(), flag_values=flags.FLAGS) -> dict[str, flags.FlagHolder]:
+def define_flags(cls, flag_values=flags.FLAGS) -> dict[str, flags.FlagHolder]:
     """Defines one absl flag (default None: "not given") per leaf setting of `cls` that has help
-    text, except those named in `skip`; returns {field name: holder}. The help names the
+    text; returns {field name: holder}. The help names the
     config's default (a space brings its own: InversionConfig.for_space)."""
     holders = {}
     for name, f in leaf_fields(cls).items():
-        if name in skip or "help" not in f.metadata:
+        if "help" not in f.metadata:
             continue
         flag_name, choices, help = (
             f.metadata["flag"] or name,

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from conftest import TINY, tiny_module
 
-from gaussjax import cli
 from gaussjax.files import checkpoints, folder_lock, results, safe_io
 from gaussjax.inversion import pipeline
 from gaussjax.inversion.config import InversionConfig
@@ -106,9 +105,9 @@ def test_write_error_is_one_line_naming_the_file(tmp_path):
     )
     assert error.errno == errno.ENOSPC
     line = f"error: no space left on device while writing {tmp_path / 'a.npz'}"
-    assert cli.error_line(error) == line
+    assert f"error: {error}" == line
     missing = FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), "x.npz")
-    assert cli.error_line(missing) == "error: [Errno 2] No such file or directory: 'x.npz'"
+    assert f"error: {missing}" == "error: [Errno 2] No such file or directory: 'x.npz'"
 
 
 def test_run_refuses_a_folder_another_process_writes_to_before_writing_anything(tmp_path):
@@ -209,7 +208,7 @@ def test_full_disk_while_resuming_keeps_finished_results_and_the_rerun_completes
         with pytest.raises(OSError) as failure:
             pipeline.run(tiny_run(outdir, tiny_model))
     line = f"error: no space left on device while writing {outdir / 'generated0002.png'}"
-    assert cli.error_line(failure.value) == line
+    assert f"error: {failure.value}" == line
     after = snapshot(outdir)
     finished = ("generated0000.npz", "generated0000.png", "targets/generated0000.png")
     assert {name: after[name] for name in finished} == {name: before[name] for name in finished}

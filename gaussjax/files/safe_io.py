@@ -145,16 +145,23 @@ def write_bytes_atomic(path, data: bytes) -> None:
             f.write(data)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:
         pathlib.Path(tmp).unlink(missing_ok=True)
-        raise write_error(path, e) from e
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise write_error(path, e) from e
         raise
 
 
-def write_error(path, error: OSError) -> OSError:
-    """`error` (a full disk, a read-only folder) as one line that names the file being written:
-    its strerror is "no space left on device while writing out/a.npz" (errno and type kept)."""
+class WriteError(OSError):
+    """A failed write (a full disk, a read-only folder). Its message is one line naming the file,
+    "no space left on device while writing out/a.npz", without Python's "[Errno N]" prefix, so
+    every launcher's `error: {e}` reads right; `errno` is kept."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def write_error(path, error: OSError) -> WriteError:
+    """`error`, raised while writing `path`, as a WriteError."""
     reason = error.strerror or str(error)
-    return type(error)(error.errno, f"{reason[:1].lower()}{reason[1:]} while writing {path}")
+    return WriteError(error.errno, f"{reason[:1].lower()}{reason[1:]} while writing {path}")

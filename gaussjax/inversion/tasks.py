@@ -99,10 +99,11 @@ def sense(arrays: dict, x):
 def make_task(cfg, gen_cfg) -> Task:
     """The operator of a ProblemConfig's task for images of the generator's shape.
 
+    `cfg` was checked by `check_task` when it was made (ProblemConfig.__post_init__).
+
     Raises:
-      ValueError: settings that do not fit (checked in `check_task` too) or an unreadable mask.
+      ValueError: a resolution the settings do not fit, or an unreadable mask.
     """
-    check_task(cfg)
     res, ch = gen_cfg.img_resolution, gen_cfg.img_channels
     rs = np.random.RandomState(cfg.task_seed)
     if cfg.task == "denoise":
