@@ -18,6 +18,7 @@ Typical use:
 
 import dataclasses
 import functools
+import hashlib
 import io
 import math
 import pathlib
@@ -152,6 +153,11 @@ def prior_energy(prior: GaussianPrior, w: jax.Array) -> jax.Array:
     white = jax.scipy.linalg.solve_triangular(prior.scale_tril, flat.T, lower=True)
     energy = jnp.sum(jnp.square(white), axis=0).reshape(centred.shape[:-1])
     return energy.sum(axis=1) if w.ndim == 3 else energy
+
+
+def covariance_id(cov) -> str:
+    """16 hex digits naming a prior by its covariance [D, D] (recorded in the runs using it)."""
+    return hashlib.sha256(np.asarray(cov, np.float64).tobytes()).hexdigest()[:16]
 
 
 def make_prior(mean, cov, negative_slope: float, ridge: float = 1e-6) -> GaussianPrior:

@@ -58,8 +58,13 @@ def _to_numpy_state(state):
 
 def generator_fingerprint(generator: Generator) -> str:
     """A short hash of the config and every weight, so derived files (priors) can name their generator."""
-    digest = hashlib.sha256(generator.cfg.to_json().encode())
-    for path, value in sorted(nnx.to_flat_state(nnx.state(generator)), key=lambda kv: str(kv[0])):
+    return module_fingerprint(generator.cfg.to_json(), generator)
+
+
+def module_fingerprint(config_text: str, module: nnx.Module) -> str:
+    """16 hex digits of sha256 over a config's text and every array of the module's state."""
+    digest = hashlib.sha256(config_text.encode())
+    for path, value in sorted(nnx.to_flat_state(nnx.state(module)), key=lambda kv: str(kv[0])):
         digest.update(str(path).encode())
         digest.update(np.ascontiguousarray(np.asarray(value[...], np.float32)).tobytes())
     return digest.hexdigest()[:16]
@@ -80,21 +85,33 @@ def save_generator(
     """
     dst = pathlib.Path(dst).absolute()
     check_destination(dst, overwrite)
+    doc = {
+        "generator": generator.cfg.to_dict(),
+        "fingerprint": generator_fingerprint(generator),
+        **(metadata or {}),
+    }
+    notes = []
+
+    def fill(tmp):
+        save_tree(tmp / WEIGHTS_DIR, _to_numpy_state(nnx.state(generator)))
+        (tmp / CONFIG_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        notes.append(carry_over_prior(dst, tmp, doc["fingerprint"]))
+
+    assemble_dir(dst, fill)
+    if notes[0]:
+        log(notes[0])
+
+
+def assemble_dir(dst: pathlib.Path, fill) -> None:
+    """Builds a directory with fill(tmp) under a temporary name beside `dst`, then swaps it into
+    place (`replace_dir`), so a partly written directory never exists at `dst`."""
+    dst = pathlib.Path(dst).absolute()
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.parent / f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
-        save_tree(tmp / WEIGHTS_DIR, _to_numpy_state(nnx.state(generator)))
-        doc = {
-            "generator": generator.cfg.to_dict(),
-            "fingerprint": generator_fingerprint(generator),
-            **(metadata or {}),
-        }
-        (tmp / CONFIG_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-        note = carry_over_prior(dst, tmp, doc["fingerprint"])
+        fill(tmp)
         replace_dir(tmp, dst)
-        if note:
-            log(note)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

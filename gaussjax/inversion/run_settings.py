@@ -5,13 +5,12 @@ check_run_settings(outdir, settings, has_results=bool(finished))   # before any 
 record_run_settings(outdir, settings)                              # when work starts
 """
 
-import hashlib
 import json
 import pathlib
 
 import jax
-import numpy as np
 
+from gaussjax.analysis.prior import covariance_id
 from gaussjax.files.safe_io import read_json, write_bytes_atomic
 
 RUN_FILE = "run.json"
@@ -25,11 +24,10 @@ def run_settings(
     """The flat settings of `config` (an InversionConfig) but NOT_RECORDED, the generator's
     fingerprint, a hash of the prior's covariance [D, D] and what the targets are."""
     settings = {k: v for k, v in config.to_dict().items() if k not in NOT_RECORDED}
-    prior_id = hashlib.sha256(np.asarray(prior_cov, np.float64).tobytes()).hexdigest()[:16]
     return {
         **settings,
         "generator": fingerprint,
-        "prior": prior_id,
+        "prior": covariance_id(prior_cov),
         "seed": seed,
         "images": images,
         "num_generated": None if images else num_generated,

@@ -21,7 +21,8 @@ from gaussjax.networks.stylegan2 import PureGenerator
 @dataclasses.dataclass(frozen=True)
 class Study:
     """fns, params: `PureGenerator.split` of the generator; prior/stats: as `prior.load_prior`
-    returns them; base: the RunSpec the generator and prior were obtained with."""
+    returns them; base: the RunSpec the generator and prior were obtained with; fingerprint:
+    the generator's (checkpoints.generator_fingerprint)."""
 
     fns: object
     params: object
@@ -29,6 +30,7 @@ class Study:
     prior: GaussianPrior
     stats: PriorStats
     base: pipeline.RunSpec
+    fingerprint: str = ""
 
     @property
     def pca(self) -> pca_lib.LatentPCA:
@@ -109,7 +111,7 @@ def load_study(
     fns, params = PureGenerator.split(module)
     fingerprint = checkpoints.generator_fingerprint(module)
     gaussian, stats = pipeline.obtain_prior(base, fns, params, module, fingerprint, gen_dir)
-    return Study(fns, params, module.cfg, gaussian, stats, base)
+    return Study(fns, params, module.cfg, gaussian, stats, base, fingerprint)
 
 
 def sample_z(num: int, z_dim: int, seed: int) -> np.ndarray:

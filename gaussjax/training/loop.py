@@ -46,11 +46,12 @@ def run_record(generator_cfg: GeneratorConfig, train_cfg: gan.TrainConfig, seed:
     }
 
 
-def start_or_resume(outdir, record: dict, log=print) -> None:
+def start_or_resume(outdir, record: dict, log=print, defaults: dict | None = None) -> None:
     """Writes run.json, or checks that an existing one describes the same run.
 
     A setting that the existing run.json lacks (one added to the code after the run started)
-    counts as unchanged when the new record has it at its default.
+    counts as unchanged when the new record has it at its default (`defaults`, nested as the
+    record; default: the GAN's TrainConfig under "training").
 
     Raises:
       ValueError: OUTDIR holds a run with other settings (one line naming them).
@@ -61,9 +62,9 @@ def start_or_resume(outdir, record: dict, log=print) -> None:
         write_bytes_atomic(path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
         return
     # Both through JSON, as run.json was: tuples become lists, as they are in the file.
-    new, defaults = json.loads(
-        json.dumps([record, {"training": dataclasses.asdict(gan.TrainConfig())}])
-    )
+    if defaults is None:
+        defaults = {"training": dataclasses.asdict(gan.TrainConfig())}
+    new, defaults = json.loads(json.dumps([record, defaults]))
     changed = _changed_keys(read_json(path, ValueError), new, defaults)
     if changed:
         raise ValueError(
