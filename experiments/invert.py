@@ -4,6 +4,7 @@ r"""Inverts images into a StyleGAN2 latent space, with the Gaussianized prior (t
         [--generator=DIR] [--prior=prior.npz] [--images=DIR|GLOB|FILE] \
         [--space=w|wplus|z|zplus|f_w|f_wplus|f_z|f_zplus] [--prior_weight=1e-5] [--steps=N] \
         [--batch_size=8] [--loss=mse|lpips|mse+lpips --vgg=FILE] [--optimize_noise] \
+        [--encoder=DIR|builtin [--steps=0]] \
         [--task=invert|denoise|inpaint|super_resolution|compressed_sensing [task settings]]
 
 Per image it writes NAME.npz (`w` [1, num_ws, w_dim], the official projector's format, plus the
@@ -14,6 +15,11 @@ schedule, loss weights); flags given explicitly override them. Without --generat
 built-in demo generator (seeded random weights); without --images it inverts images the generator
 makes from seeded latents and reports the latent error against the true latents. Without --prior
 a prior is fitted once and cached beside the generator (in --outdir for the demo generator).
+
+--encoder starts every image from an encoder's W+ code (experiments.train_encoder) instead of the
+mean latent: W takes the mean of its rows, W+ the code, the f_ spaces take F0 = the generator's
+features of the code (as the F/Z+ method does). --steps=0 is pure amortised inversion: one encoder
+pass per image, the same outputs as any run.
 
 --task solves an inverse problem in any space (gaussjax/inversion/tasks.py): the images are the
 clean targets, the measurement y = A(x) (+ noise) is simulated from them, the loss compares A(G(s))
@@ -27,6 +33,7 @@ import jax
 from absl import flags
 
 from gaussjax import cli, settings
+from gaussjax.encoding import saved
 from gaussjax.inversion import pipeline
 from gaussjax.inversion.config import InversionConfig
 from gaussjax.inversion.spaces import SPACES
@@ -40,6 +47,9 @@ _PRIOR = flags.DEFINE_string(
 )
 _IMAGES = flags.DEFINE_string(
     "images", None, "Directory, glob or file; default: generated targets."
+)
+_ENCODER = flags.DEFINE_string(
+    "encoder", None, "Encoder directory (or a train_encoder run, or 'builtin') to start from."
 )
 _SPACE = flags.DEFINE_enum("space", "wplus", list(SPACES), "Latent space.")
 _NUM_GENERATED = flags.DEFINE_integer(
@@ -133,6 +143,7 @@ def main(argv):
             lpips_lin=_LPIPS_LIN.value,
             lpips_explicit=bool(_LOSS.value and "lpips" in _LOSS.value),
             save_video=_SAVE_VIDEO.value,
+            encoder=saved.load_encoder(_ENCODER.value) if _ENCODER.value else None,
             log=log,
         )
         summary = pipeline.run(spec)

@@ -29,14 +29,20 @@ from gaussjax.files import images, lpips_weights
 from gaussjax.studies import setup
 
 _OUTDIR = flags.DEFINE_string("outdir", None, "Run directory (resumable).")
-_GENERATOR = flags.DEFINE_string("generator", None, "Generator directory; default: the built-in one.")
+_GENERATOR = flags.DEFINE_string(
+    "generator", None, "Generator directory; default: the built-in one."
+)
 _PRIOR = flags.DEFINE_string("prior", None, "prior.npz; default: the cached one, or fit and cache.")
 _KIMG = flags.DEFINE_float("kimg", 100, "Train until this many thousand generated images.")
-_SNAPSHOT_KIMG = flags.DEFINE_float("snapshot_kimg", 5, "Checkpoint, encoder and samples every so often.")
+_SNAPSHOT_KIMG = flags.DEFINE_float(
+    "snapshot_kimg", 5, "Checkpoint, encoder and samples every so often."
+)
 _IMAGES = flags.DEFINE_string("images", None, "Real images (directory or glob), image loss only.")
 _VGG = flags.DEFINE_string("vgg", None, "LPIPS weights (NVIDIA vgg16.pt): adds the LPIPS term.")
 _SEED = flags.DEFINE_integer("seed", 0, "Initialisation and training randomness.")
-_PRIOR_SAMPLES = flags.DEFINE_integer("prior_samples", 10000, "Samples when a prior has to be fitted.")
+_PRIOR_SAMPLES = flags.DEFINE_integer(
+    "prior_samples", 10000, "Samples when a prior has to be fitted."
+)
 
 _SETTING_FLAGS = settings.define_flags(training.EncoderTrainConfig)
 
@@ -64,9 +70,17 @@ def main(argv):
     try:
         cfg = train_config()
         study = setup.load_study(
-            pathlib.Path(_OUTDIR.value), _GENERATOR.value, _PRIOR.value, _PRIOR_SAMPLES.value, _SEED.value
+            pathlib.Path(_OUTDIR.value),
+            _GENERATOR.value,
+            _PRIOR.value,
+            _PRIOR_SAMPLES.value,
+            _SEED.value,
         )
-        lpips = nnx.split(lpips_weights.load_lpips(_VGG.value)) if cfg.lpips_weight > 0 and _VGG.value else None
+        lpips = (
+            nnx.split(lpips_weights.load_lpips(_VGG.value))
+            if cfg.lpips_weight > 0 and _VGG.value
+            else None
+        )
         run = loop.EncoderRun(
             _OUTDIR.value,
             _KIMG.value,
@@ -77,12 +91,18 @@ def main(argv):
             images=_IMAGES.value,
             lpips=lpips,
         )
-        print(f"training an encoder for {_KIMG.value:g} kimg on {jax.device_count()} device(s); writing {_OUTDIR.value}", flush=True)
+        devices = jax.device_count()
+        print(
+            f"training an encoder for {_KIMG.value:g} kimg on {devices} device(s); into {_OUTDIR.value}",
+            flush=True,
+        )
         last = loop.train_encoder(run, study.fns, study.params, study.cfg, study.fingerprint, cfg)
     except (ValueError, OSError, ImportError) as e:
         sys.exit(f"error: {e}")
     kimg = last.get("kimg", _KIMG.value)
-    print(f"done: {kimg:g} kimg; the encoder is {pathlib.Path(_OUTDIR.value) / 'encoder'} (--encoder={_OUTDIR.value})")
+    print(
+        f"done: {kimg:g} kimg; the encoder is {pathlib.Path(_OUTDIR.value) / 'encoder'} (--encoder={_OUTDIR.value})"
+    )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ GAUSSJAX_LAYERS = (
     ("analysis", "editing", "reports"),  # priors and PCA, latent edits, tables and plots
     ("inversion",),  # the inversion engine, its latent spaces and the run pipeline
     ("training", "perf"),  # GAN training (shares the inversion's sharding), timings
+    ("encoding",),  # the image -> W+ encoder, its self-supervised training and files
     ("studies",),  # the paper's experiments, built on inversion and editing
     ("runtime",),  # process setup: XLA flags, the compilation cache
     ("cli",),  # what every launcher shares

@@ -19,7 +19,6 @@ import pathlib
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding
@@ -79,7 +78,9 @@ def check_run(gen_cfg, cfg, run: EncoderRun) -> None:
     devices = jax.device_count()
     for name in ("batch_size", "real_batch_size"):
         if getattr(cfg, name) % devices:
-            raise ValueError(f"{name} {getattr(cfg, name)} is not a multiple of the {devices} devices")
+            raise ValueError(
+                f"{name} {getattr(cfg, name)} is not a multiple of the {devices} devices"
+            )
     if cfg.lpips_weight > 0 and run.lpips is None:
         raise ValueError("lpips_weight > 0 needs VGG16 weights (vgg=FILE)")
     if run.total_kimg <= 0 or run.snapshot_kimg <= 0:
@@ -87,7 +88,12 @@ def check_run(gen_cfg, cfg, run: EncoderRun) -> None:
 
 
 def train_encoder(
-    run: EncoderRun, gen_fns, gen_params, gen_cfg, fingerprint: str, cfg: training.EncoderTrainConfig
+    run: EncoderRun,
+    gen_fns,
+    gen_params,
+    gen_cfg,
+    fingerprint: str,
+    cfg: training.EncoderTrainConfig,
 ) -> dict:
     """Trains (or resumes) until `run.total_kimg`; returns the last log line.
 
@@ -108,9 +114,7 @@ def train_encoder(
     lpips_graph, lpips_params = run.lpips or (None, None)
     trainer = training.Trainer(gen_fns, graph, lpips_graph, cfg, batch_sharding)
     prior = prior_lib.make_prior(run.prior.mean, run.prior.cov, run.prior.negative_slope)
-    inputs = sharding.replicate(
-        mesh, (state, buffers, gen_params, prior, lpips_params, run.reals)
-    )
+    inputs = sharding.replicate(mesh, (state, buffers, gen_params, prior, lpips_params, run.reals))
     return _train_loop(run, trainer, inputs, fingerprint)
 
 

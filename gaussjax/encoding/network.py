@@ -52,7 +52,9 @@ class EncoderConfig:
     @classmethod
     def for_generator(cls, gen_cfg, width: float = 1.0, fpn_channels: int | None = None):
         """The encoder of a generator: its widths at each resolution times `width`."""
-        resolutions = [gen_cfg.img_resolution // 2**i for i in range(_stages(gen_cfg.img_resolution) + 1)]
+        resolutions = [
+            gen_cfg.img_resolution // 2**i for i in range(_stages(gen_cfg.img_resolution) + 1)
+        ]
         widths = tuple(max(8, int(round(width * gen_cfg.channels(r)))) for r in resolutions)
         return cls(
             img_resolution=gen_cfg.img_resolution,
@@ -97,7 +99,9 @@ class RowHeads(nnx.Module):
 
     def __call__(self, level):
         flat = _pool(level, level.shape[1] // POOLED).reshape(level.shape[0], -1)
-        h = jax.nn.leaky_relu(jnp.einsum("bi,rio->bro", flat, self.hidden[...]) + self.hidden_bias[...], 0.2)
+        h = jax.nn.leaky_relu(
+            jnp.einsum("bi,rio->bro", flat, self.hidden[...]) + self.hidden_bias[...], 0.2
+        )
         return jnp.einsum("bri,rio->bro", h, self.out[...]) + self.out_bias[...]
 
 

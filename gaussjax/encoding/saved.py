@@ -8,6 +8,7 @@ and `weights/` (Orbax), written atomically; and the encoder that ships with the 
 """
 
 import dataclasses
+import functools
 import json
 import pathlib
 from typing import Any
@@ -57,8 +58,14 @@ class LoadedEncoder:
             )
 
     def encode(self, images):
-        """images [B, R, R, C] in [-1, 1] -> W+ codes [B, num_ws, w_dim] (jit it for speed)."""
-        return nnx.merge(self.graphdef, self.state)(images)
+        """images [B, R, R, C] in [-1, 1] -> W+ codes [B, num_ws, w_dim] (jitted; the weights are
+        an argument, not compiled-in constants, and follow the images' sharding)."""
+        return _encode(self.graphdef, self.state, images)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _encode(graphdef, state, images):
+    return nnx.merge(graphdef, state)(images)
 
 
 def new_encoder(cfg: EncoderConfig, prior_stats, seed: int) -> Encoder:
@@ -68,10 +75,14 @@ def new_encoder(cfg: EncoderConfig, prior_stats, seed: int) -> Encoder:
 
 
 def encoder_fingerprint(encoder: Encoder) -> str:
-    return checkpoints.module_fingerprint(json.dumps(encoder.cfg.to_dict(), sort_keys=True), encoder)
+    return checkpoints.module_fingerprint(
+        json.dumps(encoder.cfg.to_dict(), sort_keys=True), encoder
+    )
 
 
-def save_encoder(dst, encoder: Encoder, generator_fingerprint: str, metadata: dict | None = None) -> None:
+def save_encoder(
+    dst, encoder: Encoder, generator_fingerprint: str, metadata: dict | None = None
+) -> None:
     """Writes (or replaces) the encoder directory `dst`."""
     doc = {
         "encoder": encoder.cfg.to_dict(),
@@ -117,7 +128,9 @@ def load_encoder(path) -> LoadedEncoder:
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{directory / ENCODER_FILE}: bad encoder record ({first_line(e)})") from e
     zeros = jnp.zeros((cfg.w_dim,))
-    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: Encoder(cfg, zeros, zeros, rngs=nnx.Rngs(0))))
+    graphdef, abstract = nnx.split(
+        nnx.eval_shape(lambda: Encoder(cfg, zeros, zeros, rngs=nnx.Rngs(0)))
+    )
     try:
         state = checkpoints.load_tree(directory / WEIGHTS_DIR, abstract)
     except Exception as e:  # Orbax raises many kinds, with messages of hundreds of lines

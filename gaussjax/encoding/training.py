@@ -139,7 +139,9 @@ def loss_terms(trainer: Trainer, params, buffers, gen_params, prior, lpips_param
     generator = trainer.gen_fns.merge(gen_params)
     ws_true, _ = mixed_ws(generator, k_ws, cfg.batch_size, cfg.style_mixing_prob)
     targets = _constrain(trainer, generator.synthesis(ws_true))
-    mse, lpips, ws = reconstruction_terms(trainer, params, buffers, gen_params, lpips_params, targets)
+    mse, lpips, ws = reconstruction_terms(
+        trainer, params, buffers, gen_params, lpips_params, targets
+    )
     dims = ws.shape[1] * ws.shape[2]
     terms = {
         "image": jnp.mean(mse),
@@ -165,12 +167,16 @@ def loss_terms(trainer: Trainer, params, buffers, gen_params, prior, lpips_param
     return terms
 
 
-def train_step(trainer: Trainer, state: EncoderState, buffers, gen_params, prior, lpips_params, reals, key):
+def train_step(
+    trainer: Trainer, state: EncoderState, buffers, gen_params, prior, lpips_params, reals, key
+):
     """One Adam step; returns (state, terms)."""
     step_key = jax.random.fold_in(key, state.iteration)
 
     def loss_fn(params):
-        terms = loss_terms(trainer, params, buffers, gen_params, prior, lpips_params, reals, step_key)
+        terms = loss_terms(
+            trainer, params, buffers, gen_params, prior, lpips_params, reals, step_key
+        )
         return terms["loss"], terms
 
     grads, terms = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -180,7 +186,9 @@ def train_step(trainer: Trainer, state: EncoderState, buffers, gen_params, prior
 
 
 @functools.partial(jax.jit, static_argnums=(0,), donate_argnums=(1,))
-def train_dispatch(trainer, state, buffers, gen_params, prior, lpips_params, reals, key, num_iterations):
+def train_dispatch(
+    trainer, state, buffers, gen_params, prior, lpips_params, reals, key, num_iterations
+):
     """Runs `num_iterations` (traced, at most cfg.steps_per_dispatch) iterations in one call.
 
     Static: trainer; the state is donated. reals: [M, R, R, C] real images or None. Returns
@@ -189,7 +197,9 @@ def train_dispatch(trainer, state, buffers, gen_params, prior, lpips_params, rea
 
     def body(_, carry):
         state, sums = carry
-        state, terms = train_step(trainer, state, buffers, gen_params, prior, lpips_params, reals, key)
+        state, terms = train_step(
+            trainer, state, buffers, gen_params, prior, lpips_params, reals, key
+        )
         return state, {k: sums[k] + terms[k] for k in TERMS}
 
     zeros = {k: jnp.zeros((), jnp.float32) for k in TERMS}

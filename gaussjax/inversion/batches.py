@@ -4,6 +4,7 @@ process, each inverted by the engine and written as it finishes (results and run
 import dataclasses
 import functools
 import time
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -28,8 +29,8 @@ class Progress:
         def callback(step, loss):
             elapsed = max(time.perf_counter() - self.t0, 1e-9)
             rate = (self.image_steps + batch_images * step) / elapsed
-            fraction = (self.done_batches + step / self.steps) / self.num_batches
-            bar = "#" * int(20 * step / self.steps)
+            fraction = (self.done_batches + step / max(self.steps, 1)) / self.num_batches
+            bar = "#" * int(20 * step / max(self.steps, 1))
             first, last = self.done_images + 1, self.done_images + batch_images
             self.log(
                 f"[{bar:<20}] images {first}{f'-{last}' if last > first else ''} of "
@@ -100,6 +101,7 @@ class BatchRun:
     gen_cfg: object
     seed: int = 0
     renderer: run_outputs.FrameRenderer | None = None
+    encode: Callable | None = None  # images -> W+ codes the spaces start from (Inverter.invert)
 
 
 def run_batches(run: BatchRun, targets: list[Target], plan: BatchPlan, progress: Progress) -> int:
@@ -138,6 +140,7 @@ def invert_batch(run: BatchRun, loaded, batch_index: int, size: int, progress: P
         lpips_params=run.lpips_params,
         progress=recorder.progress,
         snapshot=recorder.snapshot,
+        encode=run.encode,
     )
     batch_seconds = time.perf_counter() - t0
     keep = [i for i, t in enumerate(batch) if not t.done]

@@ -39,9 +39,9 @@ class OptimConfig:
     latent_noise_ramp: float = 0.75
 
     def __post_init__(self):
-        if self.num_steps < 1 or self.steps_per_dispatch < 1:
+        if self.num_steps < 0 or self.steps_per_dispatch < 1:
             raise ValueError(
-                f"num_steps and steps_per_dispatch must be >= 1, got {self.num_steps}, "
+                f"num_steps must be >= 0 and steps_per_dispatch >= 1, got {self.num_steps}, "
                 f"{self.steps_per_dispatch}"
             )
         if self.lr_schedule not in LR_SCHEDULES:

@@ -120,6 +120,10 @@ class Statics:
     noise_resolutions: tuple[int, ...]
 
 
+# Tasks whose measurements are images of the generator's size, which an encoder reads.
+ENCODABLE_TASKS = ("invert", "denoise", "inpaint")
+
+
 class Inverter:
     """Inverts batches of images. All heavy work is in jitted pure functions:
 
@@ -176,8 +180,8 @@ class Inverter:
         self.measurements = jax.jit(self._measurements)
 
     # ---- per-image pieces -------------------------------------------------------------------------
-    def _init_one(self, gen_params, key, target):
-        latent, constants = self.space.init(gen_params, jax.random.fold_in(key, 1), target)
+    def _init_one(self, gen_params, key, target, code):
+        latent, constants = self.space.init(gen_params, jax.random.fold_in(key, 1), target, code)
         variables = {"latent": latent}
         if self.cfg.loss.optimize_noise:
             keys = jax.random.split(key, len(self.statics.noise_resolutions))
@@ -262,10 +266,14 @@ class Inverter:
         return {**image_state, "variables": variables, "opt_state": opt_state, "key": key}, terms
 
     # ---- batched, jitted entry points -------------------------------------------------------------
-    def _init(self, gen_params, seeds, targets):
+    def _init(self, gen_params, seeds, targets, codes=None):
+        """codes: None (each space's own start) or encoder W+ codes [B, num_ws, w_dim]."""
         self.trace_counts["init"] += 1
         keys = jax.vmap(jax.random.key)(seeds)
-        images = jax.vmap(self._init_one, in_axes=(None, 0, 0))(gen_params, keys, targets)
+        code_axis = None if codes is None else 0
+        images = jax.vmap(self._init_one, in_axes=(None, 0, 0, code_axis))(
+            gen_params, keys, targets, codes
+        )
         return {"images": images, "step": jnp.zeros((), jnp.int32)}
 
     def _run(self, gen_params, lpips_params, prior, state, targets, target_feats):
@@ -325,6 +333,23 @@ class Inverter:
         small = jax.vmap(lambda x: area_downsample(x, self.cfg.loss.lpips_resolution))(targets)
         return lpips.features(small)
 
+    def check_encodable(self) -> None:
+        """Raises ValueError unless the space can start from an encoder's code of the measurements."""
+        if not self.space.starts_from_code:
+            raise ValueError(
+                f"space {self.cfg.space} cannot start from an encoder's code: use w, wplus or an f_ space"
+            )
+        if self.task.name not in ENCODABLE_TASKS:
+            raise ValueError(
+                f"task {self.task.name}: its measurements are not full-size images, so an encoder "
+                f"cannot read them (encoder init works for {', '.join(ENCODABLE_TASKS)})"
+            )
+
+    def encoder_codes(self, encode, inputs):
+        """encode(inputs [B, H, W, C]) -> [B, num_ws, w_dim], after `check_encodable`."""
+        self.check_encodable()
+        return encode(inputs)
+
     def num_dispatches(self) -> int:
         return math.ceil(self.cfg.optim.num_steps / self.cfg.optim.steps_per_dispatch)
 
@@ -338,6 +363,7 @@ class Inverter:
         lpips_params=None,
         progress=None,
         snapshot=None,
+        encode=None,
     ):
         """Runs the whole optimisation for a batch.
 
@@ -351,12 +377,15 @@ class Inverter:
           snapshot: optional callback(variables) after each dispatch, with the batch's current
             variables ({"latent": ..., "noise": ...}, each [B, ...]); they are donated to the next
             dispatch, so copy what you keep (e.g. for a progress video).
+          encode: optional fn(inputs [B, H, W, C]) -> W+ codes [B, num_ws, w_dim], an encoder of the
+            measurements (the targets for `invert`); the space starts from its codes.
         Returns:
           InversionResult (ws [B, num_ws, w_dim], images [B, H, W, C], terms {name: [B]}, noise, latents).
         """
         measured = targets if self.task.name == "invert" else self.measurements(seeds, targets)
         feats = self.features(lpips_params, measured)
-        state = self.init(gen_params, seeds, targets)
+        codes = None if encode is None else self.encoder_codes(encode, measured)
+        state = self.init(gen_params, seeds, targets, codes)
         for _ in range(self.num_dispatches()):
             state, loss = self.run(gen_params, lpips_params, prior, state, targets, feats)
             if snapshot is not None:

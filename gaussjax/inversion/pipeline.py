@@ -54,6 +54,9 @@ class RunSpec:
       lpips_explicit: the user asked for LPIPS; without `vgg` that is an error. Otherwise (a space's
         default loss) the LPIPS term is dropped with a notice and the summary records the loss used.
       save_video: also write video/NAME.gif, the image after every dispatch (run_outputs).
+      encoder: None, or an encoder the spaces start from: an object with `fingerprint`,
+        `check_generator(generator_fingerprint)` and `encode(images) -> W+ codes` (a LoadedEncoder
+        of gaussjax.encoding.saved); with one, num_steps may be 0 (amortised inversion).
       log: where progress lines go (process 0 only).
     """
 
@@ -70,6 +73,7 @@ class RunSpec:
     lpips_lin: str | None = None
     lpips_explicit: bool = False
     save_video: bool = False
+    encoder: object | None = None
     log: Callable[[str], None] = print
 
 
@@ -153,6 +157,8 @@ def check_spec(spec: RunSpec) -> None:
             raise ValueError(f"{name} must be >= 1, got {getattr(spec, name)}")
     if spec.prior_samples < 2:
         raise ValueError(f"prior_samples must be >= 2, got {spec.prior_samples}")
+    if spec.config.optim.num_steps == 0 and spec.encoder is None:
+        raise ValueError("steps=0 needs an encoder to start from (give --encoder)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,6 +216,8 @@ def prepare(spec: RunSpec) -> PreparedRun:
     if cfg.class_idx is not None:
         class_label = generator.cfg.class_labels(cfg.class_idx, 1)[0]
     fingerprint = checkpoints.generator_fingerprint(generator)  # hashes every weight: once per run
+    if spec.encoder is not None:
+        spec.encoder.check_generator(fingerprint)
     prior, stats = obtain_prior(spec, fns, params, generator, fingerprint, gen_dir)
     inverter = Inverter(
         fns,
@@ -221,6 +229,8 @@ def prepare(spec: RunSpec) -> PreparedRun:
         optimizer=optimizer,
         class_label=class_label,
     )
+    if spec.encoder is not None:
+        inverter.check_encodable()
     settings = run_settings(
         cfg,
         fingerprint,
@@ -228,6 +238,7 @@ def prepare(spec: RunSpec) -> PreparedRun:
         seed=spec.seed,
         images=spec.images,
         num_generated=spec.num_generated,
+        encoder=None if spec.encoder is None else spec.encoder.fingerprint,
     )
     check_run_settings(spec.outdir, settings, has_results=bool(finished))
     if targets is None:
@@ -263,6 +274,7 @@ def batch_run(prepared: PreparedRun) -> BatchRun:
         run_outputs.FrameRenderer(prepared.inverter.space, prepared.params)
         if spec.save_video
         else None,
+        None if spec.encoder is None else spec.encoder.encode,
     )
 
 

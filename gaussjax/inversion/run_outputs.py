@@ -46,6 +46,8 @@ class BatchRecorder:
 
     def trace(self, rows) -> tuple[list[int], np.ndarray]:
         """(steps [K], losses [K, len(rows)]) of the batch rows `rows`."""
+        if not self.losses:  # no optimisation steps (an encoder-only run)
+            return [], np.zeros((0, len(rows)), np.float32)
         return self.steps, np.stack(self.losses)[:, np.asarray(rows, int)]
 
 

@@ -19,10 +19,18 @@ NOT_RECORDED = ("steps_per_dispatch", "microbatch")
 
 
 def run_settings(
-    config, fingerprint: str, prior_cov, *, seed: int, images: str | None, num_generated: int
+    config,
+    fingerprint: str,
+    prior_cov,
+    *,
+    seed: int,
+    images: str | None,
+    num_generated: int,
+    encoder: str | None = None,
 ) -> dict:
     """The flat settings of `config` (an InversionConfig) but NOT_RECORDED, the generator's
-    fingerprint, a hash of the prior's covariance [D, D] and what the targets are."""
+    fingerprint, a hash of the prior's covariance [D, D], what the targets are and the encoder's
+    fingerprint (None: each space's own start)."""
     settings = {k: v for k, v in config.to_dict().items() if k not in NOT_RECORDED}
     return {
         **settings,
@@ -31,6 +39,7 @@ def run_settings(
         "seed": seed,
         "images": images,
         "num_generated": None if images else num_generated,
+        "encoder": encoder,
     }
 
 

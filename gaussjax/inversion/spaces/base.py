@@ -82,12 +82,14 @@ class LatentSpace:
     # "official" schedule (see optimizer.make_optimizer); the rest follow the schedule.
     constant_rate_prefixes: tuple[str, ...] = ()
     owns_noise = False  # True: the space's variables include its noise maps (no engine noise)
+    starts_from_code = False  # True: `init` can start from an encoder's W+ code
 
     def __init__(self, ctx: SpaceContext):
         self.ctx = ctx
 
-    def init(self, gen_params, key, target) -> tuple[dict, dict]:
-        """(variables, constants) of one image. key: PRNG key; target: [H, W, C] in [-1, 1]."""
+    def init(self, gen_params, key, target, code=None) -> tuple[dict, dict]:
+        """(variables, constants) of one image. key: PRNG key; target: [H, W, C] in [-1, 1];
+        code: an encoder's W+ code [num_ws, w_dim] to start from (spaces with starts_from_code)."""
         raise NotImplementedError
 
     def synthesis_inputs(self, gen_params, variables, constants, key=None) -> SynthesisInputs:

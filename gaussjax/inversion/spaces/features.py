@@ -19,17 +19,24 @@ def default_feature_layer(gen_cfg) -> int:
     return gen_cfg.num_layers - 2
 
 
-def mean_latent_features(space, gen_params, key, target) -> SynthesisState:
-    """F0 from the forward pass of the mean latent w_avg (constant noise). A documented deviation:
-    the paper initialises F with a trained encoder of the target, which we do not have."""
-    ctx = space.ctx
-    ws = jnp.broadcast_to(ctx.w_mean, (1, ctx.gen_cfg.num_ws, ctx.gen_cfg.w_dim))
-    state = ctx.gen_fns.synthesis(gen_params, ws, stop_layer=space.feature_layer)
+def code_features(space, gen_params, code) -> SynthesisState:
+    """The generator's features at `feature_layer` for W+ code [num_ws, w_dim] (constant noise),
+    unbatched, img None."""
+    state = space.ctx.gen_fns.synthesis(gen_params, code[None], stop_layer=space.feature_layer)
     return jax.tree.map(lambda x: x[0], state._replace(img=None))
 
 
-# name -> fn(space, gen_params, key, target [H, W, C]) -> unbatched SynthesisState (img None).
-# An encoder-style initialiser registers here.
+def mean_latent_features(space, gen_params, key, target) -> SynthesisState:
+    """F0 from the forward pass of the mean latent w_avg. Without an encoder this is a documented
+    deviation: the paper takes F0 from an encoder's code of the target (`invert --encoder`)."""
+    ctx = space.ctx
+    return code_features(
+        space, gen_params, jnp.broadcast_to(ctx.w_mean, (ctx.gen_cfg.num_ws, ctx.gen_cfg.w_dim))
+    )
+
+
+# name -> fn(space, gen_params, key, target [H, W, C]) -> unbatched SynthesisState (img None),
+# F0 when no encoder code is given (with one, F0 is always the code's features).
 FEATURE_INITIALISERS: dict[str, Callable] = {"mean_latent": mean_latent_features}
 
 
@@ -58,12 +65,18 @@ class WithFeatures(LatentSpace):
             )
         self.variable_keys = latent_space.variable_keys + ("f", "f_residual")
 
-    def init(self, gen_params, key, target):
+    starts_from_code = True  # F0 from the code; the latent too where it is W or W+
+
+    def init(self, gen_params, key, target, code=None):
         latent_key, feature_key = jax.random.split(key)
-        variables, constants = self.latent.init(gen_params, latent_key, target)
-        f0 = FEATURE_INITIALISERS[self.ctx.options.feature_init](
-            self, gen_params, feature_key, target
-        )
+        latent_code = code if self.latent.starts_from_code else None
+        variables, constants = self.latent.init(gen_params, latent_key, target, latent_code)
+        if code is None:
+            f0 = FEATURE_INITIALISERS[self.ctx.options.feature_init](
+                self, gen_params, feature_key, target
+            )
+        else:
+            f0 = code_features(self, gen_params, code)
         features = _feature_arrays(f0)
         return {**variables, **features}, {**constants, "f0": features}
 

@@ -52,7 +52,7 @@ class SphinxSpace(LatentSpace):
             **heads.init_content_head(content_key, self.const_channels),
         }
 
-    def init(self, gen_params, key, target):
+    def init(self, gen_params, key, target, code=None):
         head_key, noise_key = jax.random.split(key)
         resolutions = self.ctx.gen_cfg.noise_resolutions
         noise = heads.split_draw(

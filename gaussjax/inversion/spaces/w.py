@@ -11,8 +11,10 @@ class WSpace(LatentSpace):
 
     name, variable_keys = "w", ("w",)
 
-    def init(self, gen_params, key, target):
-        return {"w": self.ctx.w_mean}, {}
+    starts_from_code = True
+
+    def init(self, gen_params, key, target, code=None):
+        return {"w": self.ctx.w_mean if code is None else jnp.mean(code, axis=0)}, {}
 
     def synthesis_inputs(self, gen_params, variables, constants, key=None):
         return SynthesisInputs(
@@ -28,12 +30,11 @@ class WPlusSpace(LatentSpace):
 
     name, variable_keys = "wplus", ("wplus",)
 
-    def init(self, gen_params, key, target):
-        return {
-            "wplus": jnp.broadcast_to(
-                self.ctx.w_mean, (self.ctx.gen_cfg.num_ws, self.ctx.gen_cfg.w_dim)
-            )
-        }, {}
+    starts_from_code = True
+
+    def init(self, gen_params, key, target, code=None):
+        shape = (self.ctx.gen_cfg.num_ws, self.ctx.gen_cfg.w_dim)
+        return {"wplus": jnp.broadcast_to(self.ctx.w_mean if code is None else code, shape)}, {}
 
     def synthesis_inputs(self, gen_params, variables, constants, key=None):
         return SynthesisInputs(variables["wplus"])

@@ -40,7 +40,7 @@ class ZPlusSpace(LatentSpace):
                 "needs a class (class_idx)"
             )
 
-    def init(self, gen_params, key, target):
+    def init(self, gen_params, key, target, code=None):
         cfg = self.ctx.gen_cfg
         z = to_sphere(jax.random.normal(key, (cfg.z_dim,)))
         rows = cfg.num_ws if self.rows_per_code is None else self.rows_per_code

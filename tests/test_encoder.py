@@ -1,0 +1,195 @@
+"""The encoder (gaussjax/encoding): training lowers its loss and beats the mean latent, a resumed
+run equals an uninterrupted one, sharded training equals one device, encoder directories check
+their generator, and inversion starts from an encoder's code (down to zero steps)."""
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import run_invert, tiny_generator, tiny_module
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from gaussjax.analysis import prior as prior_lib
+from gaussjax.analysis.gaussianize import degaussianize
+from gaussjax.encoding import loop, saved, training
+from gaussjax.encoding.network import EncoderConfig
+from gaussjax.files import checkpoints, results
+from gaussjax.inversion import InversionConfig, Inverter, sharding
+from gaussjax.networks.stylegan2 import Buffer
+from gaussjax.studies.setup import load_study
+
+CFG = training.EncoderTrainConfig(batch_size=8, real_batch_size=4, steps_per_dispatch=4)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """(cfg, fns, params, PriorStats, fingerprint) of the tiny test generator."""
+    gen_cfg, fns, params, _, _ = tiny_generator()
+    stats = prior_lib.fit_generator_prior(fns, params, gen_cfg, num_samples=2000, seed=0)
+    return gen_cfg, fns, params, stats, checkpoints.generator_fingerprint(tiny_module())
+
+
+def train(tiny, outdir, kimg, cfg=CFG, snapshot_kimg=0.064):
+    gen_cfg, fns, params, stats, fingerprint = tiny
+    run = loop.EncoderRun(outdir, kimg, stats, snapshot_kimg=snapshot_kimg, log=lambda _: None)
+    return loop.train_encoder(run, fns, params, gen_cfg, fingerprint, cfg)
+
+
+def code_psnr(fns, params, codes, targets):
+    """Mean PSNR of synthesis(codes) [B, num_ws, w_dim] against targets [B, R, R, C]."""
+    mse = np.mean(np.square(np.asarray(fns.synthesis(params, codes)) - targets), axis=(1, 2, 3))
+    return float(np.mean(10 * np.log10(4.0 / mse)))
+
+
+@pytest.mark.slow
+def test_training_lowers_the_loss_and_beats_the_mean_latent(tiny, tmp_path):
+    gen_cfg, fns, params, stats, _ = tiny
+    train(tiny, tmp_path, 1.6, dataclasses.replace(CFG, batch_size=16), snapshot_kimg=1.6)
+    log = [json.loads(line) for line in (tmp_path / loop.LOG_FILE).read_text().splitlines()]
+    assert np.mean([r["loss"] for r in log[-5:]]) < 0.7 * np.mean([r["loss"] for r in log[:5]])
+    encoder = saved.load_encoder(tmp_path)
+    z = jax.random.normal(jax.random.key(123), (16, gen_cfg.z_dim))  # seeds unseen in training
+    true_ws = fns.mapping(params, z)
+    targets = np.asarray(fns.synthesis(params, true_ws))
+    mean_codes = jnp.broadcast_to(jnp.asarray(stats.mean_w), true_ws.shape)
+    encoded = code_psnr(fns, params, encoder.encode(jnp.asarray(targets)), targets)
+    assert encoded > code_psnr(fns, params, mean_codes, targets) + 1.0
+
+
+@pytest.mark.slow
+def test_resumed_training_equals_uninterrupted(tiny, tmp_path):
+    train(tiny, tmp_path / "straight", 0.128)
+    train(tiny, tmp_path / "resumed", 0.064)
+    with open(tmp_path / "resumed" / loop.LOG_FILE, "a") as f:
+        f.write('{"kimg": 0.096, "iteration": 12, "loss": 1.0}\n{"kim')  # a killed run's tail
+    train(tiny, tmp_path / "resumed", 0.128)
+    logs = [(tmp_path / name / loop.LOG_FILE).read_text() for name in ("straight", "resumed")]
+    assert logs[0] == logs[1] and len(logs[0].splitlines()) == 4
+    weights = [saved.load_encoder(tmp_path / name).state for name in ("straight", "resumed")]
+    for a, b in zip(jax.tree.leaves(weights[0]), jax.tree.leaves(weights[1])):
+        np.testing.assert_array_equal(a, b)
+    run_json = json.loads((tmp_path / "resumed" / "run.json").read_text())
+    assert run_json["generator"] == tiny[4]
+
+
+def _dispatch(tiny, batch_sharding, mesh=None):
+    gen_cfg, fns, params, stats, _ = tiny
+    encoder = saved.new_encoder(EncoderConfig.for_generator(gen_cfg), stats, seed=0)
+    graph, enc_params, buffers = nnx.split(encoder, nnx.Param, Buffer)
+    trainer = training.Trainer(fns, graph, None, CFG, batch_sharding)
+    prior = prior_lib.make_prior(stats.mean, stats.cov, stats.negative_slope)
+    inputs = (training.init_state(enc_params, CFG), buffers, params, prior, None, None)
+    if mesh is not None:
+        inputs = sharding.replicate(mesh, inputs)
+    state, terms = training.train_dispatch(trainer, *inputs, jax.random.key(0), 3)
+    return jax.device_get(state.params), jax.device_get(terms)
+
+
+@pytest.mark.slow
+def test_sharded_training_equals_one_device(tiny):
+    mesh = sharding.data_mesh()
+    assert mesh.size == 4
+    single, single_terms = _dispatch(tiny, None)
+    sharded, sharded_terms = _dispatch(tiny, NamedSharding(mesh, P(sharding.DATA_AXIS)), mesh)
+    for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(sharded)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(single_terms["loss"], sharded_terms["loss"], rtol=1e-5)
+
+
+def test_encoder_directory_round_trips_and_refuses_another_generator(tiny, tmp_path):
+    gen_cfg, fns, params, stats, fingerprint = tiny
+    encoder = saved.new_encoder(EncoderConfig.for_generator(gen_cfg), stats, seed=0)
+    saved.save_encoder(tmp_path / "enc", encoder, fingerprint, {"kimg": 0})
+    loaded = saved.load_encoder(tmp_path / "enc")
+    loaded.check_generator(fingerprint)
+    images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3), minval=-1, maxval=1)
+    # Untrained heads are zero: every row of every code is the prior's mean, degaussianized.
+    np.testing.assert_allclose(loaded.encode(images), encoder(images), atol=1e-5)
+    np.testing.assert_allclose(
+        loaded.encode(images)[0, 0],
+        degaussianize(jnp.asarray(stats.mean), stats.negative_slope),
+        atol=1e-5,
+    )
+    with pytest.raises(ValueError, match="was trained for generator .* not this one"):
+        loaded.check_generator("another")
+    with pytest.raises(FileNotFoundError, match="not an encoder directory"):
+        saved.load_encoder(tmp_path)
+
+
+def _zero_step_inverter(tiny, space):
+    gen_cfg, fns, params, stats, _ = tiny
+    cfg = InversionConfig.for_space(space, num_steps=0, prior_weight=0.0, lpips_weight=0.0)
+    z = jax.random.normal(jax.random.key(5), (2, gen_cfg.z_dim))
+    codes = fns.mapping(params, z)  # identical rows, so W's mean of rows is the code too
+    return Inverter(fns, gen_cfg, cfg, stats.mean_w, stats.w_std), codes
+
+
+@pytest.mark.parametrize("space", ["w", "wplus"])
+def test_zero_step_inversion_renders_the_encoder_code(tiny, space):
+    _, fns, params, _, _ = tiny
+    inverter, codes = _zero_step_inverter(tiny, space)
+    targets = fns.synthesis(params, codes)
+    result = inverter.invert(params, targets, jnp.arange(2), encode=lambda _: codes)
+    np.testing.assert_allclose(result.images, targets, atol=2e-5)
+    np.testing.assert_allclose(result.ws, codes, atol=1e-5)
+    assert np.all(np.asarray(result.terms["psnr"]) > 80)
+
+
+@pytest.mark.parametrize("space", ["f_wplus", "f_zplus"])
+def test_feature_spaces_take_f0_from_the_encoder_code(tiny, space):
+    _, fns, params, _, _ = tiny
+    inverter, codes = _zero_step_inverter(tiny, space)
+    targets = fns.synthesis(params, codes)
+    state = inverter.init(params, jnp.arange(2), targets, codes)["images"]
+    expected = fns.synthesis(params, codes, stop_layer=inverter.space.feature_layer).x
+    np.testing.assert_allclose(state["constants"]["f0"]["f"], expected, atol=1e-5)
+    np.testing.assert_allclose(state["variables"]["latent"]["f"], expected, atol=1e-5)
+    if space == "f_wplus":  # the latent starts at the code too; F/Z+'s z starts as before
+        np.testing.assert_allclose(state["variables"]["latent"]["wplus"], codes, atol=1e-5)
+
+
+def test_spaces_and_tasks_an_encoder_cannot_start_are_refused(tiny):
+    gen_cfg, fns, params, stats, _ = tiny
+    for settings, message in [
+        ({"space": "zplus"}, "space zplus cannot start from an encoder's code"),
+        ({"space": "wplus", "task": "super_resolution"}, "task super_resolution: its measurements"),
+    ]:
+        cfg = InversionConfig.for_space(settings.pop("space"), num_steps=0, **settings)
+        inverter = Inverter(fns, gen_cfg, cfg, stats.mean_w, stats.w_std)
+        with pytest.raises(ValueError, match=message):
+            inverter.check_encodable()
+
+
+@pytest.mark.slow
+def test_invert_with_an_encoder_and_zero_steps_writes_complete_results(tmp_path):
+    study = load_study(tmp_path / "study", prior_samples=2000, log=lambda _: None)
+    encoder = saved.new_encoder(EncoderConfig.for_generator(study.cfg), study.stats, seed=0)
+    saved.save_encoder(tmp_path / "enc", encoder, study.fingerprint)
+    result = run_invert(tmp_path / "out", f"--encoder={tmp_path / 'enc'}", "--steps=0")
+    assert result.returncode == 0, result.stderr
+    for name in ("generated0000.npz", "generated0000.png", "summary.jsonl", "run.json"):
+        assert (tmp_path / "out" / name).exists(), name
+    summary = results.read_summary(tmp_path / "out")
+    assert len(summary) == 4 and all(np.isfinite(r["psnr"]) for r in summary)
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["encoder"] == encoder_fp(
+        tmp_path
+    )
+    refused = run_invert(tmp_path / "no_encoder", "--steps=0")
+    assert refused.returncode != 0 and "steps=0 needs an encoder" in refused.stderr
+    other = run_invert(tmp_path / "other", f"--encoder={tmp_path / 'enc'}", "--space=z")
+    assert other.returncode != 0 and "cannot start from an encoder's code" in other.stderr
+    saved.save_encoder(tmp_path / "enc_other", encoder, "a-different-generator")
+    wrong = run_invert(tmp_path / "wrong", f"--encoder={tmp_path / 'enc_other'}")
+    assert (
+        wrong.returncode != 0 and "was trained for generator a-different-generator" in wrong.stderr
+    )
+    assert not (tmp_path / "wrong").exists()
+
+
+def encoder_fp(tmp_path):
+    return saved.load_encoder(tmp_path / "enc").fingerprint
