@@ -83,9 +83,14 @@ def _metrics(study: Study, result: InversionResult, true_ws: np.ndarray):
     return np.asarray(result.terms["psnr"]), latent_mse, energy
 
 
-def invert_traced(study: Study, config: InversionConfig, targets: Targets):
+def invert_traced(
+    study: Study, config: InversionConfig, targets: Targets, codes=None, include_start=False
+):
     """Inverts every target in one batch under `config`, evaluating after each dispatch.
 
+    Args:
+      codes: None, or encoder W+ codes [N, num_ws, w_dim] the space starts from.
+      include_start: also evaluate the start (step 0) as the first point of the trace.
     Returns:
       (final InversionResult, Trace).
     """
@@ -93,8 +98,13 @@ def invert_traced(study: Study, config: InversionConfig, targets: Targets):
     prior = study.prior if config.loss.prior_weight > 0 else None
     pixels = jnp.asarray(targets.pixels)
     feats = inverter.features(None, pixels)
-    state = inverter.init(study.params, jnp.asarray(targets.seeds), pixels)
+    if codes is not None:
+        inverter.check_encodable()
+    state = inverter.init(study.params, jnp.asarray(targets.seeds), pixels, codes)
     rows = []
+    if include_start:
+        result = inverter.evaluate(study.params, None, prior, state, pixels, feats)
+        rows.append((0, *_metrics(study, result, targets.true_ws)))
     for _ in range(inverter.num_dispatches()):
         state, _ = inverter.run(study.params, None, prior, state, pixels, feats)
         result = inverter.evaluate(study.params, None, prior, state, pixels, feats)
