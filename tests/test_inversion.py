@@ -255,8 +255,8 @@ def test_single_channel_generator_inverts(fixture_dir, fixture_generator):
 def test_config_and_generator_mismatches_are_refused():
     from gaussjax.networks.config import GeneratorConfig
 
-    with pytest.raises(ValueError, match=">= 1"):
-        InversionConfig.from_flat(num_steps=0)
+    with pytest.raises(ValueError, match="num_steps must be >= 0"):
+        InversionConfig.from_flat(num_steps=-1)
     with pytest.raises(ValueError, match="unknown latent space"):
         InversionConfig.from_flat(space="q")
     with pytest.raises(ValueError, match="no data term"):
