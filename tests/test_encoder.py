@@ -229,3 +229,13 @@ def test_encoder_eval_reports_both_starts(tmp_path):
     assert (tmp_path / "out" / "psnr_curves.png").exists() and (
         tmp_path / "out" / "report.md"
     ).exists()
+
+
+def test_builtin_encoder_ships_for_the_builtin_generator():
+    from gaussjax.files.checkpoints import generator_or_builtin
+
+    encoder = saved.load_encoder(saved.BUILTIN)
+    generator = generator_or_builtin(None, log=lambda _: None)
+    encoder.check_generator(checkpoints.generator_fingerprint(generator))
+    assert encoder.cfg.img_resolution == generator.cfg.img_resolution
+    assert encoder.metadata["kimg"] >= 100
