@@ -4,8 +4,10 @@ their generator, and inversion starts from an encoder's code (down to zero steps
 
 import dataclasses
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -239,3 +241,31 @@ def test_builtin_encoder_ships_for_the_builtin_generator():
     encoder.check_generator(checkpoints.generator_fingerprint(generator))
     assert encoder.cfg.img_resolution == generator.cfg.img_resolution
     assert encoder.metadata["kimg"] >= 100
+
+
+@pytest.mark.slow
+def test_ctrl_c_names_the_snapshot_a_rerun_resumes_from(tmp_path):
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.train_encoder",
+        f"--outdir={out}",
+        "--kimg=50",
+        "--snapshot_kimg=0.16",
+        "--batch_size=16",
+        "--steps_per_dispatch=5",
+        "--prior_samples=2000",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / saved.EXPORT_DIR / saved.ENCODER_FILE).exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in stderr
+    assert (
+        stderr.strip()
+        .splitlines()[-1]
+        .startswith("interrupted; the same command resumes from its snapshot at 0.")
+    )

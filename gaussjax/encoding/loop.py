@@ -125,14 +125,23 @@ def _train_loop(run: EncoderRun, trainer, inputs, fingerprint) -> dict:
     total = int(round(run.total_kimg * 1000 / cfg.batch_size))
     per_snapshot = max(1, int(round(run.snapshot_kimg * 1000 / cfg.batch_size)))
     line, started, start_iteration = {}, time.perf_counter(), int(state.iteration)
-    while (done := int(state.iteration)) < total:
-        todo = min(cfg.steps_per_dispatch, total - done, per_snapshot - done % per_snapshot)
-        state, terms = training.train_dispatch(trainer, state, *constants, key, todo)
-        line = log_dispatch(run, cfg, int(state.iteration), jax.device_get(terms))
-        per_iteration = (time.perf_counter() - started) / (int(state.iteration) - start_iteration)
-        run.log(progress_line(line, run.total_kimg, per_iteration, total - int(state.iteration)))
-        if int(state.iteration) % per_snapshot == 0 or int(state.iteration) == total:
-            snapshot(run, trainer, state, constants, fingerprint)
+    saved_iteration = start_iteration
+    try:
+        while (done := int(state.iteration)) < total:
+            todo = min(cfg.steps_per_dispatch, total - done, per_snapshot - done % per_snapshot)
+            state, terms = training.train_dispatch(trainer, state, *constants, key, todo)
+            iteration = int(state.iteration)
+            line = log_dispatch(run, cfg, iteration, jax.device_get(terms))
+            per_iteration = (time.perf_counter() - started) / (iteration - start_iteration)
+            run.log(progress_line(line, run.total_kimg, per_iteration, total - iteration))
+            if iteration % per_snapshot == 0 or iteration == total:
+                save_state(run.outdir, jax.device_get(state))  # what a rerun resumes from
+                saved_iteration = iteration
+                snapshot(run, trainer, state, constants, fingerprint)
+    except KeyboardInterrupt:
+        kimg = saved_iteration * cfg.batch_size / 1000
+        where = f"from its snapshot at {kimg:g} kimg" if saved_iteration else "(no snapshot yet)"
+        raise KeyboardInterrupt(f"interrupted; the same command resumes {where}") from None
     return line
 
 
@@ -169,11 +178,10 @@ def cut_log(path: pathlib.Path, iteration: int) -> None:
 
 
 def snapshot(run: EncoderRun, trainer, state, constants, fingerprint: str) -> None:
-    """Checkpoint, encoder export and sample sheet at the current iteration."""
+    """Encoder export and sample sheet at the current iteration (after its checkpoint)."""
     buffers, gen_params = constants[0], constants[1]
     kimg = int(state.iteration) * trainer.cfg.batch_size / 1000
     host_state = jax.device_get(state)
-    save_state(run.outdir, host_state)
     encoder = nnx.merge(trainer.encoder_graph, host_state.params, jax.device_get(buffers))
     meta = {"kimg": round(kimg, 3), "source": "experiments.train_encoder", "seed": run.seed}
     saved.save_encoder(pathlib.Path(run.outdir) / saved.EXPORT_DIR, encoder, fingerprint, meta)
