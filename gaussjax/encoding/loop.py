@@ -135,9 +135,10 @@ def _train_loop(run: EncoderRun, trainer, inputs, fingerprint) -> dict:
             per_iteration = (time.perf_counter() - started) / (iteration - start_iteration)
             run.log(progress_line(line, run.total_kimg, per_iteration, total - iteration))
             if iteration % per_snapshot == 0 or iteration == total:
-                save_state(run.outdir, jax.device_get(state))  # what a rerun resumes from
+                host_state = jax.device_get(state)
+                save_state(run.outdir, host_state)  # what a rerun resumes from
                 saved_iteration = iteration
-                snapshot(run, trainer, state, constants, fingerprint)
+                snapshot(run, trainer, host_state, constants, fingerprint)
     except KeyboardInterrupt:
         kimg = saved_iteration * cfg.batch_size / 1000
         where = f"from its snapshot at {kimg:g} kimg" if saved_iteration else "(no snapshot yet)"
@@ -177,18 +178,16 @@ def cut_log(path: pathlib.Path, iteration: int) -> None:
     write_bytes_atomic(path, "".join(kept).encode())
 
 
-def snapshot(run: EncoderRun, trainer, state, constants, fingerprint: str) -> None:
-    """Encoder export and sample sheet at the current iteration (after its checkpoint)."""
-    buffers, gen_params = constants[0], constants[1]
-    kimg = int(state.iteration) * trainer.cfg.batch_size / 1000
-    host_state = jax.device_get(state)
-    encoder = nnx.merge(trainer.encoder_graph, host_state.params, jax.device_get(buffers))
+def snapshot(run: EncoderRun, trainer, host_state, constants, fingerprint: str) -> None:
+    """Encoder export and sample sheet of `host_state` (an EncoderState on the host, already
+    checkpointed)."""
+    buffers, gen_params = jax.device_get((constants[0], constants[1]))
+    kimg = int(host_state.iteration) * trainer.cfg.batch_size / 1000
+    encoder = nnx.merge(trainer.encoder_graph, host_state.params, buffers)
     meta = {"kimg": round(kimg, 3), "source": "experiments.train_encoder", "seed": run.seed}
     saved.save_encoder(pathlib.Path(run.outdir) / saved.EXPORT_DIR, encoder, fingerprint, meta)
-    targets = sheet_targets(trainer, jax.device_get(gen_params), run)
-    _, recs = training.encode_batch(
-        trainer, host_state.params, jax.device_get(buffers), jax.device_get(gen_params), targets
-    )
+    targets = sheet_targets(trainer, gen_params, run)
+    _, recs = training.encode_batch(trainer, host_state.params, buffers, gen_params, targets)
     sheet = visuals.comparison_sheet(images.to_uint8(targets), images.to_uint8(np.asarray(recs)))
     samples = pathlib.Path(run.outdir) / SAMPLES_DIR
     samples.mkdir(exist_ok=True)
