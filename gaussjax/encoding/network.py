@@ -6,7 +6,7 @@ downsampling; the generator's channel widths at each resolution, times `width`);
 4x4, 8x8 and 16x16 maps (1x1 lateral convs, top-down sums, as pSp); one small head per W+ row on
 the pyramid level of that row's synthesis resolution (coarse rows <= 8 px read the 4x4 level,
 medium rows <= 32 px the 8x8 level, fine rows the 16x16 level). Each head average-pools its level
-to 4x4 and maps it through two linear layers to an offset delta [w_dim].
+to 2x2 and maps it through two linear layers to an offset delta [w_dim].
 
 The offset is relative to the prior, in V:  v = mu + sigma * delta,  w = degaussianize(v), with mu
 and sigma = sqrt(diag Sigma) of the prior the encoder was trained with (kept in the module as
@@ -25,7 +25,8 @@ from gaussjax.analysis.gaussianize import degaussianize
 from gaussjax.networks.stylegan2 import Buffer
 from gaussjax.training.discriminator import Conv, DiscriminatorBlock
 
-POOLED = 4  # every head reads its level average-pooled to POOLED x POOLED
+POOLED = 2  # every head reads its level average-pooled to POOLED x POOLED (4 made the heads
+# two thirds of the weights: 784k parameters, a 2.8 MB built-in encoder)
 LEVELS = (4, 8, 16)  # the pyramid's resolutions: coarse, medium, fine
 BLUR_TAPS = (1, 3, 3, 1)  # the downsampling filter (StyleGAN2's)
 
