@@ -77,9 +77,46 @@ def test_gaussian_operator_is_seeded_and_bounded():
     np.testing.assert_array_equal(task.arrays["matrix"], again)
     with pytest.raises(ValueError, match="partial_circulant"):
         tasks.make_task(
-            InversionConfig.from_flat(task="compressed_sensing", cs_ratio=1.0).problem,
+            InversionConfig.from_flat(
+                task="compressed_sensing", cs_ratio=1.0, cs_operator="gaussian"
+            ).problem,
             dataclasses.replace(CFG16, img_resolution=128),
         )
+
+
+def _operator_bytes(arrays: dict) -> int:
+    return sum(np.asarray(a).nbytes for a in arrays.values())
+
+
+@pytest.mark.parametrize("resolution", [16, 128, 1024])
+@pytest.mark.parametrize("ratio", [0.01, 0.1, 1.0])
+def test_auto_operator_fits_the_memory_budget_and_its_adjoint_is_exact(resolution, ratio):
+    """`auto` is dense only while it is at most 16 MB, and beyond needs 12 N bytes plus the indices
+    (1024 px: 38 MB whatever the ratio); <A x, y> = <x, A^T y> for random x, y, at every shape."""
+    gen_cfg = dataclasses.replace(CFG16, img_resolution=resolution)
+    settings = InversionConfig.from_flat(task="compressed_sensing", cs_ratio=ratio).problem
+    task = tasks.make_task(settings, gen_cfg)
+    n, m = resolution * resolution * 3, max(1, round(ratio * resolution * resolution * 3))
+    record = tasks.describe(settings, gen_cfg)
+    assert record["cs_measurements"] == m
+    assert record["cs_operator"] == ("gaussian" if "matrix" in task.arrays else "partial_circulant")
+    assert _operator_bytes(task.arrays) <= max(tasks.AUTO_DENSE_ENTRIES * 4, 16 * n)
+    rs = np.random.RandomState(resolution)
+    x = rs.randn(resolution, resolution, 3).astype(np.float32)
+    y = rs.randn(m).astype(np.float32)
+    ax = np.asarray(jax.jit(task.forward)(x), np.float64)
+    aty = np.asarray(jax.jit(task.adjoint)(y), np.float64)
+    assert ax.shape == (m,) and aty.shape == (n,)
+    left, right = ax @ y, x.reshape(-1).astype(np.float64) @ aty
+    np.testing.assert_allclose(left, right, rtol=1e-4, atol=1e-4 * np.sqrt(m))
+
+
+def test_adjoint_equals_the_dense_matrix_transpose():
+    for operator in ("gaussian", "partial_circulant"):
+        task = _task(task="compressed_sensing", cs_operator=operator, cs_ratio=0.25)
+        dense = np.stack([np.asarray(task.forward(e.reshape(16, 16, 3))) for e in np.eye(768)], 1)
+        y = np.random.RandomState(4).randn(dense.shape[0]).astype(np.float32)
+        np.testing.assert_allclose(task.adjoint(y), dense.T @ y, atol=1e-4)
 
 
 def test_bad_task_settings_fail_with_one_line():

@@ -124,7 +124,9 @@ class ProblemConfig:
     inpaint_block_width: float = setting(0.2, "inpaint: hole width fraction.")
     sr_factor: int = setting(4, "super_resolution: box downsampling factor.")
     cs_ratio: float = setting(0.1, "compressed_sensing: measurements / pixel values ([NF]).")
-    cs_operator: str = setting("gaussian", "compressed_sensing operator.", choices=CS_OPERATORS)
+    cs_operator: str = setting(
+        "auto", "compressed_sensing operator (auto: dense while <= 16 MB).", choices=CS_OPERATORS
+    )
     task_seed: int = setting(0, "Seed of the operator (mask block, sensing matrix).")
 
     def __post_init__(self):

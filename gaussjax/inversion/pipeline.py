@@ -26,7 +26,7 @@ from flax import nnx
 from gaussjax.analysis import prior as prior_lib
 from gaussjax.files import checkpoints, folder_lock, lpips_weights, results
 from gaussjax.files.checkpoints import generator_or_builtin
-from gaussjax.inversion import run_outputs, sharding
+from gaussjax.inversion import run_outputs, sharding, tasks
 from gaussjax.inversion.batches import BatchRun, Progress, plan_batches, run_batches
 from gaussjax.inversion.config import InversionConfig
 from gaussjax.inversion.engine import Inverter
@@ -239,6 +239,7 @@ def prepare(spec: RunSpec) -> PreparedRun:
         images=spec.images,
         num_generated=spec.num_generated,
         encoder=None if spec.encoder is None else spec.encoder.fingerprint,
+        operator=tasks.describe(cfg.problem, generator.cfg),
     )
     check_run_settings(spec.outdir, settings, has_results=bool(finished))
     if targets is None:
@@ -250,7 +251,10 @@ def start_line(prepared: PreparedRun) -> str:
     """What the run is about to do, in one line."""
     cfg, targets = prepared.inverter.cfg, prepared.targets
     todo = sum(not t.done for t in targets)
+    operator = prepared.settings["operator"]
     task = "" if cfg.problem.task == "invert" else f"(task {cfg.problem.task}) "
+    if "cs_operator" in operator:
+        task = f"(task {cfg.problem.task}: {operator['cs_measurements']} {operator['cs_operator']} measurements, seed {operator['task_seed']}) "
     return (
         f"{len(targets)} images: {len(targets) - todo} already done, {todo} to invert in "
         f"{cfg.space} {task}({cfg.optim.num_steps} steps, λ={cfg.loss.prior_weight}, loss "

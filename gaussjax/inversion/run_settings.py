@@ -27,10 +27,12 @@ def run_settings(
     images: str | None,
     num_generated: int,
     encoder: str | None = None,
+    operator: dict | None = None,
 ) -> dict:
     """The flat settings of `config` (an InversionConfig) but NOT_RECORDED, the generator's
-    fingerprint, a hash of the prior's covariance [D, D], what the targets are and the encoder's
-    fingerprint (None: each space's own start)."""
+    fingerprint, a hash of the prior's covariance [D, D], what the targets are, the encoder's
+    fingerprint (None: each space's own start) and the task's resolved operator
+    (tasks.describe: e.g. which compressed-sensing matrix `auto` chose, and its seed)."""
     settings = {k: v for k, v in config.to_dict().items() if k not in NOT_RECORDED}
     return {
         **settings,
@@ -40,6 +42,7 @@ def run_settings(
         "images": images,
         "num_generated": None if images else num_generated,
         "encoder": encoder,
+        "operator": operator,
     }
 
 

@@ -16,11 +16,15 @@ is always compared with x too (the summary's `psnr`). Tasks (`TASKS`):
                       dense Gaussian A (entries N(0, 1/N)) or a partial-circulant one (random signs,
                       circular convolution with a N(0, 1/N) filter by FFT, M seeded indices), as
                       the public SPHInX utils. Measurement ratios are not given there ([NF]).
+                      `auto` (the default) takes the dense one while it is small (M N <=
+                      AUTO_DENSE_ENTRIES, 16 MB) and the partial-circulant one beyond: O(N log N)
+                      time and 12 N bytes, so any resolution runs (1024 px: 38 MB).
 
 Inpainting, super-resolution and compressed sensing may add N(0, measurement_std^2) to y (drawn
 once per image; inpainting: on the known pixels only, a hidden pixel is not measured). Operators
 are built once per run from the config (`make_task`): their arrays are host constants, and
-`forward` / `measure` are pure and jit-able, per image [H, W, C].
+`forward` / `measure` are pure and jit-able, per image [H, W, C]; compressed sensing also has
+its exact adjoint `adjoint` (A^T) for the classical minimum-norm solution.
 """
 
 import dataclasses
@@ -32,8 +36,10 @@ import jax.numpy as jnp
 import numpy as np
 
 TASKS = ("invert", "denoise", "inpaint", "super_resolution", "compressed_sensing")
-CS_OPERATORS = ("gaussian", "partial_circulant")
+CS_OPERATORS = ("auto", "gaussian", "partial_circulant")
 MAX_DENSE_ENTRIES = 2**27  # a dense Gaussian operator beyond this (512 MB) is refused
+# `auto` keeps the dense operator to 16 MB: its matrix is a constant of every compiled step.
+AUTO_DENSE_ENTRIES = 2**22
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +75,13 @@ class Task:
             return sense(self.arrays, image.reshape(-1))
         return image
 
+    def adjoint(self, y):
+        """A^T y of compressed-sensing measurements [M] -> a flat image [N] (exact: <A x, y> =
+        <x, A^T y>)."""
+        if self.name != "compressed_sensing":
+            raise ValueError(f"adjoint is defined for compressed_sensing, not {self.name}")
+        return sense_adjoint(self.arrays, y)
+
     def measure(self, x, key):
         if self.name == "denoise":
             return self.forward(x, key)
@@ -94,6 +107,38 @@ def sense(arrays: dict, x):
     spectrum = arrays["filter_fft_re"] + 1j * arrays["filter_fft_im"]
     conv = jnp.fft.ifft(jnp.fft.fft(arrays["signs"] * x) * spectrum).real
     return conv[arrays["indices"]]
+
+
+def sense_adjoint(arrays: dict, y):
+    """A^T y [N] of measurements y [M]: scatter to the indices, circular correlation with the
+    filter (the transpose of convolution: the conjugate spectrum), the signs."""
+    if "matrix" in arrays:
+        return arrays["matrix"].T @ y
+    n = arrays["signs"].shape[0]
+    spectrum = arrays["filter_fft_re"] - 1j * arrays["filter_fft_im"]
+    scattered = jnp.zeros(n, y.dtype).at[arrays["indices"]].set(y)
+    return arrays["signs"] * jnp.fft.ifft(jnp.fft.fft(scattered) * spectrum).real
+
+
+def cs_operator_choice(operator: str, n: int, ratio: float) -> tuple[str, int]:
+    """(the operator `operator` resolves to, M) for N = n pixel values: `auto` is dense Gaussian
+    while M N <= AUTO_DENSE_ENTRIES, partial circulant beyond."""
+    m = max(1, round(ratio * n))
+    if operator == "auto":
+        operator = "gaussian" if m * n <= AUTO_DENSE_ENTRIES else "partial_circulant"
+    return operator, m
+
+
+def describe(cfg, gen_cfg) -> dict:
+    """What the task's operator is, for run.json: the task, its seed and, for compressed sensing,
+    the resolved operator and M (cheap: no arrays are made)."""
+    record = {"task": cfg.task, "task_seed": cfg.task_seed}
+    if cfg.task == "compressed_sensing":
+        n = gen_cfg.img_resolution**2 * gen_cfg.img_channels
+        record["cs_operator"], record["cs_measurements"] = cs_operator_choice(
+            cfg.cs_operator, n, cfg.cs_ratio
+        )
+    return record
 
 
 def make_task(cfg, gen_cfg) -> Task:
@@ -123,7 +168,7 @@ def make_task(cfg, gen_cfg) -> Task:
 
 def sensing_arrays(operator: str, n: int, ratio: float, rs: np.random.RandomState) -> dict:
     """The seeded arrays of a compressed-sensing operator with round(ratio n) measurements."""
-    m = max(1, round(ratio * n))
+    operator, m = cs_operator_choice(operator, n, ratio)
     if operator == "gaussian":
         if m * n > MAX_DENSE_ENTRIES:
             raise ValueError(
