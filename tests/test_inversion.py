@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import load_io, w_statistics
+from conftest import load_io, tiny_generator, w_statistics
 
-from gaussjax.analysis.prior import make_prior
+from gaussjax.analysis.prior import loss_energy, make_prior, prior_energy
 from gaussjax.inversion import (
     InversionConfig,
     Inverter,
@@ -148,6 +148,35 @@ def test_prior_pulls_latents_towards_the_mean(skip32):
         )
         energies.append(np.asarray(result.terms["prior"]))
     assert np.all(energies[1] < energies[0])
+
+
+@pytest.mark.parametrize("rows, dim", [(1, 8), (12, 64)])
+def test_normalised_prior_gives_the_same_penalty_on_every_latent_size(rows, dim):
+    """Closed form: under a N(0, s^2 I) prior in V, rows whose V entries are all c score
+    (c / s)^2 per latent dimension and row with prior_scale=mean, whatever the size (K rows of
+    D); the paper's sum is K D times that."""
+    prior = make_prior(np.zeros(dim), 0.25 * np.eye(dim), 0.2, ridge=0.0)
+    w = np.full((rows, dim), 0.3, np.float32)  # positive: v = w
+    mean = loss_energy(prior, jnp.asarray(w), "mean")
+    total = loss_energy(prior, jnp.asarray(w), "sum")
+    assert float(mean) == pytest.approx(0.3**2 / 0.25, rel=1e-5)
+    assert float(total) == pytest.approx(rows * dim * 0.3**2 / 0.25, rel=1e-5)
+
+
+def test_the_loss_prior_term_is_the_energy_per_dimension_and_row():
+    gen_cfg, fns, params, w_mean, w_std = tiny_generator()
+    dim = gen_cfg.w_dim
+    prior = make_prior(np.zeros(dim), np.eye(dim), 0.2)
+    targets = np.zeros((1, 16, 16, 3), np.float32)
+    for space, rows in (("w", 1), ("wplus", gen_cfg.num_ws)):
+        for scale, divisor in (("mean", rows * dim), ("sum", 1)):
+            cfg = InversionConfig.from_flat(space=space, num_steps=0, prior_scale=scale)
+            inverter = Inverter(fns, gen_cfg, cfg, w_mean, w_std)
+            state = inverter.init(params, np.zeros(1, np.int32), targets)
+            feats = inverter.features(None, targets)
+            result = inverter.evaluate(params, None, prior, state, targets, feats)
+            energy = prior_energy(prior, jnp.asarray(result.ws)[:, :rows])
+            np.testing.assert_allclose(result.terms["prior"], energy / divisor, rtol=1e-5)
 
 
 def test_lr_schedule_matches_official_formula():

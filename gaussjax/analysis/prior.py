@@ -155,6 +155,15 @@ def prior_energy(prior: GaussianPrior, w: jax.Array) -> jax.Array:
     return energy.sum(axis=1) if w.ndim == 3 else energy
 
 
+def loss_energy(prior: GaussianPrior, rows: jax.Array, scale: str) -> jax.Array:
+    """The prior term of one image's loss from the K W rows [K, D] it is scored on: the energy
+    summed over rows ("sum", the paper's) or per latent dimension and row ("mean": divided by
+    K D, so ~1 for an in-distribution code whatever K and D, and a weight λ means the same on
+    every generator)."""
+    energy = prior_energy(prior, rows[None])[0]
+    return energy / rows.size if scale == "mean" else energy
+
+
 def covariance_id(cov) -> str:
     """16 hex digits naming a prior by its covariance [D, D] (recorded in the runs using it)."""
     return hashlib.sha256(np.asarray(cov, np.float64).tobytes()).hexdigest()[:16]

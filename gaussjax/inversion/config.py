@@ -18,6 +18,10 @@ from gaussjax.settings import leaf_fields, setting
 
 LR_SCHEDULES = ("official", "constant")
 COMPUTE_DTYPES = ("float32", "bfloat16")
+# How the prior energy of the K scored W rows enters the loss: "mean" divides by K * w_dim, so
+# that an in-distribution code scores ~1 whatever the generator and λ is a fraction of the
+# per-pixel MSE; "sum" is the paper's sum over rows (λ then depends on K and w_dim).
+PRIOR_SCALES = ("mean", "sum")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +70,11 @@ class LossConfig:
     mse_weight: float = 1.0
     lpips_weight: float = setting(0.0, "Weight of LPIPS.")
     prior_weight: float = setting(1e-5, "λ; 0 turns the prior off.")
+    prior_scale: str = setting(
+        "mean",
+        "Prior energy per latent dimension and row (mean) or summed over rows (sum, the paper's).",
+        choices=PRIOR_SCALES,
+    )
     feature_reg_weight: float = setting(10.0, "F spaces: weight of mean((F - F0)^2).")
     optimize_noise: bool = setting(False, "Also optimise the noise maps (official reg).")
     noise_reg_weight: float = 1e5
@@ -77,6 +86,8 @@ class LossConfig:
             raise ValueError(f"loss weights must be >= 0: {negative}")
         if self.mse_weight == 0 and self.lpips_weight == 0:
             raise ValueError("no data term: mse_weight and lpips_weight are both 0")
+        if self.prior_scale not in PRIOR_SCALES:
+            raise ValueError(f"prior_scale must be one of {PRIOR_SCALES}, got {self.prior_scale!r}")
 
     @property
     def label(self) -> str:

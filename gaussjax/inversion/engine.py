@@ -3,10 +3,12 @@
 Per image the objective is (shared/notes/papers.md §1.4, reference-stylegan2.md §3.1)
 
     mse_weight * MSE(G(s), x) + lpips_weight * LPIPS(G(s), x)
-      + prior_weight * sum_l ||L^-1 (leaky_relu_5(w_l) - mu)||^2 + noise_reg_weight * noise_reg
+      + prior_weight * E + noise_reg_weight * noise_reg
       + the latent space's own terms (F spaces: feature_reg_weight * mean((F - F0)^2)),
 
-where s are the space's variables (spaces/) and w_l the W rows they render with; for an inverse
+with E = sum_l ||L^-1 (leaky_relu_5(w_l) - mu)||^2 / (K w_dim) over the K W rows w_l the space
+scores (prior_scale "mean", the default: ~1 for an in-distribution code on every generator; "sum":
+the paper's unnormalised sum), where s are the space's variables (spaces/); for an inverse
 problem (tasks.py) the data terms compare A(G(s)) with the measurement y = A(x). It is optimised
 with optax (Adam by default) under the official projector's learning-rate schedule (or a constant
 rate) and latent-noise ramp. A batch of B images is inverted together by `jax.vmap` over a per-image
@@ -23,7 +25,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from gaussjax.analysis.prior import prior_energy
+from gaussjax.analysis.prior import loss_energy
 from gaussjax.inversion import spaces as latent_spaces
 from gaussjax.inversion import tasks
 from gaussjax.inversion.config import LOSS_WEIGHTS, InversionConfig, OptimConfig
@@ -224,7 +226,7 @@ class Inverter:
         if prior is not None:
             # Scored on the variables themselves, not on their ramp-perturbed copy.
             rows = self.space.prior_rows(gen_params, variables["latent"])
-            terms["prior"] = prior_energy(prior, rows[None])[0]
+            terms["prior"] = loss_energy(prior, rows, self.cfg.loss.prior_scale)
         if self.cfg.loss.optimize_noise:
             terms["noise_reg"] = noise_regularizer(variables["noise"])
         terms.update(self.space.extra_terms(latent, constants))

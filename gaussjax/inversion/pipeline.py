@@ -254,7 +254,10 @@ def start_line(prepared: PreparedRun) -> str:
     operator = prepared.settings["operator"]
     task = "" if cfg.problem.task == "invert" else f"(task {cfg.problem.task}) "
     if "cs_operator" in operator:
-        task = f"(task {cfg.problem.task}: {operator['cs_measurements']} {operator['cs_operator']} measurements, seed {operator['task_seed']}) "
+        task = (
+            f"(task {cfg.problem.task}: {operator['cs_measurements']} {operator['cs_operator']} "
+            f"measurements, seed {operator['task_seed']}) "
+        )
     return (
         f"{len(targets)} images: {len(targets) - todo} already done, {todo} to invert in "
         f"{cfg.space} {task}({cfg.optim.num_steps} steps, λ={cfg.loss.prior_weight}, loss "
