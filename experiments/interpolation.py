@@ -1,7 +1,7 @@
 r"""Interpolation between inversions with and without the prior (paper Fig. 3).
 
     python -m experiments.interpolation --outdir=out/interpolation [--generator=DIR] \
-        [--prior=prior.npz] [--spaces=wplus] [--prior_weight=1e-6] [--num_pairs=3] [--frames=9] \
+        [--prior=prior.npz] [--spaces=wplus] [--prior_weight=1e-4] [--num_pairs=3] [--frames=9] \
         [--steps=200] [--seed=0]
 
 Inverts 2 x --num_pairs generated images (a z per layer for multi-code spaces) without the prior
@@ -25,7 +25,7 @@ from gaussjax.reports.progress import Progress
 from gaussjax.studies import inversions, paths
 
 _SPACES = flags.DEFINE_list("spaces", ["wplus"], "Latent spaces (w, wplus, z, zplus).")
-_WEIGHT = flags.DEFINE_float("prior_weight", 1e-6, "λ of the prior runs (the others use 0).")
+_WEIGHT = flags.DEFINE_float("prior_weight", 1e-4, "λ of the prior runs (the others use 0).")
 _NUM_PAIRS = flags.DEFINE_integer("num_pairs", 3, "Pairs of inverted images.")
 _FRAMES = flags.DEFINE_integer("frames", 9, "Frames per path, ends included (>= 3).")
 _STEPS = flags.DEFINE_integer("steps", 200, "Optimisation steps.")

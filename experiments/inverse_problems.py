@@ -1,15 +1,16 @@
 r"""Inverse problems through the generator against classical baselines, every task x space.
 
     python -m experiments.inverse_problems --outdir=out/inverse_problems [--generator=DIR] \
-        [--tasks=denoise,inpaint,super_resolution,compressed_sensing] [--spaces=wplus,f_zplus] \
-        [--steps=1000] [--num_targets=8] [--ood_images=DIR|GLOB|none] [--encoder=DIR|builtin] \
-        [--seed=0]
+        [--tasks=denoise,inpaint,super_resolution,compressed_sensing] [--spaces=w,wplus,f_zplus] \
+        [--steps=N] [--num_targets=8] [--sets=in,out] [--ood_images=DIR|GLOB] \
+        [--encoder=DIR|builtin] [--seed=0]
 
 Each task runs at its defaults (denoise σ = 0.25, a 0.4 x 0.2 inpainting block, x4 box
 super-resolution, 10 % compressed-sensing measurements with the `auto` operator) on --num_targets
-images of each set: real digits (built-in generator) or generated images (any other), and
-out-of-domain photos (scikit-learn's samples by default). Each space inverts the measurement with
-its own defaults; the classical baseline (gaussjax/studies/baselines.py: best-σ blur, diffusion
+images of each set: in-domain, real digits (built-in generator) or generated images (any other),
+and out-of-domain photos (scikit-learn's samples by default). Each space inverts the measurement
+with its own defaults (its own number of steps too, unless --steps; e.g. --spaces=sphinx runs the
+public code's 5000); the classical baseline (gaussjax/studies/baselines.py: best-σ blur, diffusion
 fill, bicubic, minimum norm) solves the same measurement. With --encoder, denoising and inpainting
 also run from the encoder's code of the measurement (rows SPACE+encoder). Writes report.md
 (PSNR against the clean targets, gain over the baseline), results.json (every image's PSNR) and
@@ -35,11 +36,12 @@ from gaussjax.training import digits
 
 PROBLEMS = [t for t in task_lib.TASKS if t != "invert"]
 _TASKS = flags.DEFINE_list("tasks", PROBLEMS, f"Tasks, from {PROBLEMS}.")
-_SPACES = flags.DEFINE_list("spaces", ["wplus", "f_zplus"], "Latent spaces.")
-_STEPS = flags.DEFINE_integer("steps", 1000, "Optimisation steps (the official projector's).")
+_SPACES = flags.DEFINE_list("spaces", ["w", "wplus", "f_zplus"], "Latent spaces.")
+_STEPS = flags.DEFINE_integer("steps", None, "Optimisation steps; default: each space's own.")
 _NUM_TARGETS = flags.DEFINE_integer("num_targets", 8, "Targets per set.")
+_SETS = flags.DEFINE_list("sets", ["in", "out"], "Target sets: in (domain), out (photos).")
 _OOD = flags.DEFINE_string(
-    "ood_images", None, "Out-of-domain targets; default: scikit-learn's photos; 'none': skip."
+    "ood_images", None, "Out-of-domain targets (DIR or GLOB); default: scikit-learn's photos."
 )
 _ENCODER = flags.DEFINE_string(
     "encoder", None, "Encoder (DIR or builtin): also start denoise/inpaint from its code."
@@ -92,8 +94,16 @@ def methods(task: str, encoder) -> list[tuple[str, str, object]]:
 
 
 def config_for(task: str, space: str) -> InversionConfig:
-    lpips = {"lpips_weight": 0.0} if task == "compressed_sensing" else {}
-    return InversionConfig.for_space(space, num_steps=_STEPS.value, task=task, **lpips)
+    overrides = {"lpips_weight": 0.0} if task == "compressed_sensing" else {}
+    if _STEPS.value is not None:
+        overrides["num_steps"] = _STEPS.value
+    return InversionConfig.for_space(space, task=task, **overrides)
+
+
+def operator_line(task: str, record: dict) -> str:
+    """'compressed_sensing: 307 gaussian measurements, task_seed 0' (record: tasks.describe)."""
+    what = f"{record['cs_measurements']} {record['cs_operator']} measurements, " if record else ""
+    return f"{task}: {what}task_seed {config_for(task, 'wplus').problem.task_seed}"
 
 
 def write_grid(path, clean, baseline, generated: dict) -> None:
@@ -110,8 +120,10 @@ def write_grid(path, clean, baseline, generated: dict) -> None:
 
 def run() -> None:
     outdir = study_flags.outdir()
-    if _STEPS.value < 1 or _NUM_TARGETS.value < 1:
+    if (_STEPS.value is not None and _STEPS.value < 1) or _NUM_TARGETS.value < 1:
         raise ValueError("need --steps and --num_targets >= 1")
+    if not _SETS.value or set(_SETS.value) - {"in", "out"}:
+        raise ValueError(f"--sets must be in and/or out, got {_SETS.value}")
     unknown = sorted(set(_TASKS.value) - set(PROBLEMS))
     if unknown:
         raise ValueError(f"unknown --tasks {unknown}; choose from {PROBLEMS}")
@@ -160,7 +172,7 @@ def run() -> None:
             progress.tick(f"{task}, {set_name}")
     settings = {
         "generator": study_flags.GENERATOR.value or BUILTIN_LABEL,
-        "steps": _STEPS.value,
+        "steps": {s: config_for(_TASKS.value[0], s).optim.num_steps for s in _SPACES.value},
         "num_targets": _NUM_TARGETS.value,
         "spaces": _SPACES.value,
         "encoder": None if encoder is None else encoder.source,
@@ -169,10 +181,12 @@ def run() -> None:
     }
     report = Report("Inverse problems: the generator against classical baselines")
     report.text(
-        f"Generator: {settings['generator']}; {_STEPS.value} steps, each task's and space's "
-        f"defaults; {_NUM_TARGETS.value} targets per set. PSNR against the clean targets; the gain "
+        f"Generator: {settings['generator']}; each task's and space's defaults"
+        + (f" but {_STEPS.value} steps" if _STEPS.value else "")
+        + f"; {_NUM_TARGETS.value} targets per set. PSNR against the clean targets; the gain "
         "is over the classical baseline on the same measurement, image by image. Operators: "
-        + "; ".join(f"{t}: {d}" for t, d in operators.items())
+        + "; ".join(operator_line(t, d) for t, d in operators.items())
+        + "."
     )
     report.table("tasks", rows, COLUMNS)
     for task in _TASKS.value:

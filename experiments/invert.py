@@ -2,7 +2,7 @@ r"""Inverts images into a StyleGAN2 latent space, with the Gaussianized prior (t
 
     python -m experiments.invert --outdir=out/invert \
         [--generator=DIR] [--prior=prior.npz] [--images=DIR|GLOB|FILE] \
-        [--space=w|wplus|z|zplus|f_w|f_wplus|f_z|f_zplus] [--prior_weight=1e-5] [--steps=N] \
+        [--space=w|wplus|z|zplus|f_w|f_wplus|f_z|f_zplus] [--prior_weight=1e-4] [--steps=N] \
         [--batch_size=8] [--loss=mse|lpips|mse+lpips --vgg=FILE] [--optimize_noise] \
         [--encoder=DIR|builtin [--steps=0]] \
         [--task=invert|denoise|inpaint|super_resolution|compressed_sensing [task settings]]

@@ -1,7 +1,7 @@
 r"""The prior weight λ swept on generated images: PSNR, latent error and prior energy per λ.
 
     python -m experiments.prior_sweep --outdir=out/prior_sweep [--generator=DIR] [--prior=prior.npz] \
-        [--space=wplus] [--prior_weights=0,1e-8,1e-7,1e-6,1e-5,1e-4,1e-3] [--target_seeds=0,1] \
+        [--space=wplus] [--prior_weights=0,1e-5,3e-5,1e-4,3e-4,1e-3,1e-2] [--target_seeds=0,1] \
         [--num_generated=2] [--steps=200] [--seed=0]
 
 The paper's λ is unknown ([NF]), so it has to be chosen per generator. This inverts the same
@@ -24,7 +24,7 @@ from gaussjax.studies import inversions
 
 _SPACE = flags.DEFINE_string("space", "wplus", "Latent space (w, wplus, z, zplus).")
 _WEIGHTS = flags.DEFINE_list(
-    "prior_weights", ["0", "1e-8", "1e-7", "1e-6", "1e-5", "1e-4", "1e-3"], "λ values (include 0)."
+    "prior_weights", ["0", "1e-5", "3e-5", "1e-4", "3e-4", "1e-3", "1e-2"], "λ values (include 0)."
 )
 _TARGET_SEEDS = flags.DEFINE_list("target_seeds", ["0", "1"], "Seeds of the target images.")
 _NUM_GENERATED = flags.DEFINE_integer("num_generated", 2, "Targets per target seed.")

@@ -15,11 +15,12 @@ from gaussjax.studies import inversions, metrics
 LATENT_STATS = ["--num_samples=200"]
 LAUNCHERS = {
     "artifacts": ["--num_samples=12", "--num_extremes=3", "--psis=0.7", "--taus=2"],
-    # The inversion launchers share two configs (W, 2 steps, λ 0 or 1e-6, batch of 2), so with the
-    # session's compilation cache each is compiled once: λ 0 here, 1e-6 by interpolation, and
-    # prior_sweep (the same sweep code as reconstruction, both λ) compiles nothing.
+    # The inversion launchers share two configs (W, 2 steps, λ 0 or the default 1e-4, batch of
+    # 2), so with the session's compilation cache each is compiled once: both by reconstruction
+    # (it adds the default λ), none by interpolation and prior_sweep.
     "reconstruction": [
         "--spaces=w",
+        "--target_codes=w",
         "--prior_weights=0",
         "--target_seeds=0,1",
         "--num_generated=1",
@@ -31,9 +32,15 @@ LAUNCHERS = {
         "--frames=3",
         "--steps=2",
         "--spaces=w",
-        "--prior_weight=1e-6",
+        "--prior_weight=1e-4",
     ],
-    "prior_sweep": ["--space=w", "--prior_weights=0,1e-6", "--num_generated=1", "--steps=2"],
+    "prior_sweep": ["--space=w", "--prior_weights=0,1e-4", "--num_generated=1", "--steps=2"],
+    "inverse_problems": [
+        "--tasks=inpaint,compressed_sensing",
+        "--spaces=w",
+        "--steps=2",
+        "--num_targets=2",
+    ],
 }
 
 

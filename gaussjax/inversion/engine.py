@@ -42,6 +42,15 @@ def latent_noise_scale(cfg: OptimConfig, t, unit):
     )
 
 
+def prior_release_factor(release: float, t):
+    """The prior weight's factor at progress t in [0, 1): 1, falling linearly to 0 over the last
+    `release` fraction of the steps (0: always 1). Released at the end, the prior guides the
+    code while it is found and no longer biases the final fit of the image."""
+    if release <= 0:
+        return 1.0
+    return jnp.clip((1.0 - t) / release, 0.0, 1.0)
+
+
 def noise_regularizer(noise_maps) -> jax.Array:
     """Official multi-scale autocorrelation penalty over noise maps [H, W], down to 8x8."""
     reg = 0.0
@@ -199,9 +208,19 @@ class Inverter:
         }
 
     def _terms(
-        self, gen_params, lpips_params, prior, image_state, latent, target, target_feats, key=None
+        self,
+        gen_params,
+        lpips_params,
+        prior,
+        image_state,
+        latent,
+        target,
+        target_feats,
+        key=None,
+        prior_factor=1.0,
     ):
-        """All loss terms of one image (scalars) and its rendered image."""
+        """All loss terms of one image (scalars) and its rendered image; the prior term's weight
+        is scaled by `prior_factor` (its release schedule) in the loss."""
         variables, constants = image_state["variables"], image_state["constants"]
         ws, image = latent_spaces.render(
             self.space,
@@ -230,7 +249,10 @@ class Inverter:
         if self.cfg.loss.optimize_noise:
             terms["noise_reg"] = noise_regularizer(variables["noise"])
         terms.update(self.space.extra_terms(latent, constants))
-        terms["loss"] = sum(getattr(self.cfg.loss, LOSS_WEIGHTS[k]) * v for k, v in terms.items())
+        weights = {k: getattr(self.cfg.loss, LOSS_WEIGHTS[k]) for k in terms}
+        if "prior" in weights:
+            weights["prior"] = weights["prior"] * prior_factor
+        terms["loss"] = sum(weights[k] * v for k, v in terms.items())
         return terms, ws, image
 
     def _step_one(self, gen_params, lpips_params, prior, image_state, target, target_feats, step):
@@ -254,6 +276,7 @@ class Inverter:
                 target,
                 target_feats,
                 space_key,
+                prior_release_factor(self.cfg.loss.prior_release, t),
             )
             return terms["loss"], terms
 

@@ -256,7 +256,7 @@ def start_line(prepared: PreparedRun) -> str:
     if "cs_operator" in operator:
         task = (
             f"(task {cfg.problem.task}: {operator['cs_measurements']} {operator['cs_operator']} "
-            f"measurements, seed {operator['task_seed']}) "
+            f"measurements, seed {cfg.problem.task_seed}) "
         )
     return (
         f"{len(targets)} images: {len(targets) - todo} already done, {todo} to invert in "

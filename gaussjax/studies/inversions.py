@@ -22,7 +22,7 @@ SWEEP_COLUMNS = [
     ("prior_weight", "λ"),
     (("psnr_mean", "psnr_std"), "PSNR dB"),
     (("latent_mse_mean", "latent_mse_std"), "latent MSE"),
-    (("prior_mean", "prior_std"), "prior energy"),
+    (("prior_mean", "prior_std"), "prior energy / dim"),
 ]
 CHOSEN_COLUMNS = [
     ("space", "space"),
@@ -67,8 +67,8 @@ def generated_targets(study: Study, space: str, num_per_seed: int, seeds) -> Tar
 
 @dataclasses.dataclass(frozen=True)
 class Trace:
-    """steps [T]; psnr, latent_mse, prior [T, N] after each dispatch (prior: the energy of the W
-    rows the images render with, whether or not the loss used it)."""
+    """steps [T]; psnr, latent_mse, prior [T, N] after each dispatch (prior: the energy per latent
+    dimension and row of the W rows the images render with, whether or not the loss used it)."""
 
     steps: np.ndarray
     psnr: np.ndarray
@@ -78,7 +78,8 @@ class Trace:
 
 def _metrics(study: Study, result: InversionResult, true_ws: np.ndarray):
     ws = np.asarray(result.ws)
-    energy = np.asarray(prior_energy(study.prior, jnp.asarray(ws)))
+    # Per latent dimension and row, the scale of the loss's prior term (~1 in distribution).
+    energy = np.asarray(prior_energy(study.prior, jnp.asarray(ws))) / (ws.shape[1] * ws.shape[2])
     latent_mse = np.mean(np.square(ws - true_ws), axis=(1, 2))
     return np.asarray(result.terms["psnr"]), latent_mse, energy
 
