@@ -3,6 +3,7 @@ helpers several test modules use (fixture I/O, the tiny SPHInX generator, the in
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -139,6 +140,19 @@ def tiny_generator():
 
 
 FAST = ["--steps=20", "--steps_per_dispatch=10", "--prior_samples=2000", "--batch_size=2"]
+
+
+def interruptible_popen(cmd) -> subprocess.Popen:
+    """Starts `cmd` (text pipes) with SIGINT at its default, so that Python in the child turns it
+    into KeyboardInterrupt: a suite started as a background job (`cmd &` in a shell without job
+    control) inherits SIGINT ignored, and the Ctrl-C tests would wait for nothing."""
+    return subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def run_invert(outdir, *flags, timeout=600):

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import run_invert, tiny_generator, tiny_module
+from conftest import interruptible_popen, run_invert, tiny_generator, tiny_module
 from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -257,7 +257,7 @@ def test_ctrl_c_names_the_snapshot_a_rerun_resumes_from(tmp_path):
         "--steps_per_dispatch=5",
         "--prior_samples=2000",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = interruptible_popen(cmd)
     deadline = time.time() + 300
     while time.time() < deadline and not (out / saved.EXPORT_DIR / saved.ENCODER_FILE).exists():
         time.sleep(0.05)

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import FAST, run_invert
+from conftest import FAST, interruptible_popen, run_invert
 from PIL import Image
 
 from gaussjax.files import images, results
@@ -371,7 +371,7 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     # Enough steps that the run is still busy when the signal arrives after its first image.
     flags = ["--num_generated=3", "--batch_size=1", "--steps=400", own_prior(tmp_path / "p.npz")]
     cmd = [sys.executable, "-m", "experiments.invert", f"--outdir={out}", *FAST, *flags]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = interruptible_popen(cmd)
     deadline = time.time() + 300
     while time.time() < deadline and not results.finished_names(out):
         time.sleep(0.02)
