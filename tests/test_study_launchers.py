@@ -38,6 +38,7 @@ LAUNCHERS = {
     "inverse_problems": [
         "--tasks=inpaint,compressed_sensing",
         "--spaces=w",
+        "--sets=in",
         "--steps=2",
         "--num_targets=2",
     ],
