@@ -57,17 +57,16 @@ COLUMNS = [
 
 
 def target_sets(study) -> dict:
-    """{set name: Targets}: in-domain (real digits for the built-in generator, else generated)
-    and, unless --ood_images=none, out-of-domain photos."""
-    n, cfg = _NUM_TARGETS.value, study.cfg
-    if study_flags.GENERATOR.value:
-        sets = {
-            "generated": inversions.generated_targets(study, "wplus", n, [study_flags.SEED.value])
-        }
-    else:
+    """{set name: Targets} of --sets: in-domain ("in": real digits for the built-in generator,
+    else generated) and out-of-domain ("out": --ood_images, by default scikit-learn's photos)."""
+    n, cfg, sets = _NUM_TARGETS.value, study.cfg, {}
+    if "in" in _SETS.value and study_flags.GENERATOR.value:
+        seeds = [study_flags.SEED.value]
+        sets["generated"] = inversions.generated_targets(study, "wplus", n, seeds)
+    elif "in" in _SETS.value:
         real = digits.training_images(cfg.img_resolution, cfg.img_channels)[-n:]
-        sets = {"real digits": encoder_eval.image_targets(real, "digit", cfg)}
-    if _OOD.value != "none":
+        sets["real digits"] = encoder_eval.image_targets(real, "digit", cfg)
+    if "out" in _SETS.value:
         paths = image_files.image_files(_OOD.value or str(photos.sample_photos_dir()))[:n]
         pixels = np.stack(
             [

@@ -20,7 +20,7 @@ from absl import flags
 
 from experiments import study_flags
 from gaussjax import cli
-from gaussjax.analysis.prior import prior_energy
+from gaussjax.analysis.prior import energy_per_dimension
 from gaussjax.inversion.config import InversionConfig
 from gaussjax.networks.builtin import BUILTIN_LABEL
 from gaussjax.reports import plots
@@ -55,7 +55,7 @@ def true_energy(study, targets, codes: str) -> float:
     """Mean prior energy per latent dimension and row of the true codes (one row for W codes):
     ~1 for codes the prior describes well."""
     rows = targets.true_ws[:, :1] if codes == "w" else targets.true_ws
-    return float(np.mean(prior_energy(study.prior, rows))) / (rows.shape[1] * rows.shape[2])
+    return float(np.mean(energy_per_dimension(study.prior, rows)))
 
 
 def default_effects(rows) -> list[dict]:

@@ -155,13 +155,19 @@ def prior_energy(prior: GaussianPrior, w: jax.Array) -> jax.Array:
     return energy.sum(axis=1) if w.ndim == 3 else energy
 
 
+def energy_per_dimension(prior: GaussianPrior, w: jax.Array) -> jax.Array:
+    """`prior_energy` of W+ latents [N, K, D] divided by K D: [N], ~1 for codes the prior
+    describes, whatever K and D."""
+    return prior_energy(prior, w) / (w.shape[1] * w.shape[2])
+
+
 def loss_energy(prior: GaussianPrior, rows: jax.Array, scale: str) -> jax.Array:
     """The prior term of one image's loss from the K W rows [K, D] it is scored on: the energy
-    summed over rows ("sum", the paper's) or per latent dimension and row ("mean": divided by
-    K D, so ~1 for an in-distribution code whatever K and D, and a weight λ means the same on
-    every generator)."""
-    energy = prior_energy(prior, rows[None])[0]
-    return energy / rows.size if scale == "mean" else energy
+    summed over rows ("sum", the paper's) or per latent dimension and row ("mean":
+    `energy_per_dimension`, so a weight λ means the same on every generator)."""
+    if scale == "mean":
+        return energy_per_dimension(prior, rows[None])[0]
+    return prior_energy(prior, rows[None])[0]
 
 
 def covariance_id(cov) -> str:

@@ -32,7 +32,7 @@ def run_settings(
     """The flat settings of `config` (an InversionConfig) but NOT_RECORDED, the generator's
     fingerprint, a hash of the prior's covariance [D, D], what the targets are, the encoder's
     fingerprint (None: each space's own start) and the task's resolved operator
-    (tasks.describe: e.g. which compressed-sensing matrix `auto` chose, and its seed)."""
+    (tasks.describe: which compressed-sensing operator `auto` chose, and M)."""
     settings = {k: v for k, v in config.to_dict().items() if k not in NOT_RECORDED}
     return {
         **settings,

@@ -10,7 +10,7 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
-from gaussjax.analysis.prior import prior_energy
+from gaussjax.analysis.prior import energy_per_dimension
 from gaussjax.inversion import targets as target_lib
 from gaussjax.inversion.config import InversionConfig
 from gaussjax.inversion.engine import InversionResult
@@ -79,7 +79,7 @@ class Trace:
 def _metrics(study: Study, result: InversionResult, true_ws: np.ndarray):
     ws = np.asarray(result.ws)
     # Per latent dimension and row, the scale of the loss's prior term (~1 in distribution).
-    energy = np.asarray(prior_energy(study.prior, jnp.asarray(ws))) / (ws.shape[1] * ws.shape[2])
+    energy = np.asarray(energy_per_dimension(study.prior, jnp.asarray(ws)))
     latent_mse = np.mean(np.square(ws - true_ws), axis=(1, 2))
     return np.asarray(result.terms["psnr"]), latent_mse, energy
 
