@@ -2,7 +2,7 @@ r"""Artifacts: PC-coefficient outliers, truncation versus log compression (paper
 
     python -m experiments.artifacts --outdir=out/artifacts [--generator=DIR] [--prior=prior.npz] \
         [--num_samples=256] [--psis=0.5,0.7,0.9] [--taus=1.5,2,3] [--num_components=K] \
-        [--num_extremes=8] [--seed=0]
+        [--num_extremes=8] [--judge=DIR|builtin|none] [--seed=0]
 
 Draws --num_samples mapping samples w, expresses v = LeakyReLU_5(w) in the whitened principal
 components of the prior (gaussjax.analysis.pca), and compares the raw samples with truncation
@@ -10,7 +10,9 @@ components of the prior (gaussjax.analysis.pca), and compares the raw samples wi
 unknown; see the pca module). For each method: diversity (per-pixel std across samples, mean
 pairwise distance), change of each sample from its raw self, and the largest coefficient left.
 The samples with the largest raw coefficient are the outliers: their mean |coefficient| profile
-is plotted against all samples', and they are shown before and after each method. Writes
+is plotted against all samples', and they are shown before and after each method. Realism of
+each method's samples: the realism judge's and (built-in generator) the digit classifier's pass
+fractions (gaussjax/studies/realism.py). Writes
 report.md, results.json and PNGs into --outdir.
 """
 
@@ -26,7 +28,7 @@ from gaussjax.networks.builtin import BUILTIN_LABEL
 from gaussjax.reports import plots
 from gaussjax.reports.markdown import Report
 from gaussjax.reports.progress import Progress
-from gaussjax.studies import metrics
+from gaussjax.studies import metrics, realism
 from gaussjax.studies.setup import sample_z
 
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 256, "Mapping samples to analyse (>= 2).")
@@ -35,6 +37,7 @@ _TAUS = flags.DEFINE_list(
     "taus", ["1.5", "2", "3"], "Log-compression thresholds τ (whitened units)."
 )
 _NUM_COMPONENTS = flags.DEFINE_integer("num_components", None, "Compress only the first K PCs.")
+_JUDGE = study_flags.define_judge_flag()
 _NUM_EXTREMES = flags.DEFINE_integer("num_extremes", 8, "Outlier samples to profile and show.")
 COLUMNS = [
     ("method", "method"),
@@ -44,6 +47,7 @@ COLUMNS = [
     ("change_from_raw_outliers", "change from raw (outliers)"),
     ("max_coefficient_outliers", "largest abs c, outliers"),
     ("max_coefficient_all", "largest abs c, all"),
+    *realism.COLUMNS,
 ]
 
 
@@ -59,7 +63,7 @@ def methods(pca) -> dict:
     return table
 
 
-def method_row(name, w, imgs, raw_imgs, pca, extremes) -> dict:
+def method_row(name, w, imgs, raw_imgs, pca, extremes, judges) -> dict:
     coefficients = np.asarray(pca_lib.to_coefficients(pca, jnp.asarray(w)))
     scores = np.asarray(pca_lib.outlier_scores(coefficients, _NUM_COMPONENTS.value))
     return {
@@ -70,6 +74,7 @@ def method_row(name, w, imgs, raw_imgs, pca, extremes) -> dict:
         "change_from_raw_outliers": float(np.mean(metrics.rms_change(imgs, raw_imgs)[extremes])),
         "max_coefficient_outliers": float(np.mean(scores[extremes])),
         "max_coefficient_all": float(np.mean(scores)),
+        **realism.judge_images(judges, imgs),
     }
 
 
@@ -111,7 +116,7 @@ def report_text(rows, extremes_count, num_samples) -> str:
     return "\n\n".join(lines)
 
 
-def evaluate_methods(study, pca, w, extremes):
+def evaluate_methods(study, judges, pca, w, extremes):
     """Renders every method's samples: (table rows, {method: images of the outliers})."""
     table = methods(pca)
     progress = Progress(len(table), "methods")
@@ -120,15 +125,18 @@ def evaluate_methods(study, pca, w, extremes):
         w_new = np.asarray(method(jnp.asarray(w)))
         imgs = study.render(np.repeat(w_new[:, None], study.cfg.num_ws, axis=1))
         raw_imgs = imgs if raw_imgs is None else raw_imgs
-        rows.append(method_row(name, w_new, imgs, raw_imgs, pca, extremes))
+        rows.append(method_row(name, w_new, imgs, raw_imgs, pca, extremes, judges))
         grids[name] = imgs[extremes]
         progress.tick(name)
     return rows, grids
 
 
-def build_report(rows, extremes, num_samples) -> Report:
+def build_report(rows, extremes, num_samples, judges) -> Report:
     report = Report("Artifacts: truncation versus log compression of PC coefficients")
     report.text(report_text(rows, len(extremes), num_samples))
+    report.text(
+        f"Realism of all samples of each method, by {judges.describe()}: the fraction each passes."
+    )
     report.table("methods", rows, COLUMNS)
     report.image(
         "pc_profile.png", "mean |whitened PC coefficient| of the outliers and of all samples"
@@ -151,7 +159,8 @@ def run() -> None:
     raw_c = np.asarray(pca_lib.to_coefficients(pca, jnp.asarray(w)))
     order = np.argsort(-np.asarray(pca_lib.outlier_scores(raw_c, _NUM_COMPONENTS.value)))
     extremes = order[: min(_NUM_EXTREMES.value, len(w))]
-    rows, grids = evaluate_methods(study, pca, w, extremes)
+    judges = study_flags.judges(study, _JUDGE)
+    rows, grids = evaluate_methods(study, judges, pca, w, extremes)
     write_plots(outdir, raw_c, extremes, grids)
     settings = {
         "num_samples": len(w),
@@ -159,12 +168,13 @@ def run() -> None:
         "taus": _TAUS.value,
         "num_components": _NUM_COMPONENTS.value,
         "seed": study_flags.SEED.value,
+        "judges": judges.describe(),
         "generator": study_flags.GENERATOR.value or BUILTIN_LABEL,
         "outlier_indices": extremes,
         "raw_coefficient_mean_abs": np.abs(raw_c).mean(axis=0),
         "outlier_coefficient_mean_abs": np.abs(raw_c[extremes]).mean(axis=0),
     }
-    build_report(rows, extremes, len(w)).write(outdir, {"settings": settings})
+    build_report(rows, extremes, len(w), judges).write(outdir, {"settings": settings})
     print(f"wrote {outdir / 'report.md'}, results.json and PNGs")
 
 

@@ -7,6 +7,7 @@ import sys
 from absl import flags
 
 from gaussjax.reports.plots import pyplot
+from gaussjax.studies import realism
 from gaussjax.studies.setup import Study, load_study
 
 OUTDIR = flags.DEFINE_string("outdir", None, "Output directory for report.md, results.json, PNGs.")
@@ -22,6 +23,24 @@ PRIOR_SAMPLES = flags.DEFINE_integer(
 SEED = flags.DEFINE_integer(
     "seed", 0, "Seed of every random draw (samples, targets, the prior fit)."
 )
+
+
+def define_judge_flag() -> flags.FlagHolder:
+    """--judge of the launchers that judge realism (gaussjax/studies/realism.py)."""
+    return flags.DEFINE_string(
+        "judge",
+        None,
+        "Realism judge directory (experiments.train_judge), builtin, or none; default: the "
+        "built-in generator's own judge for the built-in generator, none for any other.",
+    )
+
+
+def judges(study: Study, judge_flag: flags.FlagHolder) -> realism.Judges:
+    """The realism judges of --judge for the study's generator (the digit classifier joins for
+    the built-in generator)."""
+    return realism.load_judges(
+        judge_flag.value, study.fingerprint, study.cfg.img_resolution, not GENERATOR.value
+    )
 
 
 def outdir() -> pathlib.Path:

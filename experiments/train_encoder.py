@@ -57,10 +57,9 @@ def train_config() -> training.EncoderTrainConfig:
 def real_images(gen_cfg) -> np.ndarray | None:
     if not _IMAGES.value:
         return None
-    paths = images.image_files(_IMAGES.value)
-    pixels = [images.load_image(p, gen_cfg.img_resolution, gen_cfg.img_channels) for p in paths]
-    print(f"{len(paths)} real images from {_IMAGES.value}", flush=True)
-    return images.to_float(np.stack(pixels))
+    pixels = images.load_images(_IMAGES.value, gen_cfg.img_resolution, gen_cfg.img_channels)
+    print(f"{len(pixels)} real images from {_IMAGES.value}", flush=True)
+    return pixels
 
 
 def main(argv):

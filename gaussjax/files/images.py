@@ -101,6 +101,18 @@ def image_files(spec: str) -> list[pathlib.Path]:
     return sorted(p for p in root.glob(pattern) if p.is_file())
 
 
+def load_images(spec: str, resolution: int, channels: int) -> np.ndarray:
+    """Every image of `spec` (`image_files`) as [N, R, R, C] float32 in [-1, 1].
+
+    Raises:
+      FileNotFoundError: `spec` names no image.
+    """
+    paths = image_files(spec)
+    if not paths:
+        raise FileNotFoundError(f"no images in {spec}")
+    return to_float(np.stack([load_image(p, resolution, channels) for p in paths]))
+
+
 # Every launcher writes contact sheets (grids, strips, comparison sheets) into this subfolder of
 # its output folder, so `image_files(OUTDIR)` (which does not descend) lists images only.
 SHEETS_DIR = "sheets"

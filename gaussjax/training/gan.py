@@ -158,14 +158,16 @@ def _track_w_avg(nets: Networks, state: TrainState, batch_mean_w):
     return nnx.state(G, Buffer)
 
 
-def discriminator_step(nets: Networks, cfg: TrainConfig, state: TrainState, key, reals):
-    """One Adam step of D (+ lazy R1 every `r1_interval` iterations); returns (state, loss, r1)."""
-    G = nets.generator(state)
+def discriminator_step(nets: Networks, cfg: TrainConfig, state: TrainState, key, reals, fakes=None):
+    """One Adam step of D (+ lazy R1 every `r1_interval` iterations); returns (state, loss, r1).
+
+    fakes: D's negatives [N, R, R, C], as many as reals; None: fresh samples of G (training)."""
     k_fake, k_aug = jax.random.split(key)
-    fakes, _ = fake_images(G, k_fake, cfg.batch_size, cfg.style_mixing_prob)
+    if fakes is None:
+        fakes, _ = fake_images(nets.generator(state), k_fake, cfg.batch_size, cfg.style_mixing_prob)
     both = augment(jnp.concatenate([reals, fakes]), k_aug, cfg.augment)
     reals, fakes = jnp.split(jax.lax.stop_gradient(both), 2)
-    gamma = cfg.gamma(G.cfg.img_resolution)
+    gamma = cfg.gamma(reals.shape[1])
 
     def loss_fn(d_params, with_r1):
         # Two passes, as official: one batch would put reals and fakes into the same
