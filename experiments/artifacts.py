@@ -48,6 +48,7 @@ COLUMNS = [
     ("max_coefficient_outliers", "largest abs c, outliers"),
     ("max_coefficient_all", "largest abs c, all"),
     *realism.COLUMNS,
+    *[(f"{key}_outliers", f"{title}, outliers") for key, title in realism.COLUMNS],
 ]
 
 
@@ -75,6 +76,7 @@ def method_row(name, w, imgs, raw_imgs, pca, extremes, judges) -> dict:
         "max_coefficient_outliers": float(np.mean(scores[extremes])),
         "max_coefficient_all": float(np.mean(scores)),
         **realism.judge_images(judges, imgs),
+        **{f"{k}_outliers": v for k, v in realism.judge_images(judges, imgs[extremes]).items()},
     }
 
 
@@ -135,7 +137,8 @@ def build_report(rows, extremes, num_samples, judges) -> Report:
     report = Report("Artifacts: truncation versus log compression of PC coefficients")
     report.text(report_text(rows, len(extremes), num_samples))
     report.text(
-        f"Realism of all samples of each method, by {judges.describe()}: the fraction each passes."
+        f"Realism of each method's samples, all and the outliers, by {judges.describe()}: the "
+        "fraction each passes."
     )
     report.table("methods", rows, COLUMNS)
     report.image(

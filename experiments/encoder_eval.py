@@ -25,7 +25,7 @@ from gaussjax.training import digits
 _ENCODER = flags.DEFINE_string(
     "encoder", "builtin", "Encoder directory (or a train_encoder run); default: the built-in one."
 )
-_SPACES = flags.DEFINE_list("spaces", ["wplus", "f_zplus"], "Spaces (w, wplus or f_ spaces).")
+_SPACES = flags.DEFINE_list("spaces", ["wplus", "f_zplus"], "Spaces (any but sphinx).")
 _STEPS = flags.DEFINE_integer("steps", 1000, "Optimisation steps of both starts.")
 _EVERY = flags.DEFINE_integer("curve_every", 50, "Steps between points of the curves.")
 _NUM_TARGETS = flags.DEFINE_integer("num_targets", 8, "Targets per set.")

@@ -362,7 +362,8 @@ class Inverter:
         """Raises ValueError unless the space can start from an encoder's code of the measurements."""
         if not self.space.starts_from_code:
             raise ValueError(
-                f"space {self.cfg.space} cannot start from an encoder's code: use w, wplus or an f_ space"
+                f"space {self.cfg.space} cannot start from an encoder's code (its variables are "
+                "network heads, not codes): use w, wplus, z, zplus or an f_ space"
             )
         if self.task.name not in ENCODABLE_TASKS:
             raise ValueError(
