@@ -1,7 +1,7 @@
 r"""Interpolation between inversions with and without the prior (paper Fig. 3).
 
     python -m experiments.interpolation --outdir=out/interpolation [--generator=DIR] \
-        [--prior=prior.npz] [--spaces=wplus] [--prior_weight=1e-4] [--num_pairs=3] [--frames=9] \
+        [--prior=prior.npz] [--spaces=wplus] [--prior_weight=1e-4] [--num_pairs=8] [--frames=9] \
         [--steps=200] [--targets=digits|generated] [--judge=DIR|builtin|none] [--seed=0]
 
 Inverts 2 x --num_pairs images without the prior and with --prior_weight: real digits (the default
@@ -24,7 +24,7 @@ from gaussjax import cli
 from gaussjax.files import images as image_files
 from gaussjax.inversion.config import InversionConfig
 from gaussjax.reports import plots
-from gaussjax.reports.markdown import Report
+from gaussjax.reports.markdown import Report, format_number
 from gaussjax.reports.progress import Progress
 from gaussjax.studies import encoder_eval, inversions, paths, realism
 from gaussjax.training import digits
@@ -180,8 +180,9 @@ def realism_rows(records, weight) -> list[dict]:
 def realism_text(judges, reference: dict, rows) -> str:
     lines = [
         f"Judges: {judges.describe()}. Fractions of the in-between frames (ends excluded) that "
-        f"pass; the target images themselves: judged realistic {reference['realistic']:.2f}, "
-        f"confident digit {reference['confident_digit']:.2f}."
+        f"pass; the target images themselves: judged realistic "
+        f"{format_number(reference['realistic'])}, confident digit "
+        f"{format_number(reference['confident_digit'])}."
     ]
     for r in rows:
         if np.isfinite(r["realistic_ratio"]):

@@ -18,8 +18,8 @@ a prior is fitted once and cached beside the generator (in --outdir for the demo
 
 --encoder starts every image from an encoder's W+ code (experiments.train_encoder) instead of the
 mean latent: W takes the mean of its rows, W+ the code, Z/Z+ a z fitted to the code, the f_ spaces
-take F0 = the generator's features of the code (as the F/Z+ method does). --steps=0 is pure amortised inversion: one encoder
-pass per image, the same outputs as any run.
+take F0 = the generator's features of the code (as the F/Z+ method does). --steps=0 is pure
+amortised inversion: one encoder pass per image, the same outputs as any run.
 
 --task solves an inverse problem in any space (gaussjax/inversion/tasks.py): the images are the
 clean targets, the measurement y = A(x) (+ noise) is simulated from them, the loss compares A(G(s))

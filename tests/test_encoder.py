@@ -183,7 +183,10 @@ def test_z_spaces_start_from_z_fitted_to_the_encoder_code(tiny, space):
 def test_spaces_and_tasks_an_encoder_cannot_start_are_refused(tiny):
     gen_cfg, fns, params, stats, _ = tiny
     for settings, message in [
-        ({"space": "sphinx", "lpips_weight": 0.0}, "space sphinx cannot start from an encoder's code"),
+        (
+            {"space": "sphinx", "lpips_weight": 0.0},
+            "space sphinx cannot start from an encoder's code",
+        ),
         ({"space": "wplus", "task": "super_resolution"}, "task super_resolution: its measurements"),
     ]:
         cfg = InversionConfig.for_space(settings.pop("space"), num_steps=0, **settings)

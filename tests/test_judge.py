@@ -42,6 +42,17 @@ def test_judge_is_deterministic_under_a_seed(tiny_judge):
     np.testing.assert_allclose(tiny_judge.scores(probe[3:5]), tiny_judge.scores(probe)[3:5], 1e-5)
 
 
+def test_bad_judge_settings_are_refused():
+    for bad in (
+        {"steps": 0},
+        {"held_out_fraction": 1.0},
+        {"real_pass_rate": 0.0},
+        {"negative_fraction": 2.0},
+    ):
+        with pytest.raises(ValueError, match="must be|needs"):
+            judge_lib.JudgeConfig(**bad)
+
+
 def test_pass_mark_lets_the_set_share_of_held_out_reals_through(tiny_judge):
     _, held_out = judge_lib.split_reals(tiny_reals(), TINY_JUDGE, seed=0)
     assert len(held_out) == 20

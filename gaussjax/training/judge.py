@@ -56,6 +56,14 @@ class JudgeConfig:
     )
     steps_per_dispatch: int = setting(100, "D steps per jitted call.")
 
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1 or self.steps_per_dispatch < 1:
+            raise ValueError("the judge needs steps, batch_size and steps_per_dispatch >= 1")
+        if not (0 < self.held_out_fraction < 1 and 0 < self.real_pass_rate <= 1):
+            raise ValueError("held_out_fraction must be in (0, 1) and real_pass_rate in (0, 1]")
+        if not 0 <= self.negative_fraction <= 1:
+            raise ValueError(f"negative_fraction must be in [0, 1], got {self.negative_fraction}")
+
 
 @dataclasses.dataclass(frozen=True)
 class Judge:
