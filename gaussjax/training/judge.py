@@ -4,7 +4,7 @@ set on real images it never saw. A stand-in for the paper's user study (which fr
     judge = train_judge(generator, reals, JudgeConfig(), seed=0)
     judge.scores(images)       # D logits [N], higher = more like the real images
     judge.realistic(images)    # bool [N]: score >= the pass mark
-    save_judge(dst, judge, generator_fingerprint); load_judge(dst | "builtin")
+    save_judge(dst, judge, generator.cfg); load_judge(dst | "builtin")
 
 Training is the GAN's own D step (`gan.discriminator_step`: logistic loss, lazy R1) with G frozen:
 D sees the generator's samples (styles mixed, random noise) against a seeded share of the real
