@@ -4,7 +4,7 @@ r"""Inverts images into a StyleGAN2 latent space, with the Gaussianized prior (t
         [--generator=DIR] [--prior=prior.npz] [--images=DIR|GLOB|FILE] \
         [--space=w|wplus|z|zplus|f_w|f_wplus|f_z|f_zplus] [--prior_weight=1e-4] [--steps=N] \
         [--batch_size=8] [--loss=mse|lpips|mse+lpips --vgg=FILE] [--optimize_noise] \
-        [--encoder=DIR|builtin [--steps=0]] \
+        [--encoder=DIR|builtin|none [--steps=0]] \
         [--task=invert|denoise|inpaint|super_resolution|compressed_sensing [task settings]]
 
 Per image it writes NAME.npz (`w` [1, num_ws, w_dim], the official projector's format, plus the
@@ -12,14 +12,17 @@ space's own latents) and NAME.png (the reconstruction), and one line in summary.
 with the same flags resumes: finished images are skipped; run.json records the settings, and a
 rerun with other settings is refused. Each space brings its own defaults (steps, optimiser,
 schedule, loss weights); flags given explicitly override them. Without --generator it uses the
-built-in demo generator (seeded random weights); without --images it inverts images the generator
+built-in generator (trained on scikit-learn's digits); without --images it inverts images the generator
 makes from seeded latents and reports the latent error against the true latents. Without --prior
 a prior is fitted once and cached beside the generator (in --outdir for the demo generator).
 
 --encoder starts every image from an encoder's W+ code (experiments.train_encoder) instead of the
 mean latent: W takes the mean of its rows, W+ the code, Z/Z+ a z fitted to the code, the f_ spaces
 take F0 = the generator's features of the code (as the F/Z+ method does). --steps=0 is pure
-amortised inversion: one encoder pass per image, the same outputs as any run.
+amortised inversion: one encoder pass per image, the same outputs as any run. On the built-in
+generator the built-in encoder is the default start (it is ahead of the mean latent at every step
+count measured); --encoder=none starts from the mean latent. From a code the latent-noise ramp is
+off unless --latent_noise_factor is given.
 
 --task solves an inverse problem in any space (gaussjax/inversion/tasks.py): the images are the
 clean targets, the measurement y = A(x) (+ noise) is simulated from them, the loss compares A(G(s))
@@ -49,7 +52,10 @@ _IMAGES = flags.DEFINE_string(
     "images", None, "Directory, glob or file; default: generated targets."
 )
 _ENCODER = flags.DEFINE_string(
-    "encoder", None, "Encoder directory (or a train_encoder run, or 'builtin') to start from."
+    "encoder",
+    None,
+    "Encoder directory (or a train_encoder run, or 'builtin') to start from; 'none': the mean "
+    "latent. Default: the built-in encoder for the built-in generator (invert, denoise, inpaint).",
 )
 _SPACE = flags.DEFINE_enum("space", "wplus", list(SPACES), "Latent space.")
 _NUM_GENERATED = flags.DEFINE_integer(
@@ -93,8 +99,17 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process
 _SETTING_FLAGS = settings.define_flags(InversionConfig)
 
 
-def config_from_flags() -> InversionConfig:
-    """The space's defaults, overridden by every flag given on the command line."""
+def encoder_name() -> str | None:
+    """--encoder, or the default one (the built-in generator's where its task allows); None: the
+    mean-latent start."""
+    task = _SETTING_FLAGS["task"].value or InversionConfig.for_space(_SPACE.value).problem.task
+    name = _ENCODER.value or saved.default_encoder(_GENERATOR.value, task)
+    return None if name == saved.NO_ENCODER else name
+
+
+def config_from_flags(from_encoder: bool) -> InversionConfig:
+    """The space's defaults (those of a start from a code when `from_encoder`), overridden by every
+    flag given on the command line."""
     overrides = settings.given_flags(_SETTING_FLAGS)
     if _LOSS.value:
         overrides["mse_weight"] = 1.0 if "mse" in _LOSS.value else 0.0
@@ -104,7 +119,7 @@ def config_from_flags() -> InversionConfig:
             overrides["lpips_weight"] = max(
                 InversionConfig.for_space(_SPACE.value).loss.lpips_weight, 1.0
             )
-    return InversionConfig.for_space(_SPACE.value, **overrides)
+    return InversionConfig.for_space(_SPACE.value, from_encoder, **overrides)
 
 
 def log(msg):
@@ -129,9 +144,15 @@ def main(argv):
     if not _OUTDIR.value:
         sys.exit("error: --outdir is required")
     try:
+        encoder = encoder_name()
+        if encoder == saved.BUILTIN and not _ENCODER.value:
+            log(
+                "starting from the built-in encoder's codes (ahead of the mean latent at every "
+                "step count: docs/encoder.md); --encoder=none starts from the mean latent"
+            )
         spec = pipeline.RunSpec(
             outdir=pathlib.Path(_OUTDIR.value),
-            config=config_from_flags(),
+            config=config_from_flags(from_encoder=encoder is not None),
             generator=_GENERATOR.value,
             prior=_PRIOR.value,
             images=_IMAGES.value,
@@ -143,7 +164,7 @@ def main(argv):
             lpips_lin=_LPIPS_LIN.value,
             lpips_explicit=bool(_LOSS.value and "lpips" in _LOSS.value),
             save_video=_SAVE_VIDEO.value,
-            encoder=saved.load_encoder(_ENCODER.value) if _ENCODER.value else None,
+            encoder=saved.load_encoder(encoder) if encoder else None,
             log=log,
         )
         summary = pipeline.run(spec)

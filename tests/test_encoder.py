@@ -180,19 +180,26 @@ def test_z_spaces_start_from_z_fitted_to_the_encoder_code(tiny, space):
     )
 
 
-def test_spaces_and_tasks_an_encoder_cannot_start_are_refused(tiny):
+def test_sphinx_from_a_code_renders_that_code_from_its_mean_input(tiny):
     gen_cfg, fns, params, stats, _ = tiny
-    for settings, message in [
-        (
-            {"space": "sphinx", "lpips_weight": 0.0},
-            "space sphinx cannot start from an encoder's code",
-        ),
-        ({"space": "wplus", "task": "super_resolution"}, "task super_resolution: its measurements"),
-    ]:
-        cfg = InversionConfig.for_space(settings.pop("space"), num_steps=0, **settings)
-        inverter = Inverter(fns, gen_cfg, cfg, stats.mean_w, stats.w_std)
-        with pytest.raises(ValueError, match=message):
-            inverter.check_encodable()
+    cfg = InversionConfig.for_space("sphinx", num_steps=0, lpips_weight=0.0)
+    inverter = Inverter(fns, gen_cfg, cfg, stats.mean_w, stats.w_std)
+    inverter.check_encodable()
+    space = inverter.space
+    code = jax.random.normal(jax.random.key(3), (gen_cfg.num_ws, gen_cfg.w_dim))
+    plain, _ = space.init(params, jax.random.key(0), None)
+    fitted, _ = space.init(params, jax.random.key(0), None, code=code)
+    np.testing.assert_allclose(space.prior_rows(params, fitted), code, atol=1e-5)
+    changed = [k for k in plain if not np.array_equal(plain[k], fitted[k])]
+    assert changed == ["dec_b2"]  # only the last biases move: the head's response is kept
+
+
+def test_tasks_an_encoder_cannot_read_are_refused(tiny):
+    gen_cfg, fns, params, stats, _ = tiny
+    cfg = InversionConfig.for_space("wplus", num_steps=0, task="super_resolution")
+    inverter = Inverter(fns, gen_cfg, cfg, stats.mean_w, stats.w_std)
+    with pytest.raises(ValueError, match="task super_resolution: its measurements"):
+        inverter.check_encodable()
 
 
 @pytest.mark.slow
@@ -209,16 +216,42 @@ def test_invert_with_an_encoder_and_zero_steps_writes_complete_results(tmp_path)
     assert json.loads((tmp_path / "out" / "run.json").read_text())["encoder"] == encoder_fp(
         tmp_path
     )
-    refused = run_invert(tmp_path / "no_encoder", "--steps=0")
+    refused = run_invert(tmp_path / "no_encoder", "--encoder=none", "--steps=0")
     assert refused.returncode != 0 and "steps=0 needs an encoder" in refused.stderr
-    other = run_invert(tmp_path / "other", f"--encoder={tmp_path / 'enc'}", "--space=sphinx")
-    assert other.returncode != 0 and "cannot start from an encoder's code" in other.stderr
+    other = run_invert(
+        tmp_path / "other", f"--encoder={tmp_path / 'enc'}", "--task=super_resolution"
+    )
+    assert other.returncode != 0 and "its measurements are not full-size" in other.stderr
     saved.save_encoder(tmp_path / "enc_other", encoder, "a-different-generator")
     wrong = run_invert(tmp_path / "wrong", f"--encoder={tmp_path / 'enc_other'}")
     assert (
         wrong.returncode != 0 and "was trained for generator a-different-generator" in wrong.stderr
     )
     assert not (tmp_path / "wrong").exists()
+
+
+@pytest.mark.slow
+def test_the_builtin_generator_starts_from_its_encoder_unless_told_otherwise(tmp_path):
+    runs = {
+        "default": [],
+        "none": ["--encoder=none"],
+        "noise": ["--latent_noise_factor=0.05"],
+        "sr": ["--task=super_resolution"],
+    }
+    records = {}
+    for name, flags in runs.items():
+        result = run_invert(
+            tmp_path / name, "--steps=0" if name == "default" else "--steps=2", *flags
+        )
+        assert result.returncode == 0, result.stderr
+        assert ("starting from the built-in encoder" in result.stdout) == (
+            name in ("default", "noise")
+        )
+        records[name] = json.loads((tmp_path / name / "run.json").read_text())
+    builtin = saved.load_encoder(saved.BUILTIN).fingerprint
+    assert [records[n]["encoder"] for n in runs] == [builtin, None, builtin, None]
+    noise = {n: r["latent_noise_factor"] for n, r in records.items()}
+    assert noise == {"default": 0.0, "none": 0.05, "noise": 0.05, "sr": 0.05}
 
 
 def encoder_fp(tmp_path):
@@ -230,7 +263,7 @@ def test_encoder_eval_reports_both_starts(tmp_path):
     study = load_study(tmp_path / "out", prior_samples=2000, log=lambda _: None)
     encoder = saved.new_encoder(EncoderConfig.for_generator(study.cfg), study.stats, seed=0)
     saved.save_encoder(tmp_path / "enc", encoder, study.fingerprint)
-    flags = ["--spaces=wplus", "--steps=4", "--curve_every=2", "--num_targets=2"]
+    flags = ["--spaces=wplus", "--steps=4", "--short_steps=2", "--curve_every=2", "--num_targets=2"]
     done = subprocess.run(
         [
             sys.executable,
@@ -250,7 +283,8 @@ def test_encoder_eval_reports_both_starts(tmp_path):
     assert [r["targets"] for r in data["rows"]] == ["generated", "real digits"]
     for row in data["rows"]:  # an untrained encoder's code is the prior mean: about w_avg's image
         assert abs(row["encoder_start_psnr"] - row["mean_start_psnr"]) < 3
-        assert row["steps"] == 4
+        assert row["steps"] == 4 and row["short_steps"] == 2
+        assert np.isfinite([row["mean_short_psnr"], row["encoder_short_psnr"]]).all()
     assert data["throughput"][0]["speedup"] > 1
     assert (tmp_path / "out" / "psnr_curves.png").exists() and (
         tmp_path / "out" / "report.md"

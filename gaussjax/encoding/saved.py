@@ -21,12 +21,21 @@ from flax import nnx
 from gaussjax.encoding.network import Encoder, EncoderConfig
 from gaussjax.files import checkpoints
 from gaussjax.files.safe_io import first_line, read_json
+from gaussjax.inversion.engine import ENCODABLE_TASKS
 
 ENCODER_FILE = "encoder.json"
 WEIGHTS_DIR = "weights"
 EXPORT_DIR = "encoder"  # inside a training run's folder
 BUILTIN = "builtin"
+NO_ENCODER = "none"
 BUILTIN_ENCODER_DIR = pathlib.Path(__file__).with_name("builtin_digits32")
+
+
+def default_encoder(generator: str | None, task: str) -> str | None:
+    """The encoder a run starts from when none is named: the built-in one for the built-in
+    generator (generator None) where the task's measurements are full images, else none. Its start
+    is ahead of the mean latent's at every step count measured (docs/encoder.md)."""
+    return BUILTIN if generator is None and task in ENCODABLE_TASKS else None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -169,6 +169,13 @@ _GROUPS = {
 }
 
 
+# A start from an encoder's code turns the latent-noise ramp off: the ramp explores around the mean
+# latent, and from a code it only shakes the code loose. Measured on the built-in generator
+# (200 steps, 8 targets): W+ generated digits 39.1 -> 43.3 dB, real digits 31.9 -> 32.8 dB;
+# W 37.6 -> 38.3 / 26.2 -> 26.4 dB (the other spaces have no ramp).
+ENCODER_START_DEFAULTS = {"latent_noise_factor": 0.0}
+
+
 @dataclasses.dataclass(frozen=True)
 class InversionConfig:
     """Every setting of an inversion, in groups; build it with `for_space`."""
@@ -206,9 +213,12 @@ class InversionConfig:
         return cls(**top, **groups)
 
     @classmethod
-    def for_space(cls, space: str, **overrides) -> "InversionConfig":
-        """The config of `space`: its own defaults (spaces.space_defaults), then `overrides`."""
-        return cls.from_flat(**{**latent_spaces.space_defaults(space), **overrides, "space": space})
+    def for_space(cls, space: str, from_encoder: bool = False, **overrides) -> "InversionConfig":
+        """The config of `space`: its own defaults (spaces.space_defaults), then, for a start from
+        an encoder's code, ENCODER_START_DEFAULTS, then `overrides`."""
+        start = ENCODER_START_DEFAULTS if from_encoder else {}
+        defaults = {**latent_spaces.space_defaults(space), **start}
+        return cls.from_flat(**{**defaults, **overrides, "space": space})
 
     def replace(self, **overrides) -> "InversionConfig":
         """This config with some settings (flat names) changed."""

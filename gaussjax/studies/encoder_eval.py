@@ -17,6 +17,7 @@ from gaussjax.studies import inversions
 from gaussjax.studies.setup import Study
 
 INITS = ("mean", "encoder")
+SHORT = " short"  # suffix of the short runs' inits
 
 
 def image_targets(pixels: np.ndarray, prefix: str, cfg) -> inversions.Targets:
@@ -27,14 +28,34 @@ def image_targets(pixels: np.ndarray, prefix: str, cfg) -> inversions.Targets:
     return inversions.Targets(np.asarray(pixels, np.float32), true_ws, names, seeds)
 
 
-def init_curves(study: Study, encoder, config: InversionConfig, targets) -> dict:
-    """{"mean" | "encoder": Trace from step 0} of `targets` under `config`."""
+def run_configs(space: str, steps: int, short_steps: int, every: int) -> dict:
+    """{init: InversionConfig}: both starts over `steps` and over `short_steps` (each schedule
+    spans its own run), the encoder's with the defaults of a start from a code."""
+    configs = {}
+    for init in INITS:
+        for suffix, num_steps in (("", steps), (SHORT, short_steps)):
+            configs[init + suffix] = InversionConfig.for_space(
+                space,
+                from_encoder=init == "encoder",
+                num_steps=num_steps,
+                steps_per_dispatch=min(every, num_steps),
+            )
+    return configs
+
+
+def init_curves(study: Study, encoder, configs: dict, targets) -> dict:
+    """{init: Trace from step 0} of `targets` under configs[init]; inits starting with "mean"
+    start from the mean latent, the others from the encoder's codes."""
     codes = encoder.encode(jnp.asarray(targets.pixels))
     return {
         init: inversions.invert_traced(
-            study, config, targets, codes=codes if init == "encoder" else None, include_start=True
+            study,
+            config,
+            targets,
+            codes=None if init.startswith("mean") else codes,
+            include_start=True,
         )[1]
-        for init in INITS
+        for init, config in configs.items()
     }
 
 
@@ -45,8 +66,8 @@ def steps_to_reach(trace: inversions.Trace, psnr_db: float) -> int | None:
 
 
 def curve_row(space: str, target_set: str, traces: dict) -> dict:
-    """One report row: start and final PSNR of both inits, and when the encoder's curve reaches
-    the mean init's final PSNR."""
+    """One report row: start and final PSNR of both starts, when the encoder's curve reaches the
+    mean start's final PSNR, and both starts' PSNR after a short run of their own."""
     mean, enc = traces["mean"], traces["encoder"]
     final = float(mean.psnr[-1].mean())
     return {
@@ -58,6 +79,9 @@ def curve_row(space: str, target_set: str, traces: dict) -> dict:
         "mean_final_psnr": final,
         "encoder_final_psnr": float(enc.psnr[-1].mean()),
         "encoder_steps_to_mean_final": steps_to_reach(enc, final),
+        "short_steps": int(traces["mean" + SHORT].steps[-1]),
+        "mean_short_psnr": float(traces["mean" + SHORT].psnr[-1].mean()),
+        "encoder_short_psnr": float(traces["encoder" + SHORT].psnr[-1].mean()),
         "mean_final_latent_mse": float(np.mean(mean.latent_mse[-1])),
         "encoder_start_latent_mse": float(np.mean(enc.latent_mse[0])),
     }

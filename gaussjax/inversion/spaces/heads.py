@@ -74,6 +74,14 @@ def style_head(params: dict, z):
     return h
 
 
+def with_mean_output(params: dict, code) -> dict:
+    """The style head with its last decoder biases moved so that style_head(params, 0) == code
+    [num_ws, w_dim] (the other parameters unchanged, so the head's response around 0 is kept)."""
+    mean_output = style_head(params, jnp.zeros_like(code))
+    last = f"dec_b{len(style_widths(code.shape[-1])[1]) - 2}"
+    return {**params, last: params[last] + code - mean_output}
+
+
 def init_content_head(key, channels: int) -> dict:
     """{content_w{i} [in, out] N(0, 1) (unscaled), content_b{i} [out] zeros for the activations}."""
     widths = (CONTENT_CODE, *CONTENT_HIDDEN, channels)

@@ -18,6 +18,9 @@ class SphinxSpace(LatentSpace):
     [num_ws, w_dim] and s [4, 4, 8], so they learn to map a whole neighbourhood to the target
     (our reading of the paper's "vicinal regularization", as in the public code). The result
     renders from the mean input (z = 0, s = 0).
+
+    From an encoder's code, the style head's last biases are set so that the mean input renders
+    exactly that code (`code_biases`); the rest of both heads keeps its usual start.
     """
 
     name = "sphinx"
@@ -33,6 +36,7 @@ class SphinxSpace(LatentSpace):
     }
     constant_rate_prefixes = ("content_", "noise_")
     owns_noise = True
+    starts_from_code = True  # the style head's mean output is set to the code
 
     def __init__(self, ctx):
         super().__init__(ctx)
@@ -58,7 +62,10 @@ class SphinxSpace(LatentSpace):
         noise = heads.split_draw(
             noise_key, {name: (r, r) for name, r in zip(self.noise_keys, resolutions)}
         )
-        return {**self._heads(head_key), **noise}, {}
+        head_params = self._heads(head_key)
+        if code is not None:
+            head_params = heads.with_mean_output(head_params, code)
+        return {**head_params, **noise}, {}
 
     def synthesis_inputs(self, gen_params, variables, constants, key=None):
         cfg = self.ctx.gen_cfg
