@@ -276,7 +276,7 @@ def test_conditional_generator_prior_cache_prior_off_and_changed_settings(tmp_pa
 @pytest.mark.parametrize(
     "flag",
     [
-        "--steps=0",
+        "--steps=-1",
         "--batch_size=0",
         "--optimizer=chain",
         "--space=z9",

@@ -21,6 +21,7 @@ from flax import nnx
 from gaussjax.encoding.network import Encoder, EncoderConfig
 from gaussjax.files import checkpoints
 from gaussjax.files.safe_io import first_line, read_json
+from gaussjax.inversion import sharding
 from gaussjax.inversion.engine import ENCODABLE_TASKS
 
 ENCODER_FILE = "encoder.json"
@@ -65,6 +66,11 @@ class LoadedEncoder:
                 f"the encoder {self.source} was trained for generator {self.generator_fingerprint}, "
                 f"not this one ({fingerprint}): train one with experiments.train_encoder"
             )
+
+    def replicated(self, mesh) -> "LoadedEncoder":
+        """This encoder with its weights replicated over `mesh` (to encode batches sharded on it,
+        across processes too)."""
+        return dataclasses.replace(self, state=sharding.replicate(mesh, self.state))
 
     def encode(self, images):
         """images [B, R, R, C] in [-1, 1] -> W+ codes [B, num_ws, w_dim] (jitted; the weights are

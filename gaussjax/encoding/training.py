@@ -38,10 +38,10 @@ class EncoderTrainConfig:
 
     batch_size: int = setting(32, "Generated images per iteration (all devices together).")
     real_batch_size: int = setting(8, "Real images per iteration when --images is given.")
-    learning_rate: float = setting(1e-3, "Adam learning rate.")
+    learning_rate: float = setting(3e-3, "Adam learning rate.")
     image_weight: float = setting(1.0, "Weight of the image MSE.")
     lpips_weight: float = setting(0.0, "Weight of LPIPS (needs --vgg; 1 when --vgg is given).")
-    latent_weight: float = setting(0.1, "Weight of the whitened latent error in V.")
+    latent_weight: float = setting(0.001, "Weight of the whitened latent error in V.")
     prior_weight: float = setting(0.001, "Weight of the prediction's prior energy.")
     real_weight: float = setting(1.0, "Weight of the image loss on real images.")
     style_mixing_prob: float = setting(0.9, "Probability that a batch's targets mix two z.")

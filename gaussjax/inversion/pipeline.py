@@ -281,7 +281,7 @@ def batch_run(prepared: PreparedRun) -> BatchRun:
         run_outputs.FrameRenderer(prepared.inverter.space, prepared.params)
         if spec.save_video
         else None,
-        None if spec.encoder is None else spec.encoder.encode,
+        None if spec.encoder is None else spec.encoder.replicated(mesh).encode,
     )
 
 
