@@ -14,7 +14,7 @@ rerun with other settings is refused. Each space brings its own defaults (steps,
 schedule, loss weights); flags given explicitly override them. Without --generator it uses the
 built-in generator (trained on scikit-learn's digits); without --images it inverts images the generator
 makes from seeded latents and reports the latent error against the true latents. Without --prior
-a prior is fitted once and cached beside the generator (in --outdir for the demo generator).
+a prior is fitted once and cached beside the generator (in --outdir for the built-in generator).
 
 --encoder starts every image from an encoder's W+ code (experiments.train_encoder) instead of the
 mean latent: W takes the mean of its rows, W+ the code, Z/Z+ a z fitted to the code, the f_ spaces
