@@ -12,7 +12,8 @@ and out-of-domain photos (scikit-learn's samples by default). Each space inverts
 with its own defaults (its own number of steps too, unless --steps; e.g. --spaces=sphinx runs the
 public code's 5000); the classical baseline (gaussjax/studies/baselines.py: best-σ blur, diffusion
 fill, bicubic, minimum norm) solves the same measurement. With --encoder, denoising and inpainting
-also run from the encoder's code of the measurement (rows SPACE+encoder). Writes report.md
+also run from the encoder's code of the measurement (rows SPACE+encoder), with the defaults
+of a start from a code (no latent-noise ramp). Writes report.md
 (PSNR against the clean targets, gain over the baseline), results.json (every image's PSNR) and
 grid_TASK_SET.png (clean | measurement | baseline | each space).
 """
@@ -92,11 +93,8 @@ def methods(task: str, encoder) -> list[tuple[str, str, object]]:
     return rows
 
 
-def config_for(task: str, space: str) -> InversionConfig:
-    overrides = {"lpips_weight": 0.0} if task == "compressed_sensing" else {}
-    if _STEPS.value is not None:
-        overrides["num_steps"] = _STEPS.value
-    return InversionConfig.for_space(space, task=task, **overrides)
+def config_for(task: str, space: str, from_encoder: bool = False) -> InversionConfig:
+    return task_eval.task_config(task, space, from_encoder, _STEPS.value)
 
 
 def operator_line(task: str, record: dict) -> str:
@@ -150,9 +148,8 @@ def run() -> None:
                 )
             generated = {}
             for name, space, enc in methods(task, encoder):
-                generated[name] = task_eval.generator_run(
-                    study, config_for(task, space), targets, enc
-                )
+                config = config_for(task, space, from_encoder=enc is not None)
+                generated[name] = task_eval.generator_run(study, config, targets, enc)
                 rows.append(
                     task_eval.summary_row(task, set_name, name, generated[name], baseline["psnr"])
                 )

@@ -15,7 +15,7 @@ from gaussjax.files import checkpoints, images, results
 from gaussjax.inversion import InversionConfig, Inverter, psnr, tasks
 from gaussjax.networks.config import GeneratorConfig
 from gaussjax.networks.stylegan2 import PureGenerator
-from gaussjax.studies import baselines
+from gaussjax.studies import baselines, task_eval
 
 CFG16 = GeneratorConfig(z_dim=8, w_dim=8, img_resolution=16, img_channels=3)
 
@@ -133,6 +133,18 @@ def test_bad_task_settings_fail_with_one_line():
         _task(task="super_resolution", sr_factor=3)
     with pytest.raises(ValueError, match="not images"):
         _task(task="compressed_sensing", lpips_weight=1.0)
+
+
+def test_task_rows_from_a_code_drop_the_ramp_and_compressed_sensing_drops_lpips():
+    """Every report row's config comes from task_eval.task_config: a "+encoder" row takes the
+    defaults of a start from a code, as `invert --encoder` does."""
+    mean_start = task_eval.task_config("denoise", "wplus", num_steps=7)
+    code_start = task_eval.task_config("denoise", "wplus", from_encoder=True, num_steps=7)
+    assert mean_start.optim.latent_noise_factor > 0
+    assert code_start == mean_start.replace(latent_noise_factor=0.0)
+    assert code_start.optim.num_steps == 7 and code_start.problem.task == "denoise"
+    sensing = task_eval.task_config("compressed_sensing", "wplus", from_encoder=True)
+    assert sensing.loss.lpips_weight == 0.0 and sensing.optim.latent_noise_factor == 0.0
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,18 @@ def measurement_view(task, measured, shape) -> np.ndarray | None:
     return measured.repeat(factor, axis=1).repeat(factor, axis=2)
 
 
+def task_config(
+    task: str, space: str, from_encoder: bool = False, num_steps: int | None = None
+) -> InversionConfig:
+    """The config of one report row: `space`'s defaults for `task` (those of a start from a code
+    when `from_encoder`), no LPIPS for compressed sensing (its measurements are not images),
+    `num_steps` when given."""
+    overrides = {"lpips_weight": 0.0} if task == "compressed_sensing" else {}
+    if num_steps is not None:
+        overrides["num_steps"] = num_steps
+    return InversionConfig.for_space(space, from_encoder, task=task, **overrides)
+
+
 def baseline_run(study: Study, config: InversionConfig, targets: Targets) -> dict:
     """The classical solution of `config`'s task for every target.
 
