@@ -27,11 +27,11 @@ from PIL import Image
 from gaussjax import cli
 from gaussjax.files import images, photos, results
 from gaussjax.inversion import pipeline
-from gaussjax.inversion.config import InversionConfig
 from gaussjax.inversion.run_outputs import TARGETS_DIR
 from gaussjax.inversion.spaces import SPACES
 from gaussjax.inversion.tasks import TASKS
 from gaussjax.networks.builtin import BUILTIN_LABEL
+from gaussjax.studies import task_eval
 
 _OUTDIR = flags.DEFINE_string("outdir", None, "Output directory (resumable).")
 _GENERATOR = flags.DEFINE_string(
@@ -104,9 +104,7 @@ def run_dir(label, task, set_name, seed) -> pathlib.Path:
 
 def run_one(label, space, overrides, task, set_name, images_spec, seed) -> dict:
     """Runs one space / task / target set / seed; the mean PSNR (and LPIPS) of its results."""
-    if task == "compressed_sensing":  # its measurements are not images: no LPIPS term
-        overrides = {**overrides, "lpips_weight": 0.0}
-    config = InversionConfig.for_space(space, num_steps=_STEPS.value, task=task, **overrides)
+    config = task_eval.task_config(task, space, num_steps=_STEPS.value, **overrides)
     outdir = run_dir(label, task, set_name, seed)
     spec = pipeline.RunSpec(
         outdir=outdir,

@@ -32,14 +32,15 @@ def measurement_view(task, measured, shape) -> np.ndarray | None:
 
 
 def task_config(
-    task: str, space: str, from_encoder: bool = False, num_steps: int | None = None
+    task: str, space: str, from_encoder: bool = False, num_steps: int | None = None, **overrides
 ) -> InversionConfig:
-    """The config of one report row: `space`'s defaults for `task` (those of a start from a code
-    when `from_encoder`), no LPIPS for compressed sensing (its measurements are not images),
-    `num_steps` when given."""
-    overrides = {"lpips_weight": 0.0} if task == "compressed_sensing" else {}
+    """The config of one run of `task` in `space`: the space's defaults (those of a start from a
+    code when `from_encoder`), `num_steps` when given, `overrides`, and never LPIPS for compressed
+    sensing (its measurements are not images)."""
     if num_steps is not None:
         overrides["num_steps"] = num_steps
+    if task == "compressed_sensing":
+        overrides["lpips_weight"] = 0.0
     return InversionConfig.for_space(space, from_encoder, task=task, **overrides)
 
 
