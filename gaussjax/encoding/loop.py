@@ -24,6 +24,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from gaussjax import interrupts
 from gaussjax.analysis import prior as prior_lib
 from gaussjax.encoding import saved, training
 from gaussjax.encoding.network import EncoderConfig
@@ -127,18 +128,20 @@ def _train_loop(run: EncoderRun, trainer, inputs, fingerprint) -> dict:
     line, started, start_iteration = {}, time.perf_counter(), int(state.iteration)
     saved_iteration = start_iteration
     try:
-        while (done := int(state.iteration)) < total:
-            todo = min(cfg.steps_per_dispatch, total - done, per_snapshot - done % per_snapshot)
-            state, terms = training.train_dispatch(trainer, state, *constants, key, todo)
-            iteration = int(state.iteration)
-            line = log_dispatch(run, cfg, iteration, jax.device_get(terms))
-            per_iteration = (time.perf_counter() - started) / (iteration - start_iteration)
-            run.log(progress_line(line, run.total_kimg, per_iteration, total - iteration))
-            if iteration % per_snapshot == 0 or iteration == total:
-                host_state = jax.device_get(state)
-                save_state(run.outdir, host_state)  # what a rerun resumes from
-                saved_iteration = iteration
-                snapshot(run, trainer, host_state, constants, fingerprint)
+        with interrupts.stop_at_safe_points():
+            while (done := int(state.iteration)) < total:
+                todo = min(cfg.steps_per_dispatch, total - done, per_snapshot - done % per_snapshot)
+                state, terms = training.train_dispatch(trainer, state, *constants, key, todo)
+                iteration = int(state.iteration)
+                line = log_dispatch(run, cfg, iteration, jax.device_get(terms))
+                per_iteration = (time.perf_counter() - started) / (iteration - start_iteration)
+                run.log(progress_line(line, run.total_kimg, per_iteration, total - iteration))
+                if iteration % per_snapshot == 0 or iteration == total:
+                    host_state = jax.device_get(state)
+                    save_state(run.outdir, host_state)  # what a rerun resumes from
+                    saved_iteration = iteration
+                    snapshot(run, trainer, host_state, constants, fingerprint)
+                interrupts.check()
     except KeyboardInterrupt:
         kimg = saved_iteration * cfg.batch_size / 1000
         where = f"from its snapshot at {kimg:g} kimg" if saved_iteration else "(no snapshot yet)"

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from gaussjax import interrupts
 from gaussjax.analysis.prior import loss_energy
 from gaussjax.inversion import spaces as latent_spaces
 from gaussjax.inversion import tasks
@@ -418,4 +419,5 @@ class Inverter:
                 snapshot(state["images"]["variables"])
             if progress is not None:
                 progress(int(state["step"]), loss)
+            interrupts.check()
         return self.evaluate(gen_params, lpips_params, prior, state, targets, feats)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 import jax
 from flax import nnx
 
+from gaussjax import interrupts
 from gaussjax.analysis import prior as prior_lib
 from gaussjax.files import checkpoints, folder_lock, lpips_weights, results
 from gaussjax.files.checkpoints import generator_or_builtin
@@ -322,7 +323,8 @@ def write_results(prepared: PreparedRun, plan, progress: Progress) -> int:
             check_unchanged(spec.outdir, targets)
         record_run_settings(spec.outdir, prepared.settings)
         try:
-            inverted = run_batches(batch_run(prepared), targets, plan, progress)
+            with interrupts.stop_at_safe_points():
+                inverted = run_batches(batch_run(prepared), targets, plan, progress)
         except KeyboardInterrupt:
             raise KeyboardInterrupt(
                 f"interrupted after {finished_count(spec.outdir, targets)} of {len(targets)} "

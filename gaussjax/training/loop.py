@@ -25,6 +25,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from gaussjax import interrupts
 from gaussjax.files import checkpoints, images, results
 from gaussjax.files.safe_io import read_json, write_bytes_atomic
 from gaussjax.inversion import sharding
@@ -173,14 +174,17 @@ def train(run: Run, generator_cfg: GeneratorConfig, cfg: gan.TrainConfig, datase
     total = int(round(run.total_kimg * 1000 / cfg.batch_size))
     per_snapshot = max(1, int(round(run.snapshot_kimg * 1000 / cfg.batch_size)))
     record = {}
-    while (done := int(state.iteration)) < total:
-        todo = min(cfg.steps_per_dispatch, total - done, per_snapshot - done % per_snapshot)
-        started = time.perf_counter()
-        state, losses = gan.train_dispatch(nets, cfg, state, data, key, batch_sharding, todo)
-        losses = np.asarray(losses)
-        _log_dispatch(run, cfg, int(state.iteration), losses, time.perf_counter() - started, todo)
-        if int(state.iteration) % per_snapshot == 0 or int(state.iteration) == total:
-            record = snapshot(run, nets, state, cfg)
+    with interrupts.stop_at_safe_points():
+        while (done := int(state.iteration)) < total:
+            todo = min(cfg.steps_per_dispatch, total - done, per_snapshot - done % per_snapshot)
+            started = time.perf_counter()
+            state, losses = gan.train_dispatch(nets, cfg, state, data, key, batch_sharding, todo)
+            losses = np.asarray(losses)
+            seconds = time.perf_counter() - started
+            _log_dispatch(run, cfg, int(state.iteration), losses, seconds, todo)
+            if int(state.iteration) % per_snapshot == 0 or int(state.iteration) == total:
+                record = snapshot(run, nets, state, cfg)
+            interrupts.check()
     return record
 
 
