@@ -21,6 +21,7 @@ TOOLS_ABOVE_THE_LIBRARY = {
 
 GAUSSJAX_LAYERS = (
     ("settings",),  # documented config fields and the absl flags generated from them
+    ("interrupts",),  # Ctrl-C held until a loop's safe point (any loop may check it)
     ("networks",),  # the StyleGAN2 generator and LPIPS modules and their numerics; no file I/O
     ("files",),  # every file format: generator directories, weights, images, results
     ("analysis", "editing", "reports"),  # priors and PCA, latent edits, tables and plots
