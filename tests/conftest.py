@@ -99,7 +99,7 @@ def skip32(fixture_dir, fixture_generator):
     G = fixture_generator("skip32")
     fns, params = PureGenerator.split(G)
     io = load_io(fixture_dir, "skip32")
-    targets = np.asarray(fns.synthesis(params, io["ws"]))
+    targets = np.asarray(jax.jit(fns.synthesis)(params, io["ws"]))
     w_mean, w_std, _ = w_statistics(fns, params, G.cfg.z_dim)
     return G, fns, params, io, targets, w_mean, w_std
 

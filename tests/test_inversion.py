@@ -238,7 +238,8 @@ def test_lpips_term_equals_lpips_distance(skip32):
     _, images, terms, _ = inverter.invert(
         params, targets[:2], np.arange(2, dtype=np.int32), lpips_params=lpips_params
     )
-    expected = nnx.merge(lpips_fns, lpips_params)(images, jnp.asarray(targets[:2]))
+    distance = jax.jit(lambda p, a, b: nnx.merge(lpips_fns, p)(a, b))
+    expected = distance(lpips_params, images, jnp.asarray(targets[:2]))
     np.testing.assert_allclose(terms["lpips"], expected, rtol=1e-4)
     np.testing.assert_allclose(terms["loss"], terms["mse"] + terms["lpips"], rtol=1e-5)
 

@@ -208,7 +208,7 @@ def test_conv2d_second_derivatives_equal_xlas_own(size, padding):
             dx = jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, kernel))))(x)
             return jnp.sum(jnp.square(dx))
 
-        return jax.grad(penalty, argnums=(0, 1))(x, kernel)
+        return jax.jit(jax.grad(penalty, argnums=(0, 1)))(x, kernel)
 
     def ref(x, kernel):
         return jax.lax.conv_general_dilated(
@@ -233,7 +233,7 @@ def test_upfirdn2d_second_derivatives_equal_reference(up):
             dx = jax.grad(lambda x: jnp.sum(jnp.tanh(fir(x)) * jnp.cos(fir(x))))(x)
             return jnp.sum(jnp.square(dx) * x)
 
-        return jax.grad(penalty)(x)
+        return jax.jit(jax.grad(penalty))(x)
 
     ours = second(lambda x: ops.upfirdn2d(x, f, up=up, padding=padding, gain=4.0))
     theirs = second(lambda x: reference_upfirdn2d(x, f, up=up, padding=padding, gain=4.0))
@@ -253,7 +253,7 @@ def test_conv2d_up2_second_derivatives_equal_reference():
             dx = jax.grad(lambda x: jnp.sum(jnp.tanh(up(x, kernel))))(x)
             return jnp.sum(jnp.square(dx))
 
-        return jax.grad(penalty, argnums=(0, 1))(x, kernel)
+        return jax.jit(jax.grad(penalty, argnums=(0, 1)))(x, kernel)
 
     ours = second(lambda x, k: ops.conv2d_up2(x, k, SEPARABLE_4))
     theirs = second(lambda x, k: reference_conv2d_up2(x, k, SEPARABLE_4))
@@ -288,7 +288,7 @@ def test_bias_and_channel_scale_gradients_equal_plain_autodiff(dtype):
             dx = jax.grad(lambda x: jnp.sum(jnp.tanh(fn(x, bias, scales).astype(jnp.float32))))(x)
             return jnp.sum(jnp.square(dx.astype(jnp.float32)))
 
-        return jax.grad(penalty, argnums=(0, 1))(bias, scales)
+        return jax.jit(jax.grad(penalty, argnums=(0, 1)))(bias, scales)
 
     tol = 1e-5 if dtype == jnp.float32 else 3e-2
     cotangent = jnp.asarray(rng.randn(*x.shape), dtype)

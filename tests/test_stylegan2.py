@@ -65,7 +65,7 @@ def test_gradient_wrt_wplus_matches_official(fixture_dir, fixture_generator, nam
 def test_vmap_over_single_images_equals_batch(fixture_dir, fixture_generator):
     G, io = fixture_generator("skip32"), load_io(fixture_dir, "skip32")
     fns, params = PureGenerator.split(G)
-    per_image = jax.vmap(lambda w: fns.synthesis(params, w[None])[0])(io["wplus"])
+    per_image = jax.jit(jax.vmap(lambda w: fns.synthesis(params, w[None])[0]))(io["wplus"])
     np.testing.assert_allclose(per_image, nhwc(io["img_wplus_const"]), atol=TOL, rtol=0)
 
 
@@ -76,7 +76,9 @@ def test_explicit_noise_equals_stored_noise_and_gets_gradients(fixture_dir, fixt
     np.testing.assert_allclose(
         G.synthesis(io["ws"], noise=stored), nhwc(io["img_const"]), atol=TOL, rtol=0
     )
-    grads = jax.grad(lambda n: jnp.sum(G.synthesis(io["ws"], noise=n) ** 2))(stored)
+    fns, params = PureGenerator.split(G)
+    energy = jax.jit(jax.grad(lambda n: jnp.sum(fns.synthesis(params, io["ws"], noise=n) ** 2)))
+    grads = energy(stored)
     assert all(float(jnp.abs(g).max()) > 0 for g in grads)
 
 
@@ -84,9 +86,11 @@ def test_explicit_noise_equals_stored_noise_and_gets_gradients(fixture_dir, fixt
 def test_random_noise_is_keyed_and_independent_per_layer(fixture_generator):
     G = fixture_generator("skip32")
     ws = G.mapping(np.random.RandomState(0).randn(2, G.z_dim).astype(np.float32))
-    a = G.synthesis(ws, noise_mode="random", key=jax.random.key(1))
-    b = G.synthesis(ws, noise_mode="random", key=jax.random.key(1))
-    c = G.synthesis(ws, noise_mode="random", key=jax.random.key(2))
+    fns, params = PureGenerator.split(G)
+    synthesis = jax.jit(fns.synthesis, static_argnames="noise_mode")
+    a = synthesis(params, ws, noise_mode="random", key=jax.random.key(1))
+    b = synthesis(params, ws, noise_mode="random", key=jax.random.key(1))
+    c = synthesis(params, ws, noise_mode="random", key=jax.random.key(2))
     np.testing.assert_array_equal(a, b)
     assert float(jnp.abs(a - c).max()) > 1e-3
     noises = G.synthesis._noise_inputs(2, "random", jax.random.key(3), None)
@@ -142,8 +146,8 @@ def test_running_from_any_layer_equals_the_full_network(fixture_dir, fixture_gen
     G, io = fixture_generator(name), load_io(fixture_dir, name)
     fns, params = PureGenerator.split(G)
     wplus = io["wplus"][:2]
-    full = np.asarray(fns.synthesis(params, wplus))
     run = jax.jit(fns.synthesis, static_argnames=("start_layer", "stop_layer"))
+    full = np.asarray(run(params, wplus))
     # b4.conv1, the first conv0/conv1 pair, F/Z+'s layer and the last layer but one.
     for layer in sorted({0, 1, 2, min(3, G.cfg.num_layers - 2), G.cfg.num_layers - 2}):
         state = run(params, wplus, stop_layer=layer)
@@ -151,9 +155,7 @@ def test_running_from_any_layer_equals_the_full_network(fixture_dir, fixture_gen
         resumed = run(params, wplus, start_layer=layer, start_state=state)
         np.testing.assert_allclose(resumed, full, atol=1e-5, rtol=0, err_msg=f"layer {layer}")
     const = G.synthesis.blocks[0].const[...]
-    given_const = fns.synthesis(
-        params, wplus, const_input=jnp.broadcast_to(const, (2,) + const.shape)
-    )
+    given_const = run(params, wplus, const_input=jnp.broadcast_to(const, (2,) + const.shape))
     np.testing.assert_allclose(given_const, full, atol=1e-6, rtol=0)
 
 
@@ -163,10 +165,11 @@ def test_restarted_rgb_accumulator_drops_earlier_blocks(fixture_generator):
     G = fixture_generator("skip32")
     fns, params = PureGenerator.split(G)
     wplus = np.asarray(G.mapping(np.random.RandomState(0).randn(1, G.cfg.z_dim)))
-    state = fns.synthesis(params, wplus, stop_layer=3)
-    with_rgb = fns.synthesis(params, wplus, start_layer=3, start_state=state)
-    restarted = fns.synthesis(params, wplus, start_layer=3, start_state=state._replace(img=None))
-    earlier = fns.synthesis(params, wplus, stop_layer=2).img  # 8x8 RGB of b4 + b8
+    run = jax.jit(fns.synthesis, static_argnames=("start_layer", "stop_layer"))
+    state = run(params, wplus, stop_layer=3)
+    with_rgb = run(params, wplus, start_layer=3, start_state=state)
+    restarted = run(params, wplus, start_layer=3, start_state=state._replace(img=None))
+    earlier = run(params, wplus, stop_layer=2).img  # 8x8 RGB of b4 + b8
     block16 = np.asarray(with_rgb) - np.asarray(restarted)  # what the earlier blocks contributed
     assert np.abs(block16).max() > 1e-3
     upsampled = jnp.asarray(earlier)
