@@ -13,6 +13,7 @@ from conftest import tiny_module
 
 from gaussjax.files import checkpoints, images
 from gaussjax.networks.builtin import BUILTIN_DIR
+from gaussjax.networks.stylegan2 import PureGenerator
 from gaussjax.studies import realism
 from gaussjax.training import digits
 from gaussjax.training import judge as judge_lib
@@ -115,9 +116,9 @@ def test_builtin_judge_judges_the_builtin_generator():
     fades = 0.5 * (held_out[:100] + held_out[100:200])
     assert judge.realistic(noise).mean() == 0.0 and judge.realistic(blank).mean() == 0.0
     assert judge.realistic(fades).mean() < 0.2
-    samples = np.asarray(
-        generator(np.random.RandomState(0).randn(64, 64).astype(np.float32), noise_mode="const")
-    )
+    fns, params = PureGenerator.split(generator)
+    ws = jax.jit(fns.mapping)(params, np.random.RandomState(0).randn(64, 64).astype(np.float32))
+    samples = np.asarray(jax.jit(fns.synthesis)(params, ws))  # noise_mode "const"
     assert 0.2 < judge.realistic(samples).mean() < 0.7
     with pytest.raises(ValueError, match="trained against generator"):
         realism.load_judges("builtin", "0123456789abcdef", 32, False)
