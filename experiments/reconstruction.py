@@ -1,13 +1,14 @@
 r"""Reconstruction of generated images with and without the prior (paper Fig. 2, "3-4x lower").
 
     python -m experiments.reconstruction --outdir=out/reconstruction [--generator=DIR] \
-        [--prior=prior.npz] [--spaces=wplus] [--target_codes=w,wplus] \
+        [--prior=prior.npz] [--spaces=matched] [--target_codes=w,wplus] \
         [--prior_weights=0,3e-5,1e-4,3e-4,1e-3] [--target_seeds=0,1,2] [--num_generated=2] \
         [--steps=1000] [--curve_every=50] [--seed=0]
 
 Renders --num_generated images for each target seed, with W codes (one z, one style) and W+ codes
-(a z per layer, styles mixed: "matching the model to the data" as the paper does), inverts them in
-each space at each prior weight λ (the default prior scale: energy per latent dimension and row)
+(a z per layer, styles mixed), inverts them at each prior weight λ in the space that matches their
+model, as the paper does (W targets in W, W+ targets in W+; `--spaces=w,wplus` inverts every
+target set in every listed space instead) (the default prior scale: energy per latent dimension and row)
 with the engine's defaults for that space, and traces image error (PSNR) and latent error (MSE of
 the W+ code against the true one) every --curve_every steps. Writes curves, a table of final
 numbers (mean ± std over target seeds), the effect of the default λ (its PSNR cost and how many
@@ -28,7 +29,12 @@ from gaussjax.reports.markdown import Report, format_number
 from gaussjax.reports.progress import Progress
 from gaussjax.studies import inversions
 
-_SPACES = flags.DEFINE_list("spaces", ["wplus"], "Latent spaces (w, wplus, z, zplus).")
+MATCHED = "matched"
+_SPACES = flags.DEFINE_list(
+    "spaces",
+    [MATCHED],
+    f"Latent spaces (w, wplus, z, zplus), or {MATCHED}: each target set in its own space.",
+)
 _TARGET_CODES = flags.DEFINE_list(
     "target_codes", ["w", "wplus"], "Codes of the targets: w (one style), wplus (styles mixed)."
 )
@@ -133,6 +139,16 @@ def build_report(rows, chosen, effects, energies, settings) -> Report:
     return report
 
 
+def space_target_pairs(spaces: list[str], target_codes: list[str]) -> list[tuple[str, str]]:
+    """(space, target codes) to invert: each code set in its own space for [MATCHED], else every
+    listed space for every code set."""
+    if spaces == [MATCHED]:
+        return [(codes, codes) for codes in target_codes]
+    if MATCHED in spaces:
+        raise ValueError(f"--spaces={MATCHED} stands alone, got {','.join(spaces)}")
+    return [(space, codes) for space in spaces for codes in target_codes]
+
+
 def run() -> None:
     outdir = study_flags.outdir()
     weights = [float(w) for w in _WEIGHTS.value]
@@ -142,12 +158,12 @@ def run() -> None:
     unknown = sorted(set(_TARGET_CODES.value) - {"w", "wplus"})
     if unknown:
         raise ValueError(f"--target_codes must be w and/or wplus, got {unknown}")
+    combos = space_target_pairs(_SPACES.value, _TARGET_CODES.value)
     if 0.0 in weights:  # the default λ is always measured against λ = 0
-        defaults = [InversionConfig.for_space(s).loss.prior_weight for s in _SPACES.value]
+        defaults = [InversionConfig.for_space(s).loss.prior_weight for s, _ in combos]
         weights += sorted(set(defaults) - set(weights))
     study = study_flags.study()
     rows, traces, energies = [], {}, {}
-    combos = [(space, codes) for space in _SPACES.value for codes in _TARGET_CODES.value]
     progress = Progress(len(combos) * len(weights), "inversions")
     for space, codes in combos:
         label = f"{space} ({codes} targets)"
@@ -168,7 +184,7 @@ def run() -> None:
         traces.update({(label, w): t for w, t in space_traces.items()})
     curve_plots(outdir, traces)
     settings = {
-        "spaces": _SPACES.value,
+        "spaces": [space for space, _ in combos],
         "target_codes": _TARGET_CODES.value,
         "prior_weights": weights,
         "target_seeds": seeds,

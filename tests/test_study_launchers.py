@@ -19,8 +19,7 @@ LAUNCHERS = {
     # 2), so with the session's compilation cache each is compiled once: both by reconstruction
     # (it adds the default λ), none by interpolation and prior_sweep.
     "reconstruction": [
-        "--spaces=w",
-        "--target_codes=w",
+        "--target_codes=w",  # the default --spaces=matched: W targets in W
         "--prior_weights=0",
         "--target_seeds=0,1",
         "--num_generated=1",
