@@ -1,6 +1,7 @@
 """Shared test set-up: 4 CPU devices (sharding tests), fixture generators, strict numerics, and the
 helpers several test modules use (fixture I/O, the tiny SPHInX generator, the invert launcher)."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -35,9 +36,15 @@ OFFICIAL_FIXTURES = ("skip32", "cond64_resnet", "orig16_gray")
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
     """Launchers (and their subprocesses) share one persistent compilation cache per test session,
-    never the user's ~/.cache."""
-    path = tmp_path_factory.mktemp("xla_cache")
+    never the user's ~/.cache; under xdist one for all workers, so a program compiled by one
+    worker's launcher is loaded by the other's. A size limit turns on JAX's file lock, so that no
+    process reads an entry another is still writing."""
+    root = tmp_path_factory.getbasetemp()
+    path = (root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root) / "xla_cache"
+    path.mkdir(exist_ok=True)
     os.environ["GAUSSJAX_CACHE_DIR"] = str(path)
+    if importlib.util.find_spec("filelock"):  # JAX's lock needs it (torch, of [test], brings it)
+        os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(8 << 30)
     return path
 
 
