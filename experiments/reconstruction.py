@@ -6,14 +6,14 @@ r"""Reconstruction of generated images with and without the prior (paper Fig. 2,
         [--steps=1000] [--curve_every=50] [--seed=0]
 
 Renders --num_generated images for each target seed, with W codes (one z, one style) and W+ codes
-(a z per layer, styles mixed), inverts them at each prior weight λ in the space that matches their
-model, as the paper does (W targets in W, W+ targets in W+; `--spaces=w,wplus` inverts every
-target set in every listed space instead) (the default prior scale: energy per latent dimension and row)
-with the engine's defaults for that space, and traces image error (PSNR) and latent error (MSE of
-the W+ code against the true one) every --curve_every steps. Writes curves, a table of final
-numbers (mean ± std over target seeds), the effect of the default λ (its PSNR cost and how many
-times lower the latent error is than at λ = 0) and, per row, the λ with the lowest latent error at
-no more than 0.5 dB PSNR loss, into --outdir.
+(a z per layer, styles mixed) and inverts them at each prior weight λ (the default prior scale:
+energy per latent dimension and row) in the space that matches their model, as the paper does:
+W targets in W, W+ targets in W+ (`--spaces=w,wplus` inverts every target set in every listed
+space instead). Each space runs with the engine's defaults; image error (PSNR) and latent error
+(MSE of the W+ code against the true one) are traced every --curve_every steps. Writes curves, a
+table of final numbers (mean ± std over target seeds), the effect of the default λ (its PSNR cost
+and how many times lower the latent error is than at λ = 0) and, per row, the λ with the lowest
+latent error at no more than 0.5 dB PSNR loss, into --outdir.
 """
 
 import numpy as np
