@@ -3,6 +3,7 @@ run equals an uninterrupted one, sharded training equals one device, encoder dir
 their generator, and inversion starts from an encoder's code (down to zero steps)."""
 
 import dataclasses
+import functools
 import json
 import signal
 import subprocess
@@ -236,7 +237,7 @@ def test_the_builtin_generator_starts_from_its_encoder_unless_told_otherwise(tmp
     runs = {
         "default": [],
         "none": ["--encoder=none"],
-        "noise": ["--latent_noise_factor=0.05"],
+        "noise": ["--latent_noise_factor=0.05", "--encoder_refine=2"],
         "sr": ["--task=super_resolution"],
     }
     records = {}
@@ -253,6 +254,7 @@ def test_the_builtin_generator_starts_from_its_encoder_unless_told_otherwise(tmp
     assert [records[n]["encoder"] for n in runs] == [builtin, None, builtin, None]
     noise = {n: r["latent_noise_factor"] for n, r in records.items()}
     assert noise == {"default": 0.0, "none": 0.05, "noise": 0.05, "sr": 0.05}
+    assert [records[n]["encoder_refine"] for n in runs] == [0, 0, 2, 0]
 
 
 def encoder_fp(tmp_path):
@@ -328,3 +330,36 @@ def test_ctrl_c_names_the_snapshot_a_rerun_resumes_from(tmp_path):
         .splitlines()[-1]
         .startswith("interrupted; the same command resumes from its snapshot at 0.")
     )
+
+
+@pytest.mark.slow
+def test_refinement_corrections_bring_the_builtin_encoders_code_closer():
+    """0 corrections: the encoder's code itself; 3 corrections w += E(x) - E(G(w)) of the built-in
+    encoder: >= 1.5 dB closer on generated digits it never saw (measured +3.0 dB on 8)."""
+    from gaussjax.files.checkpoints import generator_or_builtin
+    from gaussjax.inversion.engine import refined_codes
+    from gaussjax.inversion.targets import generated_targets
+    from gaussjax.networks.stylegan2 import PureGenerator
+
+    generator = generator_or_builtin(None, log=lambda _: None)
+    fns, params = PureGenerator.split(generator)
+    encoder = saved.load_encoder(saved.BUILTIN)
+    made = generated_targets(fns, params, generator.cfg, space="wplus", count=4, seed=901)
+    targets = jnp.asarray(np.stack([t.pixels for t in made]))
+    render = functools.partial(jax.jit(fns.synthesis), params)
+    once = refined_codes(encoder.encode, render, targets, 0)
+    np.testing.assert_array_equal(once, encoder.encode(targets))
+    refined = refined_codes(encoder.encode, render, targets, 3)
+    assert code_psnr(fns, params, refined, targets) > code_psnr(fns, params, once, targets) + 1.5
+
+
+def test_refinement_needs_an_encoder_and_the_invert_task(tmp_path):
+    from gaussjax.inversion import pipeline
+
+    with pytest.raises(ValueError, match="encoder_refine must be >= 0"):
+        InversionConfig.from_flat(encoder_refine=-1)
+    with pytest.raises(ValueError, match="encoder_refine works for task invert, not denoise"):
+        InversionConfig.from_flat(encoder_refine=2, task="denoise")
+    spec = pipeline.RunSpec(tmp_path, InversionConfig.from_flat(encoder_refine=2))
+    with pytest.raises(ValueError, match="encoder_refine corrects an encoder's code"):
+        pipeline.check_spec(spec)

@@ -41,8 +41,13 @@ class OptimConfig:
     lr_rampdown: float = 0.25
     latent_noise_factor: float = setting(0.05, "Latent-noise ramp strength (0 turns it off).")
     latent_noise_ramp: float = 0.75
+    encoder_refine: int = setting(
+        0, "Corrections w += E(x) - E(G(w)) of an encoder's start code, before the steps (invert)."
+    )
 
     def __post_init__(self):
+        if self.encoder_refine < 0:
+            raise ValueError(f"encoder_refine must be >= 0, got {self.encoder_refine}")
         if self.num_steps < 0 or self.steps_per_dispatch < 1:
             raise ValueError(
                 f"num_steps must be >= 0 and steps_per_dispatch >= 1, got {self.num_steps}, "
@@ -196,6 +201,9 @@ class InversionConfig:
             )
         if self.problem.task == "compressed_sensing" and self.loss.lpips_weight > 0:
             raise ValueError("compressed-sensing measurements are not images: set lpips_weight=0")
+        if self.optim.encoder_refine and self.problem.task != "invert":
+            # E(G(w)) would read a clean render against the encoding of a degraded measurement.
+            raise ValueError(f"encoder_refine works for task invert, not {self.problem.task}")
 
     @classmethod
     def from_flat(cls, **settings) -> "InversionConfig":

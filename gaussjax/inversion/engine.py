@@ -89,6 +89,28 @@ def _measurement_key(image_key):
     return jax.random.fold_in(image_key, 2)
 
 
+def refined_codes(encode, render, images, num_corrections: int):
+    """encode(images), then `num_corrections` times w += encode(images) - encode(render(w)).
+
+    The encoder E is an approximate inverse of the generator G; where its error varies slowly with
+    the code, E(x) - E(G(w)) estimates what w still lacks (a fixed-point iteration, as ReStyle's
+    iterative encoding, with an encoder trained for single passes). Measured with the built-in
+    encoder, 8 corrections: generated digits 25.9 -> 30.1 dB (docs/encoder.md), real digits
+    21.7 -> 23.8 dB.
+    encode, render: jitted functions of [B, H, W, C] -> [B, num_ws, w_dim] and back.
+    """
+    target_code = encode(images)
+    ws = target_code
+    for _ in range(num_corrections):
+        ws = ws + target_code - encode(render(ws))
+    return ws
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _render(gen_fns, gen_params, ws):
+    return gen_fns.synthesis(gen_params, ws)
+
+
 def psnr(mse):
     """PSNR in dB of images in [-1, 1] (peak-to-peak 2) from their MSE."""
     return 10.0 * jnp.log10(4.0 / jnp.maximum(mse, 1e-20))
@@ -372,10 +394,12 @@ class Inverter:
                 f"cannot read them (encoder init works for {', '.join(ENCODABLE_TASKS)})"
             )
 
-    def encoder_codes(self, encode, inputs):
-        """encode(inputs [B, H, W, C]) -> [B, num_ws, w_dim], after `check_encodable`."""
+    def encoder_codes(self, encode, gen_params, inputs):
+        """encode(inputs [B, H, W, C]) -> [B, num_ws, w_dim], after `check_encodable`, then
+        `optim.encoder_refine` corrections (refined_codes)."""
         self.check_encodable()
-        return encode(inputs)
+        render = functools.partial(_render, self.statics.gen_fns, gen_params)
+        return refined_codes(encode, render, inputs, self.cfg.optim.encoder_refine)
 
     def num_dispatches(self) -> int:
         return math.ceil(self.cfg.optim.num_steps / self.cfg.optim.steps_per_dispatch)
@@ -411,7 +435,7 @@ class Inverter:
         """
         measured = targets if self.task.name == "invert" else self.measurements(seeds, targets)
         feats = self.features(lpips_params, measured)
-        codes = None if encode is None else self.encoder_codes(encode, measured)
+        codes = None if encode is None else self.encoder_codes(encode, gen_params, measured)
         state = self.init(gen_params, seeds, targets, codes)
         for _ in range(self.num_dispatches()):
             state, loss = self.run(gen_params, lpips_params, prior, state, targets, feats)

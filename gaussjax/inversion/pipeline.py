@@ -160,6 +160,8 @@ def check_spec(spec: RunSpec) -> None:
         raise ValueError(f"prior_samples must be >= 2, got {spec.prior_samples}")
     if spec.config.optim.num_steps == 0 and spec.encoder is None:
         raise ValueError("steps=0 needs an encoder to start from (give --encoder)")
+    if spec.config.optim.encoder_refine and spec.encoder is None:
+        raise ValueError("encoder_refine corrects an encoder's code: give --encoder")
 
 
 @dataclasses.dataclass(frozen=True)
