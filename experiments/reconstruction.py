@@ -184,7 +184,8 @@ def run() -> None:
         traces.update({(label, w): t for w, t in space_traces.items()})
     curve_plots(outdir, traces)
     settings = {
-        "spaces": [space for space, _ in combos],
+        "spaces": _SPACES.value,
+        "space_target_pairs": combos,
         "target_codes": _TARGET_CODES.value,
         "prior_weights": weights,
         "target_seeds": seeds,

@@ -9,8 +9,13 @@ goes on; a CI run of the encoder's Ctrl-C test caught exactly that.)
             interrupts.check()    # raises KeyboardInterrupt here after a Ctrl-C
 
 A first Ctrl-C asks for the stop (silently: the loop's own KeyboardInterrupt handler prints the
-one line a user sees); a second one, while the loop is still busy, raises at once.
-Outside the context `check` does nothing, so library loops call it unconditionally.
+one line a user sees); a second one, while the loop is still busy, raises at once. A request no
+`check` took is raised when the block ends, so none is lost. Outside the context `check` does
+nothing, so library loops call it unconditionally.
+
+Each process decides for itself: under jax.distributed a Ctrl-C reaches the processes a shell
+signals (all of them for a process group), and one that alone stops leaves the others waiting in
+their next collective, as before.
 """
 
 import contextlib
@@ -49,4 +54,7 @@ def stop_at_safe_points():
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        pending = _state["requested"]
         _state.update(active=False, requested=False)
+    if pending:  # the block ended normally after a Ctrl-C that no check took
+        raise KeyboardInterrupt

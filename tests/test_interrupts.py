@@ -29,10 +29,11 @@ def test_ctrl_c_waits_for_the_next_check_and_a_second_acts_at_once():
             interrupts.check()
         interrupts.check()  # one Ctrl-C, one stop
     assert reached
-    with interrupts.stop_at_safe_points():
-        ctrl_c()
-        with pytest.raises(KeyboardInterrupt):  # the loop is still busy: a second acts at once
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.stop_at_safe_points():
             ctrl_c()
+            ctrl_c()  # the loop is still busy: a second Ctrl-C acts at once
+            pytest.fail("the second Ctrl-C was held too")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
@@ -60,3 +61,10 @@ def test_check_is_a_no_op_outside_the_context_and_the_context_nests():
         with pytest.raises(KeyboardInterrupt):  # the inner block left the outer's request
             interrupts.check()
     interrupts.check()
+
+
+def test_a_request_no_check_took_is_raised_when_the_block_ends():
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.stop_at_safe_points():
+            ctrl_c()  # e.g. while the last batch was saved: the run still stops, with its message
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
+from gaussjax import interrupts
 from gaussjax.files import prefetch, results
 from gaussjax.inversion import run_outputs, sharding
 from gaussjax.inversion.targets import Target, checked_pixels, padded_batch, read_pixels
@@ -122,6 +123,7 @@ def run_batches(run: BatchRun, targets: list[Target], plan: BatchPlan, progress:
             (t, checked_pixels(t, next(reads), run.outdir)) for t in plan.rows(targets, start)
         ]
         saved += invert_batch(run, loaded, start // plan.global_size, plan.per_process, progress)
+        interrupts.check()  # after the batch's files: also where a run has no steps (encoder only)
     return saved
 
 

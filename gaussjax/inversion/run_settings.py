@@ -12,6 +12,7 @@ import jax
 
 from gaussjax.analysis.prior import covariance_id
 from gaussjax.files.safe_io import read_json, write_bytes_atomic
+from gaussjax.inversion.config import InversionConfig
 
 RUN_FILE = "run.json"
 # Settings that change how the work is cut, not what is computed.
@@ -57,7 +58,12 @@ def check_run_settings(outdir: pathlib.Path, settings: dict, has_results: bool) 
     if not has_results or not path.exists():
         return
     previous = read_json(path)
-    changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+    added_since = InversionConfig().to_dict()  # a setting an older run.json lacks had its default
+    changed = sorted(
+        k
+        for k in set(previous) | set(settings)
+        if previous.get(k, added_since.get(k)) != settings.get(k)
+    )
     if changed:
         raise ValueError(
             f"{outdir} holds results of a run with other settings ({', '.join(changed)}); "
