@@ -339,14 +339,14 @@ def test_refinement_corrections_bring_the_builtin_encoders_code_closer():
     from gaussjax.files.checkpoints import generator_or_builtin
     from gaussjax.inversion.engine import refined_codes
     from gaussjax.inversion.targets import generated_targets
-    from gaussjax.networks.stylegan2 import PureGenerator
+    from gaussjax.networks.stylegan2 import PureGenerator, jit_synthesis
 
     generator = generator_or_builtin(None, log=lambda _: None)
     fns, params = PureGenerator.split(generator)
     encoder = saved.load_encoder(saved.BUILTIN)
     made = generated_targets(fns, params, generator.cfg, space="wplus", count=4, seed=901)
     targets = jnp.asarray(np.stack([t.pixels for t in made]))
-    render = functools.partial(jax.jit(fns.synthesis), params)
+    render = functools.partial(jit_synthesis, fns, params)
     once = refined_codes(encoder.encode, render, targets, 0)
     np.testing.assert_array_equal(once, encoder.encode(targets))
     refined = refined_codes(encoder.encode, render, targets, 3)

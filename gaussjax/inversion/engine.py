@@ -32,6 +32,7 @@ from gaussjax.inversion import tasks
 from gaussjax.inversion.config import LOSS_WEIGHTS, InversionConfig, OptimConfig
 from gaussjax.inversion.optimizer import make_optimizer
 from gaussjax.inversion.passes import in_passes, resolve_microbatch
+from gaussjax.networks.stylegan2 import jit_synthesis
 
 
 def latent_noise_scale(cfg: OptimConfig, t, unit):
@@ -104,11 +105,6 @@ def refined_codes(encode, render, images, num_corrections: int):
     for _ in range(num_corrections):
         ws = ws + target_code - encode(render(ws))
     return ws
-
-
-@functools.partial(jax.jit, static_argnums=(0,))
-def _render(gen_fns, gen_params, ws):
-    return gen_fns.synthesis(gen_params, ws)
 
 
 def psnr(mse):
@@ -398,7 +394,7 @@ class Inverter:
         """encode(inputs [B, H, W, C]) -> [B, num_ws, w_dim], after `check_encodable`, then
         `optim.encoder_refine` corrections (refined_codes)."""
         self.check_encodable()
-        render = functools.partial(_render, self.statics.gen_fns, gen_params)
+        render = functools.partial(jit_synthesis, self.statics.gen_fns, gen_params)
         return refined_codes(encode, render, inputs, self.cfg.optim.encoder_refine)
 
     def num_dispatches(self) -> int:

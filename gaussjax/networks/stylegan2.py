@@ -449,3 +449,16 @@ class PureGenerator:
 
     def __eq__(self, other):
         return isinstance(other, PureGenerator) and self.graphdef == other.graphdef
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def jit_mapping(fns: PureGenerator, params, z, c=None):
+    """fns.mapping(params, z, c) as one compiled program, cached per generator structure (fns is
+    static and hashes by its graphdef; a jit of the bound method would trace anew on every call)."""
+    return fns.mapping(params, z, c)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def jit_synthesis(fns: PureGenerator, params, ws):
+    """fns.synthesis(params, ws) (const noise) as one compiled program, cached as jit_mapping."""
+    return fns.synthesis(params, ws)

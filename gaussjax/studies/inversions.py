@@ -49,7 +49,7 @@ def generated_targets(study: Study, space: str, num_per_seed: int, seeds) -> Tar
     items = []
     for seed in seeds:
         made = target_lib.generated_targets(
-            study.jitted_fns(),
+            study.fns,
             study.params,
             study.cfg,
             space=space,

@@ -2,10 +2,8 @@
 
 import dataclasses
 import pathlib
-import types
 from collections.abc import Callable
 
-import jax
 import numpy as np
 
 from gaussjax.analysis import pca as pca_lib
@@ -15,7 +13,7 @@ from gaussjax.inversion import pipeline
 from gaussjax.inversion.config import InversionConfig
 from gaussjax.inversion.engine import Inverter
 from gaussjax.networks.config import GeneratorConfig
-from gaussjax.networks.stylegan2 import PureGenerator
+from gaussjax.networks.stylegan2 import PureGenerator, jit_mapping, jit_synthesis
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,38 +35,21 @@ class Study:
         s = self.stats
         return pca_lib.make_pca(s.mean, s.cov, s.mean_w, s.negative_slope)
 
-    def _jitted(self, name: str):
-        """jax.jit of fns.<name>, made once per study: a jit of a fresh bound method would
-        compile again on every call."""
-        cache = self.__dict__.setdefault("_jit_cache", {})
-        if name not in cache:
-            cache[name] = jax.jit(getattr(self.fns, name))
-        return cache[name]
-
-    def jitted_fns(self) -> types.SimpleNamespace:
-        """`mapping` and `synthesis` of fns, jitted (for library code that calls them per image,
-        such as `targets.generated_targets`: eager calls would dispatch op by op)."""
-        return types.SimpleNamespace(
-            mapping=self._jitted("mapping"), synthesis=self._jitted("synthesis")
-        )
-
     def map(self, z, class_idx: int | None = None, chunk: int = 1024) -> np.ndarray:
         """Mapped latents [N, num_ws, w_dim] of z [N, z_dim], in jitted chunks. A conditional
         generator maps with class `class_idx` (default 0)."""
-        mapping = self._jitted("mapping")
         out = []
         for start in range(0, len(z), chunk):
             rows = np.asarray(z[start : start + chunk], np.float32)
             c = None if self.cfg.c_dim == 0 else self.cfg.class_labels(class_idx or 0, len(rows))
-            out.append(np.asarray(mapping(self.params, rows, c)))
+            out.append(np.asarray(jit_mapping(self.fns, self.params, rows, c)))
         return np.concatenate(out)
 
     def render(self, ws, chunk: int = 64) -> np.ndarray:
         """Images [N, H, W, C] float32 (nominally [-1, 1]) of ws [N, num_ws, w_dim], const noise."""
-        synthesis = self._jitted("synthesis")
         return np.concatenate(
             [
-                np.asarray(synthesis(self.params, ws[i : i + chunk]))
+                np.asarray(jit_synthesis(self.fns, self.params, ws[i : i + chunk]))
                 for i in range(0, len(ws), chunk)
             ]
         )
